@@ -1,0 +1,38 @@
+"""Errors that name the input, the engine and the reason, so a user can act on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PolyOCRError(Exception):
+    """Base class for every error polyocr raises on purpose."""
+
+
+class InputError(PolyOCRError):
+    """An input that cannot be turned into pages; carries the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class EngineUnavailable(PolyOCRError):
+    """An engine that cannot run here; `fix` says what would make it run."""
+
+    def __init__(self, engine: str, reason: str, fix: str = ""):
+        self.engine = engine
+        self.reason = reason
+        self.fix = fix
+        message = f"engine {engine!r} cannot run: {reason}"
+        super().__init__(f"{message} (fix: {fix})" if fix else message)
+
+
+class EngineError(PolyOCRError):
+    """An engine failed on a page; the router decides what happens next."""
+
+    def __init__(self, engine: str, reason: str):
+        self.engine = engine
+        self.reason = reason
+        super().__init__(f"engine {engine!r}: {reason}")

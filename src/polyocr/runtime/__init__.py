@@ -1,0 +1,1 @@
+"""What this machine can run: the probed profile, attention/dtype choice and memory limits."""
