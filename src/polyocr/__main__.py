@@ -1,0 +1,3 @@
+from polyocr.cli import main
+
+main()

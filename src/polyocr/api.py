@@ -1,0 +1,49 @@
+"""The Python API: one call from a file or image to a DocumentResult."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from polyocr.documents import (
+    DEFAULT_DPI,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_PIXELS,
+    Source,
+    load_pages,
+    open_source,
+)
+from polyocr.engines.base import EnginePlan, Task, TaskKind
+from polyocr.errors import InputError
+from polyocr.results import DocumentResult
+from polyocr.router import Router, resolve_chain
+
+
+def ocr(
+    item: str | Path | Image.Image,
+    engine: str | Sequence[str] = "auto",
+    *,
+    task: TaskKind | str = TaskKind.LAYOUT,
+    languages: Sequence[str] = ("eng", "rus"),
+    dpi: float = DEFAULT_DPI,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    plans: dict[str, EnginePlan] | None = None,
+) -> DocumentResult:
+    """OCR one file (image, multi-page TIFF, PDF) or PIL image.
+
+    An input that cannot be read gives a DocumentResult with no pages and the reason in `errors`
+    rather than an exception, the same as the CLI reports it; check `result.ok`.
+    """
+    task_obj = Task(kind=TaskKind(task), languages=tuple(languages))
+    if isinstance(item, Image.Image):
+        source = Source(path="<image>", kind="image", page_count=1, _pages=iter(load_pages(item)))
+    else:
+        try:
+            source = open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+        except InputError as exc:
+            return DocumentResult(source=str(item), errors=[str(exc)])
+    with Router(resolve_chain(engine, task_obj), task_obj, plans=plans) as router:
+        return router.run_source(source)

@@ -1,0 +1,203 @@
+"""The command line: a thin layer over polyocr's Python calls (Typer + Rich).
+
+Results go to stdout (or files with --out); progress, notes, errors and the summary go to stderr so
+that `polyocr ocr page.png > page.txt` stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs, open_source
+from polyocr.engines.base import EnginePlan, Task, TaskKind
+from polyocr.errors import PolyOCRError
+from polyocr.formats import FORMATS, render, suffix_for
+from polyocr.results import DocumentResult, PageStatus, json_schema_text
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="OCR documents with whichever engine works best on this machine.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def main() -> None:
+    app()
+
+
+def _languages(value: str) -> tuple[str, ...]:
+    return tuple(part for part in value.replace(",", "+").split("+") if part)
+
+
+@dataclass
+class _RunStats:
+    pages: int = 0
+    failed_pages: int = 0
+    failed_inputs: int = 0
+    engines: dict[str, int] = field(default_factory=dict)
+
+
+@app.command()
+def ocr(
+    inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
+    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "eng+rus",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
+    task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
+    dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
+    overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")]
+    = False,
+    max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
+    max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+) -> None:
+    """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
+    from polyocr.formats.overlay import draw_overlay
+    from polyocr.router import Router, resolve_chain
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if overlay and out_dir is None:
+        raise typer.BadParameter("--overlay writes files, so it needs --out DIR", param_hint="--overlay")
+    files, notes = expand_inputs(inputs)
+    if not quiet:
+        for note in notes:
+            err.print(f"[dim]note: {note}[/dim]")
+    if not files:
+        err.print("[red]error:[/red] no input documents found")
+        raise typer.Exit(2)
+    task_obj = Task(kind=task, languages=_languages(lang))
+    try:
+        chain = resolve_chain(engine, task_obj)
+    except PolyOCRError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    plans = {name: EnginePlan() for name in chain}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    stats = _RunStats()
+    start = time.perf_counter()
+    used_names: set[str] = set()
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+        console=err, disable=quiet, transient=False,
+    )
+    with Router(chain, task_obj, plans=plans) as router, progress:
+        bar = progress.add_task("pages", total=None, rate="")
+        documents: list[DocumentResult] = []
+        for path in files:
+            try:
+                source = open_source(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+            except PolyOCRError as exc:
+                err.print(f"[red]error:[/red] {exc}")
+                stats.failed_inputs += 1
+                documents.append(DocumentResult(source=str(path), errors=[str(exc)]))
+                continue
+            progress.update(bar, total=(progress.tasks[0].total or 0) + source.page_count)
+            stem = _unique_stem(out_dir, path, used_names) if out_dir else path.stem
+
+            def on_page(page, result, stem=stem):
+                stats.pages += 1
+                if result.status == PageStatus.FAILED:
+                    stats.failed_pages += 1
+                    err.print(f"[red]page failed:[/red] {page.source} page {page.number}: "
+                              + "; ".join(result.errors))
+                elif result.engine:
+                    stats.engines[result.engine] = stats.engines.get(result.engine, 0) + 1
+                if overlay and out_dir is not None:
+                    draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
+                elapsed = time.perf_counter() - start
+                progress.update(bar, advance=1, description=f"{Path(page.source).name} [{result.engine or '-'}]",
+                                rate=f"{stats.pages / elapsed:.2f} pages/s")
+
+            doc = router.run_source(source, on_page=on_page)
+            if doc.errors:
+                stats.failed_inputs += 1
+                for message in doc.errors:
+                    err.print(f"[red]error:[/red] {message}")
+            if out_dir is not None:
+                (out_dir / f"{stem}{suffix_for(fmt)}").write_text(render(doc, fmt), encoding="utf-8")
+            else:
+                documents.append(doc)
+    if out_dir is None:
+        _print_documents([d for d in documents if d.pages], fmt)
+    seconds = time.perf_counter() - start
+    if not quiet:
+        used = ", ".join(f"{name} {count}" for name, count in sorted(stats.engines.items())) or "none"
+        err.print(f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
+                  f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {used}")
+    if stats.failed_pages or stats.failed_inputs:
+        raise typer.Exit(1)
+
+
+def _unique_stem(out_dir: Path, path: Path, used: set[str]) -> str:
+    """Output names follow input names; inputs sharing a name in different folders get -2, -3..."""
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}-{n}"
+    used.add(stem)
+    return stem
+
+
+def _print_documents(documents: list[DocumentResult], fmt: str) -> None:
+    if fmt == "json" and len(documents) > 1:
+        sys.stdout.write("[\n" + ",\n".join(d.to_json() for d in documents) + "\n]\n")
+        return
+    for doc in documents:
+        if len(documents) > 1:
+            sys.stdout.write(f"==> {doc.source} <==\n")
+        sys.stdout.write(render(doc, fmt))
+
+
+@app.command()
+def engines(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List every engine, whether it can run here, and why not."""
+    from polyocr.engines.base import create_engine, engine_class, engine_names
+    from polyocr.runtime.probe import get_profile
+
+    profile = get_profile()
+    rows = []
+    for name in engine_names():
+        row = {"name": name, "kind": "", "available": False, "reason": "", "fix": "", "scripts": [], "notes": ""}
+        try:
+            cls = engine_class(name)
+            row.update(kind=cls.kind, scripts=sorted(cls.scripts), notes=cls.notes or cls.description)
+            availability = create_engine(name).available(profile)
+            row.update(available=availability.ok, reason=availability.reason, fix=availability.fix)
+        except PolyOCRError as exc:
+            row.update(reason=getattr(exc, "reason", str(exc)), fix=getattr(exc, "fix", ""))
+        rows.append(row)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="polyocr engines")
+    for column in ("engine", "kind", "runs here", "why / fix", "scripts and notes"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
+        why = row["reason"] + (f"\n[cyan]fix:[/cyan] {row['fix']}" if row["fix"] else "")
+        table.add_row(row["name"], row["kind"], status, why, ", ".join(row["scripts"]) + "\n" + row["notes"])
+    out.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON schema of `--format json` output."""
+    sys.stdout.write(json_schema_text() + "\n")
