@@ -36,3 +36,15 @@ class EngineError(PolyOCRError):
         self.engine = engine
         self.reason = reason
         super().__init__(f"engine {engine!r}: {reason}")
+
+
+class ConfigError(PolyOCRError):
+    """A setting (`--attn`, `--dtype`, `--device`, ...) that cannot run here, found before any model loads."""
+
+    def __init__(self, engine: str, setting: str, reason: str, fix: str = ""):
+        self.engine = engine
+        self.setting = setting
+        self.reason = reason
+        self.fix = fix
+        message = f"engine {engine!r}: {setting} cannot run here: {reason}"
+        super().__init__(f"{message} (fix: {fix})" if fix else message)

@@ -1,0 +1,252 @@
+"""`polyocr doctor`: what this machine can run, what each engine would run with, and how to fix the rest.
+
+The report is built from a Profile, so a profile recorded on another machine yields the same report
+that machine would print: that is how the decision logic is tested without the hardware.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from polyocr.errors import ConfigError
+from polyocr.runtime.attention import ATTENTIONS, TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
+from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe
+
+
+@dataclass
+class Finding:
+    problem: str
+    fix: str
+
+
+@dataclass
+class EngineStatus:
+    name: str
+    kind: str
+    available: bool
+    reason: str = ""
+    fix: str = ""
+    device: str = ""
+    dtype: str = ""
+    attention: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    profile: Profile
+    engines: list[EngineStatus]
+    findings: list[Finding]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.to_dict(),
+            "engines": [asdict(e) for e in self.engines],
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def machine_findings(profile: Profile) -> list[Finding]:
+    """Problems with torch, CUDA, the GPUs and their attention kernels, each with its fix."""
+    findings = [
+        Finding(f"the probe itself failed at {error}", "please report this as a polyocr bug")
+        for error in profile.errors
+    ]
+    torch = profile.torch
+    if torch is None:
+        findings.append(
+            Finding(
+                "torch is not installed, so no VLM engine can run",
+                "pip install 'polyocr[vlm]' (on a GPU machine, the torch build for its CUDA "
+                "version: https://pytorch.org/get-started/locally/)",
+            )
+        )
+        return findings
+    if torch.error:
+        findings.append(Finding(torch.error, cuda_fix(profile)))
+    if torch.cuda is None and torch.hip is None and profile.gpu_node:
+        findings.append(
+            Finding(
+                f"a GPU is attached ({profile.gpu_node}) but torch {torch.version} is a CPU-only build", TORCH_CUDA_FIX
+            )
+        )
+    for gpu in profile.gpus:
+        if not gpu.kernels_ok:
+            shipped = ", ".join(torch.arch_list) or "none"
+            findings.append(
+                Finding(
+                    f"GPU {gpu.index} {gpu.name} ({gpu.sm}) cannot run torch {torch.version}'s "
+                    f"kernels (kernel images in this build: {shipped}): {gpu.error}",
+                    kernel_fix(profile, gpu),
+                )
+            )
+        elif gpu.total_memory and gpu.free_memory < gpu.total_memory / 4:
+            used = (gpu.total_memory - gpu.free_memory) / 2**30
+            findings.append(
+                Finding(
+                    f"GPU {gpu.index} {gpu.name}: {used:.1f} GiB is already in use by other "
+                    "processes, so VLMs get smaller pages and batches",
+                    "close them (nvidia-smi lists them) or pick another GPU with --device cuda:N",
+                )
+            )
+    if profile.attention_device.startswith("cuda"):
+        findings += _attention_findings(profile)
+    return findings
+
+
+def _attention_findings(profile: Profile) -> list[Finding]:
+    checks = profile.attention
+    gpu = profile.gpu(int(profile.attention_device.partition(":")[2]))
+    sm = gpu.sm if gpu else profile.attention_device
+    version = profile.packages.get("flash_attn")
+    findings = []
+    broken = [checks[p] for p in ("flash_attn_func", "flash_attn_varlen_func") if p in checks and not checks[p].ran]
+    if version and broken:
+        torch_version = profile.torch.version if profile.torch else "torch"
+        findings.append(
+            Finding(
+                f"flash-attn {version} is installed but its kernel failed on {sm}: {broken[0].error}; "
+                "polyocr uses SDPA instead",
+                f"nothing is needed; to use flash-attn install a wheel built for {sm} and torch "
+                f"{torch_version}, or `pip uninstall flash-attn` to silence this",
+            )
+        )
+    fused = [p for p in ("sdpa_flash", "sdpa_efficient", "sdpa_cudnn") if checks.get(p) and checks[p].ran]
+    if not fused:
+        findings.append(
+            Finding(
+                f"none of SDPA's fused kernels (flash, memory-efficient, cuDNN) ran on {sm}: "
+                "attention memory grows with the square of the tokens, so large pages may not fit",
+                "install a newer torch build for this GPU (https://pytorch.org/get-started/locally/)",
+            )
+        )
+    return findings
+
+
+def engine_statuses(profile: Profile) -> list[EngineStatus]:
+    """Every registered engine: can it run here, and with which device, dtype and attention."""
+    from polyocr.engines.base import create_engine, engine_names
+
+    statuses = []
+    for name in engine_names():
+        try:
+            engine = create_engine(name)
+            availability = engine.available(profile)
+        except Exception as exc:  # one broken engine must not hide the report on the others
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            statuses.append(EngineStatus(name, "", False, reason, getattr(exc, "fix", "")))
+            continue
+        status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix)
+        if availability.ok and engine.kind == "vlm":
+            try:
+                decision = choose(
+                    name,
+                    profile,
+                    supports=tuple(getattr(engine, "attention_supports", ATTENTIONS)),
+                    fp16_stable=bool(getattr(engine, "fp16_stable", False)),
+                )
+            except ConfigError as exc:
+                status.available, status.reason, status.fix = False, exc.reason, exc.fix
+            else:
+                status.device, status.dtype, status.attention = decision.device, decision.dtype, decision.attention
+                status.reasons = dict(decision.reasons)
+        elif availability.ok and engine.kind == "classical":
+            status.device = "cpu"
+        statuses.append(status)
+    return statuses
+
+
+def build_report(profile: Profile | None = None, *, full: bool = False) -> Report:
+    """The doctor's report for `profile` (default: this machine; `full` runs the CPU kernel checks too)."""
+    if profile is None:
+        profile = probe(kernels=True) if full else get_profile()
+    engines = engine_statuses(profile)
+    findings = machine_findings(profile)
+    findings += [
+        Finding(f"engine {e.name!r} cannot run: {e.reason}", e.fix or "see the reason")
+        for e in engines
+        if not e.available
+    ]
+    return Report(profile, engines, findings)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def render_report(report: Report, console: Console) -> None:
+    """The report as Rich tables: machine, GPUs, attention kernels, engines, then problems and fixes."""
+    p = report.profile
+    torch = p.torch
+    if torch is None:
+        torch_text = "[red]not installed[/red]"
+    else:
+        build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
+        torch_text = f"{torch.version} ({build})" + (f" [red]{torch.error}[/red]" if torch.error else "")
+    machine = Table(title="polyocr doctor", show_header=False)
+    machine.add_column(style="bold")
+    machine.add_column(overflow="fold")
+    machine.add_row(
+        "system",
+        f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, "
+        f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}",
+    )
+    machine.add_row("torch", torch_text)
+    if torch is not None and torch.arch_list:
+        machine.add_row("kernel images", " ".join(torch.arch_list))
+    installed = [f"{name} {version}" for name, version in p.packages.items() if version and name != "torch"]
+    machine.add_row("packages", ", ".join(installed) or "none")
+    tessdata = f"{', '.join(p.tessdata_languages)} in {p.tessdata_path}" if p.tessdata_path else "[red]none found[/red]"
+    machine.add_row("tessdata", tessdata)
+    machine.add_row("HF cache", f"{p.hf_cache}: {', '.join(p.hf_cache_models) or 'no model weights'}")
+    machine.add_row("probe", f"{p.recorded}; {p.probe_seconds:.2f} s")
+    console.print(machine)
+    if p.gpus:
+        gpus = Table(title="GPUs")
+        for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
+            gpus.add_column(column, overflow="fold")
+        for gpu in p.gpus:
+            kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {gpu.error}"
+            gpus.add_row(
+                str(gpu.index),
+                gpu.name,
+                gpu.sm,
+                f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}",
+                "yes" if gpu.bf16 else "no",
+                kernels,
+            )
+        console.print(gpus)
+    if p.attention:
+        dtype = next(iter(p.attention.values())).dtype
+        attention = Table(title=f"attention kernels on {p.attention_device} ({dtype}, vs a float64 reference)")
+        for column in ("path", "ran", "relative error", "error"):
+            attention.add_column(column, overflow="fold")
+        for name in ATTENTION_PATHS:
+            check = p.attention.get(name)
+            if check is None:
+                continue
+            error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
+            attention.add_row(name, "[green]yes[/green]" if check.ran else "[red]no[/red]", error, check.error or "")
+        console.print(attention)
+    else:
+        console.print(f"attention kernels: {p.attention_note}")
+    engines = Table(title="engines")
+    for column in ("engine", "kind", "runs here", "device / dtype / attention", "why"):
+        engines.add_column(column, overflow="fold")
+    for e in report.engines:
+        settings = " / ".join(s for s in (e.device, e.dtype, e.attention) if s)
+        why = "\n".join(f"{k}: {v}" for k, v in e.reasons.items()) or e.reason
+        engines.add_row(e.name, e.kind, "[green]yes[/green]" if e.available else "[red]no[/red]", settings, why)
+    console.print(engines)
+    if not report.findings:
+        console.print("[green]no problems found[/green]")
+    for finding in report.findings:
+        console.print(f"[yellow]problem:[/yellow] {finding.problem}\n  [cyan]fix:[/cyan] {finding.fix}")
