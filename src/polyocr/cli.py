@@ -198,6 +198,22 @@ def engines(
 
 
 @app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    full: Annotated[bool, typer.Option(help="Also run the attention checks on a CPU-only machine (imports torch).")]
+    = False,
+) -> None:
+    """What this machine can run (devices, kernels that ran, each engine's settings) and the fix for each problem."""
+    from polyocr.runtime.doctor import build_report, render_report
+
+    report = build_report(full=full)
+    if as_json:
+        sys.stdout.write(report.to_json() + "\n")
+        return
+    render_report(report, out)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of `--format json` output."""
     sys.stdout.write(json_schema_text() + "\n")
