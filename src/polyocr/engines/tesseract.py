@@ -1,0 +1,235 @@
+"""Tesseract through tesserocr: CPU, offline, any language whose traineddata is installed.
+
+The tessdata directory is found once and passed explicitly, so the result never depends on where
+the tesserocr wheel's bundled Tesseract was compiled to look. One TessBaseAPI per engine instance
+is reused across pages (re-initialised only when the languages change); a lock makes an instance
+safe to share between threads, since the API object itself is not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from polyocr.engines.base import (
+    ANY_SCRIPT,
+    Availability,
+    Engine,
+    EnginePlan,
+    Task,
+    TaskKind,
+)
+from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.formats.text import blocks_to_text
+from polyocr.results import Block, PageResult
+
+if TYPE_CHECKING:
+    from polyocr.documents import Page
+    from polyocr.runtime.probe import Profile
+
+DEFAULT_LANGUAGES = ("eng", "rus")
+
+# Where Debian/Ubuntu (Tesseract 5 and 4), Fedora, Homebrew and source builds put tessdata.
+TESSDATA_CANDIDATES = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+    "/opt/homebrew/share/tessdata",
+)
+
+# ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
+_TESSERACT_CODES = {
+    "en": "eng", "ru": "rus", "uk": "ukr", "be": "bel", "bg": "bul", "sr": "srp", "de": "deu",
+    "fr": "fra", "it": "ita", "es": "spa", "pt": "por", "nl": "nld", "pl": "pol", "cs": "ces",
+    "sv": "swe", "fi": "fin", "da": "dan", "no": "nor", "tr": "tur", "el": "ell", "ja": "jpn",
+    "ko": "kor", "zh": "chi_sim", "zho": "chi_sim", "ar": "ara", "he": "heb", "hi": "hin",
+    "kn": "kan",
+}
+
+# Tesseract's layout-analysis block types (tesserocr.PT) as result categories; rules and noise
+# carry nothing a reader wants and are dropped.
+_CATEGORIES = {
+    1: "Text", 2: "Section-header", 3: "Text", 4: "Formula", 5: "Formula", 6: "Table", 7: "Text",
+    8: "Caption", 9: "Picture", 10: "Picture", 11: "Picture",
+}
+
+
+def find_tessdata() -> Path | None:
+    """The tessdata directory to use: $TESSDATA_PREFIX first, then the usual system places.
+
+    TESSDATA_PREFIX is accepted both as the tessdata directory itself (Tesseract 4+) and as its
+    parent (Tesseract 3's convention, still common in old set-up instructions).
+    """
+    candidates: list[Path] = []
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    if prefix:
+        candidates += [Path(prefix), Path(prefix) / "tessdata"]
+    candidates += [Path(p) for p in TESSDATA_CANDIDATES]
+    for candidate in candidates:
+        if candidate.is_dir() and any(candidate.glob("*.traineddata")):
+            return candidate
+    return None
+
+
+def installed_languages(tessdata: Path) -> list[str]:
+    return sorted(p.stem for p in tessdata.glob("*.traineddata") if p.stem != "osd")
+
+
+def tesseract_languages(languages: Sequence[str]) -> list[str]:
+    """Task languages ("en", "eng", "eng+rus") as Tesseract names, in order, without repeats."""
+    names: list[str] = []
+    for entry in languages:
+        for code in entry.split("+"):
+            code = code.strip()
+            name = _TESSERACT_CODES.get(code.lower(), code)
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _apt_fix(missing: Sequence[str]) -> str:
+    packages = " ".join(f"tesseract-ocr-{name.replace('_', '-')}" for name in missing)
+    files = ", ".join(f"{name}.traineddata" for name in missing)
+    return f"apt-get install {packages}, or put {files} in a directory named by TESSDATA_PREFIX"
+
+
+class TesseractEngine(Engine):
+    name: ClassVar[str] = "tesseract"
+    description: ClassVar[str] = "Tesseract 5 (tesserocr): CPU, offline, layout-analysis blocks"
+    kind: ClassVar[str] = "classical"
+    scripts: ClassVar[frozenset[str]] = ANY_SCRIPT
+    notes: ClassVar[str] = "reads the languages whose traineddata is installed (default eng+rus)"
+
+    def __init__(self) -> None:
+        self._api: Any = None
+        self._api_languages: str | None = None
+        self._tessdata: Path | None = None
+        self._lock = threading.Lock()
+
+    def available(self, profile: Profile) -> Availability:
+        """Usable when tesserocr imports and tessdata holds at least one language.
+
+        A missing default language does not make the engine unusable for the others; the reason
+        names it with the package that provides it, and recognizing it fails with the same words.
+        """
+        if importlib.util.find_spec("tesserocr") is None:
+            return Availability.no("the tesserocr package is not installed", "pip install 'polyocr[classic]'")
+        tessdata = find_tessdata()
+        if tessdata is None:
+            searched = ", ".join(["$TESSDATA_PREFIX", *TESSDATA_CANDIDATES])
+            return Availability.no(
+                f"no tessdata directory with *.traineddata found (searched {searched})",
+                _apt_fix(DEFAULT_LANGUAGES),
+            )
+        have = installed_languages(tessdata)
+        if not have:
+            return Availability.no(f"{tessdata} holds no language traineddata", _apt_fix(DEFAULT_LANGUAGES))
+        missing = [lang for lang in DEFAULT_LANGUAGES if lang not in have]
+        reason = f"languages in {tessdata}: {', '.join(have)}"
+        if missing:
+            reason += f"; default language(s) {', '.join(missing)} missing"
+            return Availability(True, reason, _apt_fix(missing))
+        return Availability.yes(reason)
+
+    def load(self, plan: EnginePlan) -> None:
+        """Find tessdata and import tesserocr now, so a broken install fails before any page."""
+        try:
+            import tesserocr  # noqa: F401
+        except ImportError as exc:
+            raise EngineUnavailable(self.name, f"tesserocr does not import: {exc}",
+                                    "pip install 'polyocr[classic]'") from exc
+        self._tessdata = find_tessdata()
+        if self._tessdata is None:
+            raise EngineUnavailable(self.name, "no tessdata directory found", _apt_fix(DEFAULT_LANGUAGES))
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if self._tessdata is None:
+            self.load(EnginePlan())
+        languages = self._check_languages(task.languages or DEFAULT_LANGUAGES)
+        with self._lock:
+            api = self._api_for(languages)
+            return [self._recognize_page(api, page, task, languages) for page in pages]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._api is not None:
+                self._api.End()
+            self._api = None
+            self._api_languages = None
+
+    def _check_languages(self, requested: Sequence[str]) -> str:
+        assert self._tessdata is not None
+        names = tesseract_languages(requested)
+        if not names:
+            raise EngineError(self.name, "the task names no language")
+        have = installed_languages(self._tessdata)
+        missing = [name for name in names if name not in have]
+        if missing:
+            raise EngineError(
+                self.name,
+                f"no traineddata for {', '.join(missing)} in {self._tessdata} "
+                f"(installed: {', '.join(have) or 'none'}); fix: {_apt_fix(missing)}",
+            )
+        return "+".join(names)
+
+    def _api_for(self, languages: str) -> Any:
+        from tesserocr import OEM, PSM, PyTessBaseAPI
+
+        if self._api is None:
+            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO,
+                                      oem=OEM.LSTM_ONLY)
+        elif self._api_languages != languages:
+            self._api.Init(path=f"{self._tessdata}/", lang=languages, oem=OEM.LSTM_ONLY)
+            self._api.SetPageSegMode(PSM.AUTO)
+        self._api_languages = languages
+        return self._api
+
+    def _recognize_page(self, api: Any, page: Page, task: Task, languages: str) -> PageResult:
+        from tesserocr import RIL, iterate_level
+
+        api.SetImage(page.image)
+        if page.dpi:
+            api.SetSourceResolution(round(page.dpi))
+        if task.kind == TaskKind.REGION and task.region is not None:
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            api.SetRectangle(x1, y1, max(1, x2 - x1), max(1, y2 - y1))
+        blocks: list[Block] = []
+        if task.kind == TaskKind.LAYOUT_ONLY:
+            iterator = api.AnalyseLayout()
+            with_text = False
+        else:
+            if not api.Recognize():
+                raise EngineError(self.name, f"{page.source} page {page.number}: Tesseract's Recognize failed")
+            iterator = api.GetIterator()
+            with_text = True
+        if iterator is not None:
+            for item in iterate_level(iterator, RIL.BLOCK):
+                block = _block(item, RIL.BLOCK, with_text)
+                if block is not None:
+                    blocks.append(block)
+        api.Clear()
+        width, height = page.image.size
+        return PageResult(
+            page=page.number, source=page.source, width=width, height=height, engine=self.name,
+            language=languages, blocks=blocks, text=blocks_to_text(blocks),
+        )
+
+
+def _block(item: Any, level: int, with_text: bool) -> Block | None:
+    category = _CATEGORIES.get(item.BlockType())
+    box = item.BoundingBox(level)
+    if category is None or box is None:
+        return None
+    text = ""
+    confidence = None
+    if with_text and category != "Picture":
+        text = (item.GetUTF8Text(level) or "").strip()
+        if not text:
+            return None
+        confidence = max(0.0, min(1.0, item.Confidence(level) / 100.0))
+    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
