@@ -111,6 +111,11 @@ class Engine:
 _REGISTRY: dict[str, str] = {
     "tesseract": "polyocr.engines.tesseract:TesseractEngine",
     "rapidocr": "polyocr.engines.rapidocr:RapidOCREngine",
+    "qwen2vl": "polyocr.engines.hf_vlm:Qwen2VLEngine",
+    "qwen3vl": "polyocr.engines.hf_vlm:Qwen3VLEngine",
+    "got": "polyocr.engines.hf_vlm:GotOcr2Engine",
+    "deepseek-ocr": "polyocr.engines.hf_vlm:DeepseekOcrEngine",
+    "paddleocr-vl": "polyocr.engines.hf_vlm:PaddleOCRVLEngine",
 }
 
 

@@ -1,0 +1,274 @@
+"""One engine for the VLMs that transformers implements natively, parametrised by a VLMSpec.
+
+Qwen2-VL, Qwen3-VL, GOT-OCR 2.0, DeepSeek-OCR-2 and PaddleOCR-VL differ in prompts, processor
+settings, attention support and output format, all of which live in vlm_specs.py; loading,
+batching, generation and reporting are the same and live here once. Weights come from a path the
+user gives or the local Hugging Face cache, never from the network: absent weights make the engine
+unavailable with the command that fetches them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from polyocr.engines.base import Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines.vlm_specs import (
+    DEEPSEEK_OCR,
+    GOT,
+    PADDLEOCR_VL,
+    QWEN2VL,
+    QWEN3VL,
+    VLMSpec,
+    image_only_processor,
+    paragraphs,
+)
+from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.formats.markdown import blocks_to_markdown
+from polyocr.formats.text import blocks_to_text
+from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from polyocr.documents import Page
+    from polyocr.runtime.probe import Profile
+
+_TAG = re.compile(r"<\|[^|<>]{1,40}\|>")
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot of a hub repository holding a config and safetensors weights, if any.
+
+    Reads the cache only (huggingface_hub's try_to_load_from_cache): no network, no lock files.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(config, str):
+        return None
+    snapshot = Path(config).parent
+    return snapshot if _has_weights(snapshot) else None
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+class HFVLMEngine(Engine):
+    """A transformers-native VLM described by `spec`; subclasses only set the spec."""
+
+    spec: ClassVar[VLMSpec]
+    kind: ClassVar[str] = "vlm"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.spec
+        cls.name = spec.name
+        cls.description = spec.description
+        cls.scripts = spec.scripts
+        cls.notes = spec.notes
+        cls.tasks = frozenset({TaskKind.TEXT, TaskKind.REGION} | (
+            {TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set()))
+
+    def __init__(self, model_path: str | Path | None = None):
+        self.model_path = str(model_path) if model_path else None
+        self.plan = EnginePlan()
+        self.attention: dict[str, str] = {}
+        self._model: Any = None
+        self._processor: Any = None
+        self._stop_ids: list[int] = []
+
+    @classmethod
+    def supported_attention(cls) -> dict[str, tuple[str, ...]]:
+        """Per sub-model ("" = the whole model), the attention implementations it accepts, best first."""
+        return dict(cls.spec.attention)
+
+    def _weights(self, model_path: str | None) -> Path | None:
+        if model_path:
+            path = Path(model_path).expanduser()
+            return path if _has_weights(path) else None
+        return cached_snapshot(self.spec.repo_id)
+
+    def available(self, profile: Profile) -> Availability:
+        for package in ("torch", "transformers"):
+            if importlib.util.find_spec(package) is None:
+                return Availability.no(f"{package} is not installed", "pip install 'polyocr[vlm]'")
+        if importlib.util.find_spec(f"transformers.models.{self.spec.module}") is None:
+            return Availability.no(f"the installed transformers has no {self.spec.model_class}",
+                                   "pip install -U 'transformers>=5'")
+        weights = self._weights(self.model_path)
+        if weights is None:
+            where = self.model_path or "the local Hugging Face cache"
+            return Availability.no(f"no weights of {self.spec.repo_id} in {where}", f"hf download {self.spec.repo_id}")
+        return Availability.yes(f"weights at {weights}")
+
+    def load(self, plan: EnginePlan) -> None:
+        import torch
+        import transformers
+
+        spec = self.spec
+        weights = self._weights(plan.model_path or self.model_path)
+        if weights is None:
+            where = plan.model_path or self.model_path or "the local Hugging Face cache"
+            raise EngineUnavailable(self.name, f"no weights of {spec.repo_id} in {where}",
+                                    f"hf download {spec.repo_id}")
+        model_cls = getattr(transformers, spec.model_class, None)
+        processor_cls = getattr(transformers, spec.processor_class, None)
+        if model_cls is None or processor_cls is None:
+            raise EngineUnavailable(self.name, f"transformers {transformers.__version__} has no {spec.model_class}",
+                                    "pip install -U 'transformers>=5'")
+        if spec.image_only:
+            processor_cls = image_only_processor(processor_cls)
+        self.plan = plan
+        self.attention = spec.implementation(plan.attention)
+        self._processor = processor_cls.from_pretrained(weights, local_files_only=True)
+        self._processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self._model = model_cls.from_pretrained(
+            weights, dtype=getattr(torch, plan.dtype), attn_implementation=dict(self.attention),
+            local_files_only=True,
+        ).to(plan.device).eval()
+        self._stop_ids = self._stop_token_ids()
+
+    def _stop_token_ids(self) -> list[int]:
+        tokenizer = self._processor.tokenizer
+        ids = {tokenizer.convert_tokens_to_ids(t) for t in self.spec.stop_tokens if t in tokenizer.get_vocab()}
+        configured = self._model.generation_config.eos_token_id
+        ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def close(self) -> None:
+        self._model = None
+        self._processor = None
+
+    def _mode(self, task: Task) -> str:
+        prompts = self.spec.prompts
+        if task.kind in (TaskKind.TEXT, TaskKind.REGION):
+            return "text"
+        if "layout" in prompts:
+            return "layout"
+        if task.kind == TaskKind.LAYOUT_ONLY:
+            raise EngineError(self.name, "this model gives no boxes, so it cannot do layout_only")
+        return "markdown" if "markdown" in prompts else "text"
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if self._model is None:
+            raise EngineError(self.name, "recognize() called before load()")
+        mode = self._mode(task)
+        if task.kind == TaskKind.REGION and task.region is None:
+            raise EngineError(self.name, "a region task needs task.region")
+        results: list[PageResult] = []
+        step = max(1, self.plan.batch_size)
+        for start in range(0, len(pages), step):
+            batch = pages[start:start + step]
+            images = [_task_image(page, task) for page in batch]
+            outputs = self._generate(images, mode, task)
+            results.extend(self._result(page, tokens, generation, mode, task)
+                           for page, (tokens, generation) in zip(batch, outputs, strict=True))
+        return results
+
+    def _prompt(self, instruction: str) -> str:
+        if self.spec.template is not None:
+            return self.spec.template.format(prompt=instruction)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def inputs(self, images: list[Image.Image], mode: str) -> Any:
+        """The processor's batch for these images under a mode's prompt, on the model's device."""
+        spec = self.spec
+        own_size = dict(getattr(self._processor.image_processor, "size", None) or {})
+        pixel_kwargs = spec.pixel_kwargs([im.size for im in images], self.plan.min_pixels, self.plan.max_pixels,
+                                         own_size)
+        instruction = spec.prompts[mode] + (spec.cropped_suffix if pixel_kwargs.get("crop_to_patches") else "")
+        prompt = self._prompt(instruction)
+        batch = self._processor(images=images, text=[prompt] * len(images), padding=True, return_tensors="pt",
+                                **pixel_kwargs)
+        batch = batch.to(self._model.device)
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self._model.dtype)
+        return batch
+
+    def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
+        """Greedy generation for a batch of images (left-padded): each row's answer tokens and report."""
+        import torch
+
+        batch = self.inputs(images, mode)
+        settings: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "do_sample": False,
+                                    "eos_token_id": self._stop_ids,
+                                    "pad_token_id": self._processor.tokenizer.pad_token_id}
+        if task.timeout:
+            settings["max_time"] = task.timeout
+        settings.update(self.plan.generation)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            sequences = self._model.generate(**batch, **settings)
+        seconds = round(time.perf_counter() - started, 3)
+        new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+        prompt_counts = batch["attention_mask"].sum(dim=1).tolist()
+        outputs = []
+        for tokens, prompt_count in zip(new_tokens, prompt_counts, strict=True):
+            stop_at = next((i for i, t in enumerate(tokens) if t in self._stop_ids), None)
+            if stop_at is not None:
+                reason, count, answer = "eos", stop_at + 1, tokens[:stop_at]
+            else:
+                reason = "max_tokens" if len(tokens) >= settings["max_new_tokens"] else "timeout"
+                count, answer = len(tokens), tokens
+            outputs.append((answer, Generation(stop_reason=reason, prompt_tokens=int(prompt_count),
+                                               generated_tokens=count, seconds=seconds)))
+        return outputs
+
+    def _result(self, page: Page, tokens: list[int], generation: Generation, mode: str, task: Task) -> PageResult:
+        spec = self.spec
+        # Layout answers carry their structure in special tokens (grounding tags); keep them there.
+        output = self._processor.tokenizer.decode(tokens, skip_special_tokens=mode != "layout")
+        if task.kind == TaskKind.REGION:
+            blocks = [Block(bbox=task.region, text=output.strip())] if output.strip() else []
+        elif mode == "layout":
+            blocks = spec.parse_layout(output, page.image.size) if spec.parse_layout else []
+            if not blocks:  # an answer that does not follow the layout format still carries text
+                blocks = paragraphs(_TAG.sub("", output), spec.markdown_format)
+            if task.kind == TaskKind.LAYOUT_ONLY:
+                blocks = [b.model_copy(update={"text": ""}) for b in blocks if b.bbox is not None]
+        elif mode == "markdown":
+            blocks = paragraphs(output, spec.markdown_format)
+        else:
+            blocks = paragraphs(output, TextFormat.PLAIN)
+        status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
+        return PageResult(
+            page=page.number, source=page.source, width=page.image.width, height=page.image.height,
+            status=status, engine=self.name, blocks=blocks, text=blocks_to_text(blocks),
+            markdown=blocks_to_markdown(blocks), generation=generation,
+        )
+
+
+def _task_image(page: Page, task: Task) -> Image.Image:
+    if task.kind != TaskKind.REGION or task.region is None:
+        return page.image
+    x1, y1, x2, y2 = (round(v) for v in task.region)
+    return page.image.crop((x1, y1, x2, y2))
+
+
+class Qwen2VLEngine(HFVLMEngine):
+    spec = QWEN2VL
+
+
+class Qwen3VLEngine(HFVLMEngine):
+    spec = QWEN3VL
+
+
+class GotOcr2Engine(HFVLMEngine):
+    spec = GOT
+
+
+class DeepseekOcrEngine(HFVLMEngine):
+    spec = DEEPSEEK_OCR
+
+
+class PaddleOCRVLEngine(HFVLMEngine):
+    spec = PADDLEOCR_VL
