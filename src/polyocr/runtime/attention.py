@@ -70,6 +70,10 @@ class Decision:
         return EnginePlan(device=self.device, dtype=self.dtype, attention=self.attention, reasons=reasons, **fields)
 
 
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -223,8 +227,8 @@ def _can_run(name: str, profile: Profile, device: str, gpu: GPU | None, dtype: s
         if ran == ["math"]:
             return True, f"only SDPA's math backend ran on {where}: memory grows with the square of the tokens"
         if ran:
-            note = " (in float32 it uses its memory-efficient or math backend)" if gpu and dtype == "float32" else ""
-            return True, f"SDPA's {', '.join(ran)} backends ran on {where}{note}"
+            note = "; in float32 it uses the memory-efficient or math one" if gpu and dtype == "float32" else ""
+            return True, f"SDPA's {_join(ran)} backends ran on {where}{note}"
         if gpu is None and not checks:
             return True, (
                 "SDPA's CPU backends ship with every torch >= 2.0 (not executed here: "

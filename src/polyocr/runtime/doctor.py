@@ -131,6 +131,29 @@ def _attention_findings(profile: Profile) -> list[Finding]:
     return findings
 
 
+def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> None:
+    """Fill a VLM's device, dtype and attention as `choose` decides them, per sub-model.
+
+    An engine tells what it implements through `supported_attention()` (sub-model -> names, best
+    first; "" is the whole model) and whether it is stable in float16 through `fp16_stable`.
+    """
+    supported = getattr(engine, "supported_attention", None)
+    parts = dict(supported()) if callable(supported) else {"": ATTENTIONS}
+    fp16_stable = bool(getattr(engine, "fp16_stable", False))
+    decisions = {
+        part: choose(status.name, profile, supports=tuple(s), fp16_stable=fp16_stable) for part, s in parts.items()
+    }
+    main = decisions.get("") or next(iter(decisions.values()))
+    status.device, status.dtype, status.reasons = main.device, main.dtype, dict(main.reasons)
+    if len({d.attention for d in decisions.values()}) == 1:
+        status.attention = main.attention
+        return
+    status.attention = ", ".join(f"{part or 'model'}: {d.attention}" for part, d in decisions.items())
+    for part, decision in decisions.items():
+        if part and decision.attention != main.attention:
+            status.reasons[f"attention ({part})"] = decision.reasons["attention"]
+
+
 def engine_statuses(profile: Profile) -> list[EngineStatus]:
     """Every registered engine: can it run here, and with which device, dtype and attention."""
     from polyocr.engines.base import create_engine, engine_names
@@ -147,17 +170,9 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
         status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix)
         if availability.ok and engine.kind == "vlm":
             try:
-                decision = choose(
-                    name,
-                    profile,
-                    supports=tuple(getattr(engine, "attention_supports", ATTENTIONS)),
-                    fp16_stable=bool(getattr(engine, "fp16_stable", False)),
-                )
+                _apply_decisions(status, engine, profile)
             except ConfigError as exc:
                 status.available, status.reason, status.fix = False, exc.reason, exc.fix
-            else:
-                status.device, status.dtype, status.attention = decision.device, decision.dtype, decision.attention
-                status.reasons = dict(decision.reasons)
         elif availability.ok and engine.kind == "classical":
             status.device = "cpu"
         statuses.append(status)
