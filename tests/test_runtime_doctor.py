@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from polyocr.runtime.attention import choose
 from polyocr.runtime.doctor import build_report, machine_findings, render_report
 from polyocr.runtime.probe import Profile
 
@@ -104,8 +105,14 @@ def test_doctor_command_on_this_machine_decides_for_each_available_vlm(tmp_path)
     assert data["profile"]["hf_cache_models"] == ["Qwen/Qwen2-VL-2B-Instruct", "stepfun-ai/GOT-OCR-2.0-hf"]
     engines = {e["name"]: e for e in data["engines"]}
     qwen = engines["qwen2vl"]
-    assert qwen["available"] and (qwen["device"], qwen["dtype"], qwen["attention"]) == ("cpu", "float32", "sdpa")
+    expected = choose("qwen2vl", Profile.from_dict(data["profile"]), supports=("flash_attention_2", "sdpa", "eager"))
+    assert qwen["available"] and (qwen["device"], qwen["dtype"], qwen["attention"]) == (
+        expected.device,
+        expected.dtype,
+        expected.attention,
+    )
     assert set(qwen["reasons"]) == {"device", "dtype", "attention"}
     got = engines["got"]
-    assert got["available"] and "vision_config: eager" in got["attention"] and "text_config: sdpa" in got["attention"]
-    assert engines["tesseract"]["device"] == "cpu"
+    assert got["available"] and "vision_config: eager" in got["attention"]
+    assert f"text_config: {expected.attention}" in got["attention"]
+    assert engines["tesseract"]["device"] == ("cpu" if engines["tesseract"]["available"] else "")
