@@ -62,6 +62,9 @@ def ocr(
     = False,
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
+    max_new_tokens: Annotated[int, typer.Option(help="Token limit per page for generative engines.")] = 16384,
+    model: Annotated[Path | None, typer.Option(help="A local checkpoint directory for the engine (one --engine).")]
+    = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
@@ -79,13 +82,15 @@ def ocr(
     if not files:
         err.print("[red]error:[/red] no input documents found")
         raise typer.Exit(2)
-    task_obj = Task(kind=task, languages=_languages(lang))
+    task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens)
     try:
         chain = resolve_chain(engine, task_obj)
     except PolyOCRError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    plans = {name: EnginePlan() for name in chain}
+    if model is not None and len(chain) != 1:
+        raise typer.BadParameter("a checkpoint belongs to one engine: name exactly one --engine", param_hint="--model")
+    plans = {name: EnginePlan(model_path=str(model) if model else None) for name in chain}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     stats = _RunStats()

@@ -111,6 +111,7 @@ class Engine:
 _REGISTRY: dict[str, str] = {
     "tesseract": "polyocr.engines.tesseract:TesseractEngine",
     "rapidocr": "polyocr.engines.rapidocr:RapidOCREngine",
+    "dots": "polyocr.engines.dots.engine:DotsEngine",
     "qwen2vl": "polyocr.engines.hf_vlm:Qwen2VLEngine",
     "qwen3vl": "polyocr.engines.hf_vlm:Qwen3VLEngine",
     "got": "polyocr.engines.hf_vlm:GotOcr2Engine",

@@ -1,0 +1,226 @@
+"""The `dots` engine: dots.ocr run natively (no remote code, no flash-attn needed), any device.
+
+The engine honours the EnginePlan the runtime chose (device, dtype, attention, pixel limits, batch
+size, sampling) and reports what happened on each page: the stop reason and token counts of the
+generation, and a partial status with the reasons when the answer was cut short or looped. Whether
+a partial page is good enough, or worth a retry elsewhere, is the router's decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from polyocr.engines.base import ANY_SCRIPT, Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines.dots.layout import page_text, parse_layout, to_blocks
+from polyocr.engines.dots.prompts import TASK_MODES, PromptMode, prompt_text
+from polyocr.errors import EngineError, EngineUnavailable, InputError
+from polyocr.formats.markdown import blocks_to_markdown
+from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+
+if TYPE_CHECKING:
+    from polyocr.documents import Page
+    from polyocr.engines.dots.model import DotsOCRForCausalLM
+    from polyocr.engines.dots.processor import DotsProcessor, PreparedImage
+    from polyocr.runtime.probe import Profile
+
+REPO_ID = "rednote-hilab/dots.ocr"
+FETCH_FIX = f"polyocr fetch {REPO_ID}  (or: hf download {REPO_ID}; about 6.1 GB), or pass --model DIR"
+CPU_NOTE = (
+    "no usable GPU, so it runs on the CPU, very slowly: every generated token reads all 1.8 B decoder weights "
+    "(7 GB in float32) and a 200-DPI A4 page is ~150 TFLOP in the vision tower, so expect tens of minutes "
+    "per page; lower --max-pixels to cut the vision cost"
+)
+_REQUIRED = ("torch", "transformers", "safetensors", "tokenizers", "huggingface_hub")
+_DECODER_ATTENTION = {"flash_attention_2": "flash_attention_2", "sdpa": "sdpa", "flex": "flex_attention",
+                      "eager": "eager"}
+_VISION_ATTENTION = ("sdpa", "varlen", "flash_attention_2", "eager")
+_GENERATION_OPTIONS = ("temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size",
+                       "cache_implementation")
+
+
+class DotsEngine(Engine):
+    name = "dots"
+    description = "dots.ocr (rednote-hilab, 3B VLM): layout, text, HTML tables and LaTeX formulas in one pass"
+    kind = "vlm"
+    scripts = ANY_SCRIPT
+    tasks = frozenset(TaskKind)
+    notes: ClassVar[str] = (
+        "weights: rednote-hilab/dots.ocr (6.1 GB in bf16); about 10 GB of GPU memory with a full page; "
+        "long or dense pages can end truncated at the token limit (the page is then marked partial)"
+    )
+
+    def __init__(self, model_path: str | Path | None = None):
+        self.model_path = str(model_path) if model_path is not None else None
+        self.model: DotsOCRForCausalLM | None = None
+        self.processor: DotsProcessor | None = None
+        self.plan = EnginePlan()
+
+    def available(self, profile: Profile) -> Availability:
+        missing = [name for name in _REQUIRED if not profile.packages.get(name)]
+        if missing:
+            return Availability.no(f"needs {', '.join(missing)}", "pip install 'polyocr[vlm]'")
+        if self.model_path is not None:
+            if not (Path(self.model_path) / "config.json").is_file():
+                return Availability.no(f"{self.model_path} is not a dots.ocr checkpoint (no config.json)",
+                                       FETCH_FIX)
+            weights = self.model_path
+        elif REPO_ID in profile.hf_cache_models:
+            weights = f"{REPO_ID} in {profile.hf_cache}"
+        else:
+            return Availability.no(
+                f"no dots.ocr weights: {REPO_ID} is not in the Hugging Face cache ({profile.hf_cache})", FETCH_FIX
+            )
+        gpus = profile.usable_gpus()
+        if not gpus:
+            return Availability.yes(f"weights: {weights}; {CPU_NOTE}")
+        return Availability.yes(f"weights: {weights}; GPU {gpus[0].index}: {gpus[0].name}")
+
+    def load(self, plan: EnginePlan) -> None:
+        import torch
+
+        from polyocr.engines.dots.model import DotsOCRForCausalLM, resolve_checkpoint
+        from polyocr.engines.dots.processor import DotsProcessor
+
+        directory = resolve_checkpoint(plan.model_path or self.model_path or REPO_ID, download=False)
+        if not hasattr(torch, plan.dtype):
+            raise EngineUnavailable(self.name, f"unknown dtype {plan.dtype!r}", "use bfloat16, float16 or float32")
+        self.processor = DotsProcessor.from_pretrained(
+            directory, min_pixels=plan.min_pixels, max_pixels=plan.max_pixels
+        )
+        self.model = DotsOCRForCausalLM.from_pretrained(
+            directory,
+            dtype=getattr(torch, plan.dtype),
+            attn_implementation=_DECODER_ATTENTION.get(plan.attention, "sdpa"),
+            vision_attention=plan.attention if plan.attention in _VISION_ATTENTION else "sdpa",
+            device=plan.device,
+        )
+        self.plan = plan
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if self.model is None or self.processor is None:
+            raise EngineError(self.name, "recognize() before load()")
+        mode = TASK_MODES[task.kind]
+        step = max(1, self.plan.batch_size)
+        results: list[PageResult] = []
+        for start in range(0, len(pages), step):
+            results.extend(self._batch(pages[start:start + step], task, mode))
+        return results
+
+    def _batch(self, pages: Sequence[Page], task: Task, mode: PromptMode) -> list[PageResult]:
+        import torch
+
+        assert self.model is not None and self.processor is not None
+        began = time.perf_counter()
+        images = [self._prepare(page) for page in pages]
+        prompts = [self._prompt(page, image, task, mode) for page, image in zip(pages, images, strict=True)]
+        batch = self.processor.batch(images, prompts)
+        inputs = batch.model_inputs(self.model.device, next(self.model.vision_tower.parameters()).dtype)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **self._generation_kwargs(task))
+        generated = output[:, batch.input_ids.shape[1]:].tolist()
+        seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the batch's time
+        results = []
+        for page, image, tokens, prompt_length in zip(pages, images, generated, batch.prompt_lengths, strict=True):
+            kept, stop, count = split_generation(tokens, self.processor.eos_token_ids, task.max_new_tokens)
+            generation = Generation(stop_reason=stop, prompt_tokens=prompt_length, generated_tokens=count,
+                                    seconds=round(seconds, 4))
+            results.append(page_result(page, image, mode, task, self.processor.decode(kept), generation))
+        return results
+
+    def _prepare(self, page: Page) -> PreparedImage:
+        assert self.processor is not None
+        try:
+            return self.processor.prepare(page.image)
+        except ValueError as exc:
+            raise InputError(page.source, f"page {page.number}: {exc}") from exc
+
+    def _prompt(self, page: Page, image: PreparedImage, task: Task, mode: PromptMode) -> str:
+        if mode != PromptMode.GROUNDING_OCR:
+            return prompt_text(mode)
+        if task.region is None:
+            raise EngineError(self.name, f"{page.source} page {page.number}: the region task needs Task.region")
+        x1, y1 = image.to_model(task.region[0], task.region[1])
+        x2, y2 = image.to_model(task.region[2], task.region[3])
+        return prompt_text(mode, (x1, y1, x2, y2))
+
+    def _generation_kwargs(self, task: Task) -> dict[str, Any]:
+        assert self.processor is not None
+        options = {k: v for k, v in self.plan.generation.items() if k in _GENERATION_OPTIONS}
+        sample = float(options.get("temperature") or 0.0) > 0.0
+        if not sample:
+            options.pop("temperature", None)
+            options.pop("top_p", None)
+            options.pop("top_k", None)
+        kwargs: dict[str, Any] = {
+            **options,
+            "do_sample": sample,
+            "max_new_tokens": task.max_new_tokens,
+            "eos_token_id": self.processor.eos_token_ids,
+            "pad_token_id": self.processor.pad_token_id,
+        }
+        if task.timeout is not None:
+            kwargs["max_time"] = task.timeout
+        return kwargs
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+
+
+def split_generation(tokens: Sequence[int], eos_token_ids: Sequence[int], max_new_tokens: int) -> tuple[
+    list[int], str, int
+]:
+    """The tokens before the first end token, why generation stopped, and how many tokens it made.
+
+    In a batch, rows that ended early are filled with padding after their end token, so the first
+    end token marks where each row's answer stops.
+    """
+    eos = set(eos_token_ids)
+    end = next((i for i, t in enumerate(tokens) if t in eos), None)
+    if end is not None:
+        return list(tokens[:end]), "eos", end + 1
+    if len(tokens) >= max_new_tokens:
+        return list(tokens), "max_tokens", len(tokens)
+    return list(tokens), "timeout", len(tokens)
+
+
+def page_result(
+    page: Page, image: PreparedImage, mode: PromptMode, task: Task, output: str, generation: Generation
+) -> PageResult:
+    """A page's result from the model's answer; partial, with the reasons, when the answer was not clean."""
+    result = PageResult(
+        page=page.number, source=page.source, width=page.image.width, height=page.image.height,
+        engine=DotsEngine.name, generation=generation,
+    )
+    stop, count = generation.stop_reason, generation.generated_tokens
+    if not output.strip():
+        result.status = PageStatus.FAILED
+        result.errors.append(f"{DotsEngine.name}: empty output (stop: {stop} after {count} token(s))")
+        return result
+    problems = [] if stop == "eos" else [f"generation stopped by {stop} after {count} tokens"]
+    unparsed = False
+    if mode in (PromptMode.LAYOUT_ALL, PromptMode.LAYOUT_ONLY):
+        parsed = parse_layout(output)
+        problems += parsed.problems
+        result.blocks = to_blocks(parsed.elements, image.resized_size, image.original_size,
+                                  with_text=mode == PromptMode.LAYOUT_ALL)
+        unparsed = mode == PromptMode.LAYOUT_ALL and not parsed.elements and parsed.partial
+    else:
+        bbox = task.region if mode == PromptMode.GROUNDING_OCR else None
+        result.blocks = [Block(bbox=bbox, text=output.strip(), format=TextFormat.MARKDOWN)]
+    if unparsed:
+        # No elements, but the words may still be right: keep them as the page's text, with no blocks,
+        # so the router sees a layout answer that did not parse and can still fall back on the text.
+        loose = Block(text=output.strip(), format=TextFormat.MARKDOWN)
+        result.markdown, result.text = loose.text, page_text([loose])
+    else:
+        result.markdown = blocks_to_markdown(result.blocks)
+        result.text = page_text(result.blocks)
+    if problems:
+        result.status = PageStatus.PARTIAL
+        result.errors += [f"{DotsEngine.name}: {problem}" for problem in problems]
+    return result
+
