@@ -1,0 +1,244 @@
+"""RapidOCR (PP-OCR models on onnxruntime): CPU, offline, with the models shipped in its wheel.
+
+The bundled recognizer covers Latin, Han and Kana but has no Cyrillic: on Russian pages it drops
+or mangles the text. So a task that names only languages in scripts it cannot read is refused with
+an EngineError instead of returning plausible-looking garbage, and `scripts` keeps the router away.
+
+RapidOCR returns text lines (quadrilaterals, text, score) in detection order. Lines are merged
+into paragraphs and the paragraphs put in reading order with a recursive XY-cut, so multi-column
+pages read column by column.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from polyocr.engines.base import (
+    HAN,
+    KANA,
+    LATIN,
+    Availability,
+    Engine,
+    EnginePlan,
+    Task,
+    TaskKind,
+)
+from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.formats.text import blocks_to_text
+from polyocr.results import Block, PageResult
+from polyocr.router.scripts import scripts_for
+
+if TYPE_CHECKING:
+    from polyocr.documents import Page
+    from polyocr.runtime.probe import Profile
+
+# The models rapidocr's wheel ships (its default config); passing them explicitly means rapidocr
+# never reaches for its download path.
+MODEL_FILES = {
+    "Det": "PP-OCRv6_det_small.onnx",
+    "Rec": "PP-OCRv6_rec_small.onnx",
+    "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+}
+
+
+def models_dir() -> Path | None:
+    """The models folder inside the installed rapidocr package, found without importing it."""
+    spec = importlib.util.find_spec("rapidocr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def _installation() -> Availability:
+    """Whether the packages and the bundled models are in place; nothing is imported."""
+    for package in ("rapidocr", "onnxruntime"):
+        if importlib.util.find_spec(package) is None:
+            return Availability.no(f"the {package} package is not installed", "pip install 'polyocr[classic]'")
+    folder = models_dir()
+    assert folder is not None
+    missing = [name for name in MODEL_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        return Availability.no(
+            f"bundled model(s) {', '.join(missing)} missing from {folder}",
+            "reinstall rapidocr from its wheel (pip install --force-reinstall rapidocr)",
+        )
+    return Availability.yes(f"bundled models in {folder}")
+
+
+class RapidOCREngine(Engine):
+    name: ClassVar[str] = "rapidocr"
+    description: ClassVar[str] = "RapidOCR (PP-OCRv6 on onnxruntime, bundled models): CPU, offline, text lines"
+    kind: ClassVar[str] = "classical"
+    scripts: ClassVar[frozenset[str]] = frozenset({LATIN, HAN, KANA})
+    tasks: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT, TaskKind.LAYOUT, TaskKind.REGION})
+    notes: ClassVar[str] = (
+        "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian "
+        "(a Russian-only task is refused)"
+    )
+
+    def __init__(self) -> None:
+        self._ocr: Any = None
+        self._lock = threading.Lock()
+
+    def available(self, profile: Profile) -> Availability:
+        return _installation()
+
+    def load(self, plan: EnginePlan) -> None:
+        availability = _installation()
+        if not availability.ok:
+            raise EngineUnavailable(self.name, availability.reason, availability.fix)
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise EngineUnavailable(self.name, f"rapidocr does not import: {exc}",
+                                    "pip install 'polyocr[classic]'") from exc
+        folder = models_dir()
+        assert folder is not None
+        params: dict[str, Any] = {"Global.log_level": "error"}
+        for stage, filename in MODEL_FILES.items():
+            params[f"{stage}.model_path"] = str(folder / filename)
+        self._ocr = RapidOCR(params=params)
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if task.kind not in self.tasks:
+            raise EngineError(self.name, f"task {task.kind.value!r} is not supported (text lines only)")
+        scripts = scripts_for(task.languages)  # None: a language it cannot judge, so let it try
+        if scripts is not None and not scripts & self.scripts:
+            raise EngineError(
+                self.name,
+                f"cannot read {'+'.join(task.languages)}: its models have no "
+                f"{', '.join(sorted(scripts))} characters; use tesseract",
+            )
+        if self._ocr is None:
+            self.load(EnginePlan())
+        with self._lock:
+            return [self._recognize_page(page, task) for page in pages]
+
+    def close(self) -> None:
+        self._ocr = None
+
+    def _recognize_page(self, page: Page, task: Task) -> PageResult:
+        image = page.image
+        dx = dy = 0.0
+        if task.kind == TaskKind.REGION and task.region is not None:
+            dx, dy = task.region[0], task.region[1]
+            image = image.crop(tuple(round(v) for v in task.region))
+        output = self._ocr(image)
+        lines = []
+        if output.txts:
+            for box, text, score in zip(output.boxes, output.txts, output.scores, strict=True):
+                xs = [float(point[0]) for point in box]
+                ys = [float(point[1]) for point in box]
+                bbox = (min(xs) + dx, min(ys) + dy, max(xs) + dx, max(ys) + dy)
+                lines.append(TextLine(bbox, text.strip(), float(score)))
+        blocks = [paragraph.block() for paragraph in reading_order(paragraphs(merge_rows(lines)))]
+        width, height = page.image.size
+        return PageResult(
+            page=page.number, source=page.source, width=width, height=height, engine=self.name,
+            language="+".join(task.languages), blocks=blocks, text=blocks_to_text(blocks),
+        )
+
+
+@dataclass
+class TextLine:
+    bbox: tuple[float, float, float, float]
+    text: str
+    score: float
+
+    @property
+    def height(self) -> float:
+        return self.bbox[3] - self.bbox[1]
+
+
+@dataclass
+class Paragraph:
+    lines: list[TextLine] = field(default_factory=list)
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return _union([line.bbox for line in self.lines])
+
+    def block(self) -> Block:
+        return Block(
+            bbox=self.bbox, category="Text", text="\n".join(line.text for line in self.lines),
+            confidence=statistics.fmean(line.score for line in self.lines),
+        )
+
+
+def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+            max(b[3] for b in boxes))
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def merge_rows(lines: Sequence[TextLine]) -> list[TextLine]:
+    """Join pieces of one text line that the detector split.
+
+    Only pieces closer than most column gutters (0.8 line heights) are joined, so two columns
+    are never read across.
+    """
+    merged: list[TextLine] = []
+    for line in sorted(lines, key=lambda item: (item.bbox[0], item.bbox[1])):
+        for target in merged:
+            same_row = _overlap(target.bbox[1], target.bbox[3], line.bbox[1], line.bbox[3]) > 0.6 * min(
+                target.height, line.height)
+            gap = line.bbox[0] - target.bbox[2]
+            if same_row and -0.5 * line.height < gap < 0.8 * min(target.height, line.height):
+                target.text = f"{target.text} {line.text}"
+                target.score = min(target.score, line.score)
+                target.bbox = _union([target.bbox, line.bbox])
+                break
+        else:
+            merged.append(TextLine(line.bbox, line.text, line.score))
+    return sorted(merged, key=lambda item: (item.bbox[1], item.bbox[0]))
+
+
+def paragraphs(lines: Sequence[TextLine]) -> list[Paragraph]:
+    """Group top-to-bottom lines into paragraphs: stacked, overlapping columns, small gaps."""
+    groups: list[Paragraph] = []
+    for line in lines:
+        for group in reversed(groups):
+            last = group.lines[-1]
+            gap = line.bbox[1] - last.bbox[3]
+            shared = _overlap(last.bbox[0], last.bbox[2], line.bbox[0], line.bbox[2])
+            narrower = min(last.bbox[2] - last.bbox[0], line.bbox[2] - line.bbox[0])
+            if -0.3 * line.height < gap < 0.8 * max(line.height, last.height) and shared > 0.5 * narrower:
+                group.lines.append(line)
+                break
+        else:
+            groups.append(Paragraph([line]))
+    return groups
+
+
+def reading_order(groups: list[Paragraph]) -> list[Paragraph]:
+    """Recursive XY-cut: split at full-width horizontal gaps first, then at column gutters."""
+    if len(groups) <= 1:
+        return groups
+    for axis in (1, 0):
+        parts = _cut(groups, axis)
+        if len(parts) > 1:
+            return [group for part in parts for group in reading_order(part)]
+    return sorted(groups, key=lambda group: (group.bbox[1], group.bbox[0]))
+
+
+def _cut(groups: list[Paragraph], axis: int) -> list[list[Paragraph]]:
+    """Groups split wherever no box covers a stretch of the given axis (1: y, 0: x)."""
+    ordered = sorted(groups, key=lambda group: group.bbox[axis])
+    parts: list[list[Paragraph]] = [[ordered[0]]]
+    end = ordered[0].bbox[axis + 2]
+    for group in ordered[1:]:
+        if group.bbox[axis] >= end:
+            parts.append([group])
+        else:
+            parts[-1].append(group)
+        end = max(end, group.bbox[axis + 2])
+    return parts
