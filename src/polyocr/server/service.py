@@ -1,0 +1,156 @@
+"""The OCR work behind the HTTP layer: worker threads, their engines, admission and warm-up.
+
+OCR runs in a pool of `workers` threads so the event loop stays responsive. Engines are not assumed
+to be thread-safe, so each worker keeps its own routers (and through them its own engine instances),
+created on first use and kept for the life of the process: an engine is loaded once per worker,
+never per request. A router serves one (engine chain, task) pair because Router fixes its task at
+construction; a worker keeps a few such pairs and closes the least recently used beyond that.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from PIL import Image, ImageDraw
+
+from polyocr.documents import Page, Source
+from polyocr.documents.loader import image_source
+from polyocr.engines.base import Task, TaskKind
+from polyocr.results import DocumentResult, Outcome
+from polyocr.router import Router
+from polyocr.server.settings import ServerSettings
+
+T = TypeVar("T")
+ROUTERS_PER_WORKER = 4
+PageHook = Callable[[Page, Any], None]
+
+
+@dataclass(frozen=True)
+class OCRParams:
+    """What one request asks for, already validated (the chain resolved to engine names)."""
+
+    chain: tuple[str, ...]
+    task: TaskKind = TaskKind.LAYOUT
+    languages: tuple[str, ...] = ("eng", "rus")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": list(self.chain), "task": self.task.value, "languages": list(self.languages)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OCRParams:
+        return cls(tuple(data["chain"]), TaskKind(data["task"]), tuple(data["languages"]))
+
+
+class OCRService:
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="polyocr-ocr")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._routers: list[Router] = []
+        self._admitted = 0
+        self.ready = False
+        self.ready_reason = "loading the default engine chain"
+
+    # Admission: a bounded number of synchronous requests may run or wait; the rest get 429.
+    def admit(self) -> bool:
+        with self._lock:
+            if self._admitted >= self.settings.capacity:
+                return False
+            self._admitted += 1
+            return True
+
+    def _release(self, _future: Future[Any]) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def submit_admitted(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run work for a request that `admit()` let in; its slot is freed when the work ends."""
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(self._release)
+        return future
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run background work (jobs, warm-up) on the same workers, outside request admission."""
+        return self._executor.submit(fn, *args)
+
+    def _router(self, chain: tuple[str, ...], task: Task) -> Router:
+        cache: OrderedDict[tuple[tuple[str, ...], Task], Router] | None = getattr(self._local, "routers", None)
+        if cache is None:
+            cache = self._local.routers = OrderedDict()
+        key = (chain, task)
+        router = cache.get(key)
+        if router is not None:
+            cache.move_to_end(key)
+            return router
+        router = Router(list(chain), task)
+        cache[key] = router
+        with self._lock:
+            self._routers.append(router)
+        while len(cache) > ROUTERS_PER_WORKER:
+            _, old = cache.popitem(last=False)
+            with self._lock:
+                self._routers.remove(old)
+            old.close()
+        return router
+
+    def task(self, params: OCRParams) -> Task:
+        return Task(kind=params.task, languages=params.languages, timeout=self.settings.request_timeout)
+
+    def recognize(self, data: bytes, name: str, params: OCRParams, *,
+                  on_page: PageHook | None = None,
+                  transform: Callable[[Page], Page] | None = None) -> DocumentResult:
+        """OCR one upload in the calling worker thread; InputError if it cannot be opened."""
+        source = image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
+                              dpi=self.settings.dpi)
+        if transform is not None:
+            source = Source(path=source.path, kind=source.kind, page_count=source.page_count,
+                            _pages=_mapped(source.pages(), transform))
+        router = self._router(params.chain, self.task(params))
+        return router.run_source(source, on_page=on_page)
+
+    def page_count(self, data: bytes, name: str) -> int:
+        """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
+        return image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
+                            dpi=self.settings.dpi).page_count
+
+    def warm_up(self, params: OCRParams) -> None:
+        """Load the default chain by recognising a small printed page; sets `ready` and its reason."""
+        doc = self.recognize(_warm_up_png(), "<warm-up>", params)
+        attempts = [a for page in doc.pages for a in page.attempts]
+        if doc.pages and any(a.outcome != Outcome.UNAVAILABLE for a in attempts):
+            self.ready, self.ready_reason = True, ""
+            return
+        reasons = [f"{a.engine}: {a.error}" for a in attempts] + doc.errors
+        self.ready_reason = "no engine of the default chain could load: " + "; ".join(reasons)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            routers, self._routers = self._routers, []
+        for router in routers:
+            router.close()
+
+
+def _mapped(pages: Iterator[Page], transform: Callable[[Page], Page]) -> Iterator[Page]:
+    for page in pages:
+        yield transform(page)
+
+
+def _warm_up_png() -> bytes:
+    import io
+
+    image = Image.new("RGB", (320, 64), "white")
+    ImageDraw.Draw(image).text((10, 20), "polyocr warm-up 123", fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
