@@ -222,3 +222,71 @@ def doctor(
 def schema() -> None:
     """Print the JSON schema of `--format json` output."""
     sys.stdout.write(json_schema_text() + "\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback wants --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    engine: Annotated[str, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = "auto",
+    allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")]
+    = None,
+    lang: Annotated[str, typer.Option(help="Default languages, joined by +.")] = "eng+rus",
+    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")]
+    = None,
+    cors: Annotated[str | None, typer.Option(help="Origins allowed by CORS, a,b (default: CORS off).")] = None,
+    workers: Annotated[int, typer.Option(help="Pages recognised at once; each holds its own engines.")] = 1,
+    queue: Annotated[int, typer.Option(help="Requests that may wait for a worker before 429.")] = 8,
+    timeout: Annotated[float, typer.Option(help="Seconds per synchronous request before 504.")] = 300.0,
+    max_request_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 50.0,
+    max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = 200,
+    max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = 50_000_000,
+    job_dir: Annotated[Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")]
+    = None,
+    job_ttl: Annotated[float, typer.Option(help="Hours a finished job is kept.")] = 24.0,
+) -> None:
+    """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs."""
+    from polyocr.server.app import serve as run_server
+    from polyocr.server.settings import ServerSettings, default_job_dir
+
+    try:
+        settings = ServerSettings(
+            host=host, port=port, engine=engine, languages=_languages(lang), api_key=api_key,
+            allowed_engines=tuple(n.strip() for n in allow_engines.split(",") if n.strip()) if allow_engines else None,
+            cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
+            workers=workers, queue_size=queue, request_timeout=timeout,
+            max_request_bytes=int(max_request_mb * 1024 * 1024), max_pages=max_pages, max_pixels=max_pixels,
+            job_dir=job_dir or default_job_dir(), job_ttl=job_ttl * 3600,
+        )
+        run_server(settings)
+    except (PolyOCRError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("vllm-command")
+def vllm_command(
+    model: Annotated[str, typer.Argument(help="dots.ocr or a Qwen-VL: hub id or local checkpoint folder.")],
+    host: Annotated[str, typer.Option(help="Address vLLM binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port vLLM listens on.")] = 8001,
+    served_name: Annotated[str | None, typer.Option(help="Served model name (default: the model's).")] = None,
+    gpu: Annotated[int, typer.Option(help="GPU index to use.")] = 0,
+    run: Annotated[bool, typer.Option("--run", help="Start it and wait for its /health.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds --run waits for /health.")] = 900.0,
+) -> None:
+    """Print the `vllm serve` command that suits this machine (stdout), with the reasons (stderr)."""
+    from polyocr.runtime.probe import get_profile
+    from polyocr.server.vllm import build_command, run_and_wait
+
+    try:
+        command = build_command(model, get_profile(), host=host, port=port, served_name=served_name, gpu_index=gpu)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    sys.stdout.write(command.line + "\n")
+    for note in command.notes:
+        err.print(f"[dim]# {note}[/dim]", highlight=False, soft_wrap=True)
+    for warning in command.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if run:
+        raise typer.Exit(run_and_wait(command, wait_seconds=wait))

@@ -117,6 +117,7 @@ _REGISTRY: dict[str, str] = {
     "got": "polyocr.engines.hf_vlm:GotOcr2Engine",
     "deepseek-ocr": "polyocr.engines.hf_vlm:DeepseekOcrEngine",
     "paddleocr-vl": "polyocr.engines.hf_vlm:PaddleOCRVLEngine",
+    "openai": "polyocr.engines.openai_server:OpenAIServerEngine",
 }
 
 
