@@ -75,7 +75,30 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "seemed to unite some of the best blessings of existence.",
         "The mole had been working very hard all the morning, spring-cleaning his little home.",
         "Mr. Phileas Fogg lived, in 1872, at No. 7, Saville Row, Burlington Gardens.",
-        "All this happened, more or less. The war parts, anyway, are pretty much true.",
+        "The sea was calm that evening, and the lamps of the fishing boats drifted slowly along the bay.",
+        "Under a spreading chestnut tree the village smithy stands; the smith, a mighty man is he, with "
+        "large and sinewy hands.",
+        "I wandered lonely as a cloud that floats on high o'er vales and hills, when all at once I saw a "
+        "crowd, a host, of golden daffodils.",
+        "The boy stood on the burning deck whence all but him had fled.",
+        "Tom! No answer. Tom! No answer. What's gone with that boy, I wonder?",
+        "Mrs. Rachel Lynde lived just where the Avonlea main road dipped down into a little hollow, "
+        "fringed with alders and ladies' eardrops.",
+        "The family of Dashwood had long been settled in Sussex. Their estate was large, and their "
+        "residence was at Norland Park.",
+        "Once upon a midnight dreary, while I pondered, weak and weary, over many a quaint and curious "
+        "volume of forgotten lore.",
+        "Far out in the uncharted backwaters of the unfashionable end of the Western Spiral arm of the "
+        "Galaxy lies a small unregarded yellow sun.",
+        "Buck did not read the newspapers, or he would have known that trouble was brewing.",
+        "On an exceptionally hot evening early in July a young man came out of the garret in which he "
+        "lodged in S. Place and walked slowly towards K. bridge.",
+        "Robert Cohn was once middleweight boxing champion of Princeton.",
+        "The schooner was anchored off the point, and her crew of eleven men went ashore at 6 o'clock "
+        "with 14 barrels of water and 3 cases of biscuit.",
+        "Whan that Aprille with his shoures soote the droghte of March hath perced to the roote.",
+        "Hale and hearty at seventy-three, the old captain kept his log in a neat hand: wind N.E., "
+        "sea moderate, 42 miles made good since noon.",
     ),
     "rus": (
         "Все счастливые семьи похожи друг на друга, каждая несчастливая семья несчастлива по-своему.",
@@ -107,6 +130,26 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "и опора, о великий, могучий, правдивый и свободный русский язык!",
         "Тиха украинская ночь. Прозрачно небо. Звёзды блещут. Своей дремоты превозмочь не хочет воздух.",
         "Дама с собачкой. Говорили, что на набережной появилось новое лицо: дама с собачкой.",
+        "Белеет парус одинокой в тумане моря голубом! Что ищет он в стране далёкой? Что кинул он в "
+        "краю родном?",
+        "Однажды весною, в час небывало жаркого заката, в Москве, на Патриарших прудах, появились "
+        "два гражданина.",
+        "Вечер был тихий и ясный; над рекой поднимался лёгкий туман, и где-то далеко лаяли собаки.",
+        "Я памятник себе воздвиг нерукотворный, к нему не зарастёт народная тропа.",
+        "Мороз и солнце; день чудесный! Ещё ты дремлешь, друг прелестный, — пора, красавица, проснись.",
+        "Каштанка, молодая рыжая собака, помесь такса с дворняжкой, очень похожая мордой на лисицу, "
+        "бегала взад и вперёд по тротуару.",
+        "Ванька Жуков, девятилетний мальчик, отданный три месяца тому назад в ученье к сапожнику, в ночь "
+        "под Рождество не ложился спать.",
+        "Горе от ума. Свежо предание, а верится с трудом.",
+        "Поезд пришёл в Петербург в 7 часов 40 минут утра; на платформе стояли носильщики и жандармы.",
+        "Тургенев писал, что в лесу пахло грибами, прелыми листьями и сыростью, а небо было серое и низкое.",
+        "Не жалею, не зову, не плачу, всё пройдёт, как с белых яблонь дым.",
+        "Степь, чем далее, тем становилась прекраснее. Тогда весь юг был одно зелёное, девственное "
+        "пространство.",
+        "Записки сумасшедшего. Октября 3. Сегодняшнего дня случилось необыкновенное приключение.",
+        "На другой день, в 11 часов утра, я сидел в кабинете и писал письмо брату в Киев.",
+        "Чуден Днепр при тихой погоде, когда вольно и плавно мчит сквозь леса и горы полные воды свои.",
     ),
 }
 
@@ -171,8 +214,17 @@ def find_fonts(dirs: Sequence[Path] = FONT_DIRS) -> list[tuple[Path, Path, str, 
     return found
 
 
-def _paragraph(rng: random.Random, language: str, sentences: int) -> str:
-    return " ".join(rng.sample(CORPUS[language], sentences))
+class _Sentences:
+    """The corpus of one language in a seeded order, each sentence used once per page: repeated
+    sentences would make a page look like a generation loop, which the router's checks reject."""
+
+    def __init__(self, rng: random.Random, language: str):
+        self._left = list(CORPUS[language])
+        rng.shuffle(self._left)
+
+    def take(self, count: int) -> str:
+        taken, self._left = self._left[:count], self._left[count:]
+        return " ".join(taken)
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
@@ -222,7 +274,7 @@ def _spec(rng: random.Random, language: str, fonts: list[tuple[Path, Path, str, 
 def render_page(spec: PageSpec, rng: random.Random, page_inches: tuple[float, float] = (8.27, 11.69),
                 bold_font: str | None = None) -> SyntheticPage:
     """Draw one page for a spec and return it with its transcription (reading order: title, table,
-    then each column top to bottom)."""
+    then each column top to bottom). The text ends where the page or the corpus does."""
     width, height = round(page_inches[0] * spec.dpi), round(page_inches[1] * spec.dpi)
     px = spec.font_pt * spec.dpi / 72.0
     font = ImageFont.truetype(spec.font, size=max(6, round(px)))
@@ -232,9 +284,10 @@ def render_page(spec: PageSpec, rng: random.Random, page_inches: tuple[float, fl
     image = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(image)
     out_lines: list[str] = []
+    sentences = _Sentences(rng, spec.language)
 
     y = margin
-    title = " ".join(_paragraph(rng, spec.language, 1).split()[: rng.randint(2, 5)]).rstrip(",.;:")
+    title = " ".join(sentences.take(1).split()[: rng.randint(2, 5)]).rstrip(",.;:")
     draw.text((margin, y), title, font=title_font, fill=0)
     out_lines += [title, ""]
     y += round(px * 1.5 * 1.35) + line_height
@@ -251,7 +304,7 @@ def render_page(spec: PageSpec, rng: random.Random, page_inches: tuple[float, fl
         x = margin + column * (column_width + gap)
         cy = y
         while cy + line_height <= bottom:
-            lines = _wrap(_paragraph(rng, spec.language, rng.randint(2, 4)), font, column_width)
+            lines = _wrap(sentences.take(rng.randint(2, 4)), font, column_width)
             room = (bottom - cy) // line_height
             lines = lines[:room]
             if not lines:
