@@ -1,0 +1,220 @@
+"""DotsOCRForCausalLM: transformers' Qwen2 decoder fed by the dots.ocr vision tower, loaded strictly.
+
+The decoder is transformers' own Qwen2ForCausalLM (published names `model.*`, `lm_head.*`); the
+vision tower (`vision_tower.*`) replaces the `<|imgpad|>` embeddings, in order, with one vector per
+2x2 patch window. Generation goes through transformers' GenerationMixin: pixel values are used at
+prefill only, left-padded batches give the same tokens as pages one at a time.
+
+Fast decoding (measured in benchmarks/dots-gpu.md): on a GPU pass
+`cache_implementation="static"` to `generate` (transformers then compiles the one-token decoding
+step itself; the first generate per batch shape pays the compilation); the default dynamic cache
+is several times slower per token. On CPU keep the dynamic cache.
+
+Loading is strict: the checkpoint must hold exactly the tensors this architecture has, with the
+same shapes; anything missing, unexpected or mis-shaped is an error naming the tensors, instead of
+the silent random initialisation that makes a wrong checkpoint emit plausible garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers import GenerationConfig, Qwen2ForCausalLM
+from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
+
+from polyocr.engines.dots.config import DotsOCRConfig
+from polyocr.engines.dots.vision import DotsVisionTransformer
+from polyocr.errors import EngineError, EngineUnavailable
+
+ENGINE = "dots"
+DEFAULT_REPO = "rednote-hilab/dots.ocr"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NAMES_SHOWN = 8
+
+
+class CheckpointError(EngineError):
+    """A checkpoint directory whose tensors do not match the dots.ocr architecture."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        super().__init__(ENGINE, f"checkpoint {self.path}: {reason}")
+
+
+def resolve_checkpoint(path_or_repo_id: str | Path = DEFAULT_REPO, download: bool = False) -> Path:
+    """A local checkpoint directory for a path or a hub repo id (local cache; the hub only if `download`)."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    repo_id = str(path_or_repo_id)
+    if not _REPO_ID.match(repo_id) or path.exists():
+        raise EngineUnavailable(ENGINE, f"{repo_id} is not a checkpoint directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=not download))
+    except Exception as exc:  # the hub raises many types (offline, not cached, gated, network)
+        where = "the local Hugging Face cache" if not download else "the Hugging Face hub"
+        raise EngineUnavailable(
+            ENGINE, f"{repo_id} is not in {where}: {type(exc).__name__}", f"hf download {repo_id}"
+        ) from exc
+
+
+def _listing(kind: str, names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    more = f" (+{len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else ""
+    return f"{len(names)} {kind}: {shown}{more}"
+
+
+def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int]]]:
+    """Every tensor of a safetensors checkpoint (single file or sharded with an index): file and shape."""
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.exists():
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    else:
+        weight_map = {}
+        files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(directory, "no *.safetensors weight files")
+    found: dict[str, tuple[Path, list[int]]] = {}
+    for file in files:
+        if not file.exists():
+            raise CheckpointError(directory, f"the index names {file.name}, which is missing")
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                if key in found:
+                    raise CheckpointError(directory, f"tensor {key} is in both {found[key][0].name} and {file.name}")
+                found[key] = (file, list(handle.get_slice(key).get_shape()))
+    misplaced = sorted(k for k, name in weight_map.items() if k not in found or found[k][0].name != name)
+    if misplaced:
+        raise CheckpointError(directory, "the index disagrees with the shards; " + _listing("tensors", misplaced))
+    return found
+
+
+class DotsOCRForCausalLM(Qwen2ForCausalLM):
+    config_class = DotsOCRConfig
+
+    def __init__(self, config: DotsOCRConfig):
+        super().__init__(config)
+        self.vision_tower = DotsVisionTransformer(config.vision_config)
+
+    def set_vision_attention(self, name: str) -> None:
+        """Switch the vision attention ("sdpa", "varlen", "flash_attention_2", "eager") after a probe run."""
+        self.vision_tower.set_attention(name)
+
+    @property
+    def vision_attention(self) -> str:
+        return self.vision_tower.attention
+
+    def embed_with_images(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the `<|imgpad|>` positions replaced, in order, by the image tokens."""
+        embeds = self.model.embed_tokens(input_ids)
+        if pixel_values is None:
+            return embeds
+        if image_grid_thw is None:
+            raise ValueError("pixel_values were given without image_grid_thw")
+        image_embeds = self.vision_tower(pixel_values, image_grid_thw).to(embeds.dtype)
+        mask = input_ids == self.config.image_token_id
+        slots = int(mask.sum())
+        if slots != image_embeds.shape[0]:
+            raise ValueError(
+                f"the prompt has {slots} image tokens but the images give {image_embeds.shape[0]} embeddings"
+            )
+        return embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_with_images(input_ids, pixel_values, image_grid_thw)
+        return super().forward(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, *args: Any, is_first_iteration: bool = False, **kwargs: Any) -> dict:
+        """As transformers', but the image inputs reach the model at prefill only."""
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            inputs["pixel_values"] = None
+            inputs["image_grid_thw"] = None
+        return inputs
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str = "sdpa",
+        vision_attention: str = "sdpa",
+        device: torch.device | str = "cpu",
+        download: bool = False,
+    ) -> DotsOCRForCausalLM:
+        """Load a published-layout checkpoint strictly; `dtype` defaults to the checkpoint's own.
+
+        The model is built on the meta device and its tensors are filled straight from the
+        safetensors files on `device`, so loading needs one copy of the weights, not two.
+        """
+        directory = resolve_checkpoint(path, download=download)
+        config = DotsOCRConfig.from_pretrained(directory)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        dtype = dtype or config.dtype or torch.float32
+        device = torch.device(device)
+        with torch.device("meta"):
+            model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+        expected = {name: list(t.shape) for name, t in model.state_dict().items()}
+        found = checkpoint_tensors(directory)
+        problems = {
+            "missing tensors": sorted(set(expected) - set(found)),
+            "unexpected tensors": sorted(set(found) - set(expected)),
+            "mis-shaped tensors": [
+                f"{name} (checkpoint {found[name][1]}, model {shape})"
+                for name, shape in sorted(expected.items())
+                if name in found and found[name][1] != shape
+            ],
+        }
+        if any(problems.values()):
+            listed = "; ".join(_listing(kind, names) for kind, names in problems.items() if names)
+            raise CheckpointError(directory, f"does not match the dots.ocr architecture: {listed}")
+        model.to_empty(device=device)
+        targets = model.state_dict()
+        with torch.no_grad():
+            for file in sorted({file for file, _ in found.values()}):
+                with safe_open(file, framework="pt", device=str(device)) as handle:
+                    for key in handle.keys():  # noqa: SIM118
+                        targets[key].copy_(handle.get_tensor(key))
+        model.model.rotary_emb = Qwen2RotaryEmbedding(model.config).to(device)
+        if (directory / "generation_config.json").exists():
+            model.generation_config = GenerationConfig.from_pretrained(directory)
+        model.eval()
+        model.vision_tower.set_attention(vision_attention)
+        return model

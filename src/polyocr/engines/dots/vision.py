@@ -1,0 +1,282 @@
+"""The dots.ocr vision tower, with attention implementations that never build a page-sized mask.
+
+The reference code runs its vision attention through flash-attn, or else through an eager path that
+builds one dense (patches x patches) mask and score matrix for the whole batch: about 44 GiB for one
+200-DPI page, which is what "empty output without flash-attn" was. Every implementation here
+attends within each image only (images are packed image-major, `cu_seqlens` marks the boundaries):
+
+- "sdpa": torch's scaled_dot_product_attention per image with no mask, so it can pick its flash,
+  memory-efficient or cuDNN kernel;
+- "varlen": torch.nn.attention.varlen.varlen_attn over the packed images (CUDA, half precision);
+- "flash_attention_2": flash_attn_varlen_func, when the flash-attn package is installed and runs;
+- "eager": plain matmul + float32 softmax per image, in query chunks, so peak memory grows
+  linearly with the number of patches.
+
+Patches arrive in 2x2 merge-window order (what Qwen2-VL's image processor emits); the rotary row and
+column ids are generated in the same order, and the merger fuses groups of 4 consecutive patches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+from polyocr.engines.dots.config import DotsVisionConfig
+
+VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eager")
+
+# Eager attention materialises (heads x chunk x patches) float32 scores; this caps their element
+# count (64 Mi elements = 256 MiB), whatever the image size.
+EAGER_SCORE_BUDGET = 64 * 1024 * 1024
+
+ROTARY_THETA = 10000.0
+
+
+class VisionAttentionUnavailable(RuntimeError):
+    """A vision attention implementation that cannot run on this device and dtype, and why."""
+
+
+def _segments(cu_seqlens: torch.Tensor) -> list[tuple[int, int]]:
+    return list(pairwise(cu_seqlens.tolist()))
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(q)
+    for start, end in _segments(cu_seqlens):
+        qi, ki, vi = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        out[start:end] = F.scaled_dot_product_attention(qi, ki, vi).squeeze(0).transpose(0, 1)
+    return out
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    heads, head_dim = q.shape[1], q.shape[2]
+    scale = 1.0 / math.sqrt(head_dim)
+    out = torch.empty_like(q)
+    for start, end in _segments(cu_seqlens):
+        length = end - start
+        ki = k[start:end].transpose(0, 1)
+        vi = v[start:end].transpose(0, 1)
+        chunk = max(1, EAGER_SCORE_BUDGET // (heads * length))
+        for q_start in range(start, end, chunk):
+            q_end = min(q_start + chunk, end)
+            qi = q[q_start:q_end].transpose(0, 1)
+            scores = torch.matmul(qi, ki.transpose(1, 2)) * scale
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+            out[q_start:q_end] = torch.matmul(probs, vi).transpose(0, 1)
+    return out
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    from torch.nn.attention.varlen import varlen_attn
+
+    max_len = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
+
+
+def flash_attention_2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    from flash_attn import flash_attn_varlen_func
+
+    max_len = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, causal=False)
+
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_ATTENTION: dict[str, AttentionFn] = {
+    "sdpa": sdpa_attention,
+    "varlen": varlen_attention,
+    "flash_attention_2": flash_attention_2,
+    "eager": eager_attention,
+}
+
+
+@cache
+def _probe(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Run the implementation once on two tiny packed images; '' when it ran, else the reason."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(12, 2, 64, generator=gen).to(device, dtype) for _ in range(3))
+        cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
+        out = _ATTENTION[name](q, k, v, cu)
+        ref = sdpa_attention(q.float(), k.float(), v.float(), cu)
+        error = ((out.float() - ref).norm() / ref.norm()).item()
+    except Exception as exc:  # any failure (import, missing kernel, bad dtype) means "cannot run here"
+        first_line = str(exc).split("\n", 1)[0]
+        return f"{type(exc).__name__}: {first_line[:200]}"
+    if not error < 2e-2:
+        return f"ran but disagreed with SDPA (relative error {error:.2e})"
+    return ""
+
+
+def vision_attention_unavailable(name: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """Why `name` cannot run on this device and dtype ('' when it can), found by running it."""
+    if name not in _ATTENTION:
+        return f"unknown vision attention {name!r} (known: {', '.join(VISION_ATTENTION_IMPLEMENTATIONS)})"
+    return _probe(name, torch.device(device), dtype)
+
+
+def rotary_position_ids(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
+    """(row, column) of every patch, image-major, each image in 2x2 merge-window order: [patches, 2]."""
+    ids = []
+    for t, h, w in grid_thw.tolist():
+        rows = torch.arange(h).unsqueeze(1).expand(h, w)
+        cols = torch.arange(w).unsqueeze(0).expand(h, w)
+        window = [
+            x.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).flatten() for x in (rows, cols)
+        ]
+        ids.append(torch.stack(window, dim=-1).repeat(t, 1))
+    return torch.cat(ids)
+
+
+def rotary_angles(grid_thw: torch.Tensor, head_dim: int, merge: int, device: torch.device) -> torch.Tensor:
+    """Per-patch rotary angles [patches, head_dim/2] in float32: 1/4 of head_dim from rows, 1/4 from columns."""
+    dim = head_dim // 2
+    inv_freq = 1.0 / (ROTARY_THETA ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
+    pos = rotary_position_ids(grid_thw, merge).to(device)
+    return (pos.unsqueeze(-1).float() * inv_freq).flatten(1)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate [patches, heads, head_dim] by the angles (duplicated to cover all head dims), in float32."""
+    full = torch.cat((angles, angles), dim=-1).unsqueeze(1)
+    xf = x.float()
+    return (xf * full.cos() + _rotate_half(xf) * full.sin()).to(x.dtype)
+
+
+class DotsVisionAttention(nn.Module):
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.embed_dim // config.num_attention_heads
+        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim, bias=config.use_bias)
+        self.proj = nn.Linear(config.embed_dim, config.embed_dim, bias=config.use_bias)
+
+    def forward(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, angles: torch.Tensor, attention: AttentionFn
+    ) -> torch.Tensor:
+        q, k, v = self.qkv(x).reshape(x.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
+        q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+        return self.proj(attention(q, k, v, cu_seqlens).reshape(x.shape[0], -1))
+
+
+class DotsSwiGLU(nn.Module):
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.embed_dim, config.intermediate_size, bias=config.use_bias)
+        self.fc2 = nn.Linear(config.intermediate_size, config.embed_dim, bias=config.use_bias)
+        self.fc3 = nn.Linear(config.embed_dim, config.intermediate_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
+
+
+class DotsVisionBlock(nn.Module):
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.norm1 = Qwen2RMSNorm(config.embed_dim, eps=config.rms_norm_eps)
+        self.attn = DotsVisionAttention(config)
+        self.norm2 = Qwen2RMSNorm(config.embed_dim, eps=config.rms_norm_eps)
+        self.mlp = DotsSwiGLU(config)
+
+    def forward(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, angles: torch.Tensor, attention: AttentionFn
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cu_seqlens, angles, attention)
+        return x + self.mlp(self.norm2(x))
+
+
+class DotsPatchEmbed(nn.Module):
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.num_channels = config.num_channels
+        self.patch_size = config.patch_size
+        self.proj = nn.Conv2d(
+            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.norm = Qwen2RMSNorm(config.embed_dim, eps=config.rms_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        patches = pixel_values.view(-1, self.num_channels, self.patch_size, self.patch_size)
+        return self.norm(self.proj(patches).flatten(1))
+
+
+class DotsPatchifier(nn.Module):
+    """Holds the patch embedding under the published name `patch_embed.patchifier`."""
+
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.patchifier = DotsPatchEmbed(config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.patchifier(pixel_values)
+
+
+class DotsPatchMerger(nn.Module):
+    """LayerNorm per patch, then each group of 4 consecutive (one 2x2 window) patches -> one token."""
+
+    def __init__(self, config: DotsVisionConfig):
+        super().__init__()
+        self.group = config.embed_dim * config.spatial_merge_size**2
+        self.ln_q = nn.LayerNorm(config.embed_dim, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.group, self.group), nn.GELU(), nn.Linear(self.group, config.hidden_size)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.ln_q(x).view(-1, self.group))
+
+
+class DotsVisionTransformer(nn.Module):
+    """pixel_values [patches, 3*14*14] + grid_thw [images, 3] -> [patches/4, hidden_size]."""
+
+    def __init__(self, config: DotsVisionConfig, attention: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        self.patch_embed = DotsPatchifier(config)
+        self.blocks = nn.ModuleList(DotsVisionBlock(config) for _ in range(config.num_hidden_layers))
+        self.post_trunk_norm = (
+            Qwen2RMSNorm(config.embed_dim, eps=config.rms_norm_eps) if config.post_norm else nn.Identity()
+        )
+        self.merger = DotsPatchMerger(config)
+        self.attention = attention
+
+    def set_attention(self, name: str, check: bool = True) -> None:
+        """Switch the attention implementation; with `check`, refuse one that does not run here."""
+        if name not in _ATTENTION:
+            known = ", ".join(VISION_ATTENTION_IMPLEMENTATIONS)
+            raise ValueError(f"unknown vision attention {name!r} (known: {known})")
+        param = self.merger.ln_q.weight
+        reason = vision_attention_unavailable(name, param.device, param.dtype) if check else ""
+        if reason:
+            raise VisionAttentionUnavailable(
+                f"vision attention {name!r} cannot run on {param.device} with {param.dtype}: {reason}"
+            )
+        self.attention = name
+
+    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        dtype = self.patch_embed.patchifier.proj.weight.dtype
+        x = self.patch_embed(pixel_values.to(dtype))
+        sizes = grid_thw[:, 1] * grid_thw[:, 2]
+        cu_seqlens = F.pad(
+            torch.repeat_interleave(sizes, grid_thw[:, 0]).cumsum(0, dtype=torch.int32), (1, 0)
+        ).to(x.device)
+        if int(cu_seqlens[-1]) != x.shape[0]:
+            raise ValueError(f"grid_thw {grid_thw.tolist()} covers {int(cu_seqlens[-1])} patches, got {x.shape[0]}")
+        head_dim = self.config.embed_dim // self.config.num_attention_heads
+        angles = rotary_angles(grid_thw, head_dim, self.config.spatial_merge_size, x.device)
+        attention = _ATTENTION[self.attention]
+        for block in self.blocks:
+            x = block(x, cu_seqlens, angles, attention)
+        return self.merger(self.post_trunk_norm(x))
