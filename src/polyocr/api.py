@@ -18,7 +18,7 @@ from polyocr.documents import (
 from polyocr.engines.base import EnginePlan, Task, TaskKind
 from polyocr.errors import InputError
 from polyocr.results import DocumentResult
-from polyocr.router import Router, resolve_chain
+from polyocr.router import Router, load_config, resolve_chain
 
 
 def ocr(
@@ -31,13 +31,19 @@ def ocr(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
     plans: dict[str, EnginePlan] | None = None,
+    timeout: float | None = None,
 ) -> DocumentResult:
     """OCR one file (image, multi-page TIFF, PDF) or PIL image.
 
     An input that cannot be read gives a DocumentResult with no pages and the reason in `errors`
     rather than an exception, the same as the CLI reports it; check `result.ok`.
+
+    `engine="auto"` lets a polyocr.toml or POLYOCR_ENGINES choose the chain, as on the command line;
+    `plans` gives an engine's EnginePlan outright instead of the one the router would decide;
+    `timeout` is seconds per page before the router moves on to the next engine.
     """
-    task_obj = Task(kind=TaskKind(task), languages=tuple(languages))
+    config = load_config(engine, timeout)
+    task_obj = Task(kind=TaskKind(task), languages=tuple(languages), timeout=config.timeout)
     if isinstance(item, Image.Image):
         source = Source(path="<image>", kind="image", page_count=1, _pages=iter(load_pages(item)))
     else:
@@ -45,5 +51,5 @@ def ocr(
             source = open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
         except InputError as exc:
             return DocumentResult(source=str(item), errors=[str(exc)])
-    with Router(resolve_chain(engine, task_obj), task_obj, plans=plans) as router:
+    with Router(resolve_chain(config.engines, task_obj), task_obj, plans=plans, config=config) as router:
         return router.run_source(source)

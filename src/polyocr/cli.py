@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs, open_source
-from polyocr.engines.base import EnginePlan, Task, TaskKind
+from polyocr.engines.base import Task, TaskKind
 from polyocr.errors import PolyOCRError
 from polyocr.formats import FORMATS, render, suffix_for
 from polyocr.results import DocumentResult, PageStatus, json_schema_text
@@ -46,7 +46,6 @@ class _RunStats:
     pages: int = 0
     failed_pages: int = 0
     failed_inputs: int = 0
-    engines: dict[str, int] = field(default_factory=dict)
 
 
 @app.command()
@@ -63,13 +62,15 @@ def ocr(
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
     max_new_tokens: Annotated[int, typer.Option(help="Token limit per page for generative engines.")] = 16384,
-    model: Annotated[Path | None, typer.Option(help="A local checkpoint directory for the engine (one --engine).")]
+    model: Annotated[Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")]
+    = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")]
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
     from polyocr.formats.overlay import draw_overlay
-    from polyocr.router import Router, resolve_chain
+    from polyocr.router import Router, RunSummary, load_config, resolve_chain
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -82,18 +83,21 @@ def ocr(
     if not files:
         err.print("[red]error:[/red] no input documents found")
         raise typer.Exit(2)
-    task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens)
     try:
-        chain = resolve_chain(engine, task_obj)
+        config = load_config(engine, timeout)
+        task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens, timeout=config.timeout)
+        chain = resolve_chain(config.engines, task_obj)
     except PolyOCRError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if model is not None and len(chain) != 1:
-        raise typer.BadParameter("a checkpoint belongs to one engine: name exactly one --engine", param_hint="--model")
-    plans = {name: EnginePlan(model_path=str(model) if model else None) for name in chain}
+    if model is not None:
+        if config.engines == ["auto"]:
+            raise typer.BadParameter("name the engine the checkpoint is for with --engine", param_hint="--model")
+        config.plans.setdefault(chain[0], {})["model_path"] = str(model)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     stats = _RunStats()
+    summary = RunSummary()
     start = time.perf_counter()
     used_names: set[str] = set()
     progress = Progress(
@@ -101,7 +105,7 @@ def ocr(
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
         console=err, disable=quiet, transient=False,
     )
-    with Router(chain, task_obj, plans=plans) as router, progress:
+    with Router(chain, task_obj, config=config) as router, progress:
         bar = progress.add_task("pages", total=None, rate="")
         documents: list[DocumentResult] = []
         for path in files:
@@ -121,8 +125,7 @@ def ocr(
                     stats.failed_pages += 1
                     err.print(f"[red]page failed:[/red] {page.source} page {page.number}: "
                               + "; ".join(result.errors))
-                elif result.engine:
-                    stats.engines[result.engine] = stats.engines.get(result.engine, 0) + 1
+                summary.add(result)
                 if overlay and out_dir is not None:
                     draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
                 elapsed = time.perf_counter() - start
@@ -142,9 +145,14 @@ def ocr(
         _print_documents([d for d in documents if d.pages], fmt)
     seconds = time.perf_counter() - start
     if not quiet:
-        used = ", ".join(f"{name} {count}" for name, count in sorted(stats.engines.items())) or "none"
-        err.print(f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
-                  f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {used}")
+        if fmt == "json":
+            err.print_json(json.dumps({"summary": summary.to_dict(), "inputs": len(files),
+                                       "unreadable_inputs": stats.failed_inputs, "seconds": round(seconds, 3)}))
+        else:
+            err.print(f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
+                      f"{summary.partial} partial, {summary.fell_back} fallback(s), "
+                      f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
+                      soft_wrap=True)
     if stats.failed_pages or stats.failed_inputs:
         raise typer.Exit(1)
 
