@@ -30,7 +30,7 @@ app = typer.Typer(
     help="OCR documents with whichever engine works best on this machine.",
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
 
 
 def main() -> None:
@@ -224,6 +224,119 @@ def doctor(
         sys.stdout.write(report.to_json() + "\n")
         return
     render_report(report, out)
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="A dataset directory holding MANIFEST.tsv, or the manifest.")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="The engine to evaluate.")],
+    limit: Annotated[int | None, typer.Option(help="Only the first N matching items.")] = None,
+    lang: Annotated[list[str] | None, typer.Option(help="Only items in this language (repeatable).")] = None,
+    folder: Annotated[list[str] | None, typer.Option(help="Only items in this top folder (repeatable).")] = None,
+    by: Annotated[str, typer.Option(help="Group the table by language or folder.")] = "language",
+    json_out: Annotated[Path | None, typer.Option(help="Write the summary and per-item records as JSON.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Score an engine on the items with ground truth: CER, WER and seconds per page, per language.
+
+    Failed items count as empty output in the scores and are listed; the exit code is 0 once the
+    evaluation ran, 2 when it could not (no dataset, no matching item, engine unavailable).
+    """
+    from polyocr.bench.evaluate import run_eval, summary_table
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=quiet)
+    with progress:
+        bar = progress.add_task(f"eval {engine}", total=None)
+        try:
+            report = run_eval(dataset, engine, languages=lang or (), folders=folder or (), limit=limit, by=by,
+                              on_start=lambda count: progress.update(bar, total=count),
+                              on_item=lambda record: progress.update(bar, advance=1, description=record.id))
+        except (PolyOCRError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    out.print(summary_table(report))
+    for record in report.records:
+        if record.error:
+            err.print(f"[red]failed:[/red] {record.id}: {record.error}")
+    if json_out is not None:
+        report.write_json(json_out)
+
+
+@app.command()
+def bench(
+    datasets: Annotated[list[Path] | None, typer.Argument(help="Dataset directories holding MANIFEST.tsv.")] = None,
+    engine_list: Annotated[str, typer.Option("--engines", "-e", help="Engines and/or auto, comma-separated; "
+                                             "default: auto and every registered engine.")] = "",
+    limit: Annotated[int | None, typer.Option(help="Only the first N items with ground truth per dataset.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the report files go.")] = Path("bench-out"),
+    synth: Annotated[Path | None, typer.Option(help="Generate synthetic hard pages here and benchmark them too.")]
+    = None,
+    count: Annotated[int, typer.Option(help="Synthetic pages to generate (with --synth).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic pages (with --synth).")] = 0,
+    dpi: Annotated[int, typer.Option(help="Resolution of the synthetic pages (with --synth).")] = 200,
+    speed: Annotated[bool, typer.Option(help="Time VLM engines with random weights instead of scoring datasets.")]
+    = False,
+    device: Annotated[str | None, typer.Option(help="--speed: cuda or cpu (default: cuda when present).")] = None,
+    attention: Annotated[str, typer.Option(help="--speed: attention implementations, comma-separated.")]
+    = "sdpa,eager",
+    new_tokens: Annotated[int, typer.Option(help="--speed: tokens generated per page.")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Measure engines: quality and speed on datasets, or with --speed the raw speed of VLM engines.
+
+    Writes bench.md, bench.json and PNG charts (speed.md and speed.json with --speed) to --out and
+    prints the Markdown table. Exit code 2 when nothing could be measured.
+    """
+    specs = [name.strip() for name in engine_list.split(",") if name.strip()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if speed:
+        from polyocr.bench.speed import run_speed, speed_markdown, write_speed
+
+        try:
+            results = run_speed(specs, device=device, attentions=[a for a in attention.split(",") if a],
+                                new_tokens=new_tokens, on_result=None if quiet else lambda r: err.print(
+                                    f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"))
+        except (PolyOCRError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        command = (f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
+                   f"--attention {attention} --new-tokens {new_tokens}" + (f" --device {device}" if device else ""))
+        write_speed(results, out_dir, command=command)
+        sys.stdout.write(speed_markdown(results, command=command))
+        return
+    from polyocr.bench.report import markdown, write_report
+    from polyocr.bench.runner import AUTO, run_bench
+    from polyocr.bench.synthetic import generate
+    from polyocr.engines.base import engine_names
+
+    sets = list(datasets or [])
+    if synth is not None:
+        generate(synth, count, seed, dpi=dpi)
+        sets.append(synth)
+    if not sets:
+        err.print("[red]error:[/red] give at least one dataset directory, or --synth DIR")
+        raise typer.Exit(2)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=quiet)
+    with progress:
+        bar = progress.add_task("bench", total=None)
+        try:
+            result = run_bench(sets, specs or [AUTO, *engine_names()], limit=limit, on_item=lambda spec, item:
+                               progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"))
+        except PolyOCRError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    result.command = " ".join(["polyocr bench", *map(str, datasets or []),
+                               "--engines", ",".join(r.spec for r in result.runs)]
+                              + ([f"--limit {limit}"] if limit is not None else [])
+                              + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else []))
+    paths = write_report(result, out_dir)
+    sys.stdout.write(markdown(result))
+    if not quiet:
+        err.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if not any(run.items for run in result.runs):
+        raise typer.Exit(2)
 
 
 @app.command()
