@@ -41,7 +41,8 @@ def _error(response: httpx.Response, status: int) -> str:
 
 def test_health_ready_engines_models_docs(client: httpx.Client) -> None:
     assert client.get("/health").json()["service"] == "polyocr"
-    assert client.get("/ready").json() == {"ready": True, "engines": ["tesseract"]}
+    ready = client.get("/ready").json()
+    assert ready["ready"] is True and ready["engines"] == ["tesseract"] and ready["capacity"] == 18
     engines = client.get("/v1/engines").json()
     assert engines["default"] == ["tesseract"]
     rows = {row["name"]: row for row in engines["engines"]}

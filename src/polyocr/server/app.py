@@ -292,7 +292,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         params, fmt = params_from(upload.fields)
         doc = await run_admitted(service.recognize, upload.data, upload.filename, params)
         if doc.errors and not doc.pages:
-            raise ApiError(422, "; ".join(doc.errors))
+            raise _unreadable(doc)
         body = doc.to_json(indent=None) if fmt == "json" else render(doc, fmt)
         return Response(body, media_type=_MEDIA_TYPES[fmt])
 
@@ -364,7 +364,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         transform = _cropper(ask) if ask.region else None
         doc = await run_admitted(_recognize_one_page, service, ask, params, transform)
         if doc.errors and not doc.pages:
-            raise ApiError(422, "; ".join(doc.errors))
+            raise _unreadable(doc)
         if doc.pages[0].status == PageStatus.FAILED:
             raise ApiError(502, "every engine failed on the image: " + "; ".join(doc.pages[0].errors),
                            "engine_error")
@@ -374,11 +374,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "service": "polyocr", "version": __version__}
 
-    @app.get("/ready", summary="Readiness: the default engine chain has loaded")
+    @app.get("/ready", summary="Readiness (the default engine chain has loaded) and current load")
     async def ready() -> JSONResponse:
+        load = {"requests": service.admitted, "capacity": settings.capacity,
+                "jobs_queued": store.count(JobStatus.QUEUED)}
         if service.ready:
-            return JSONResponse({"ready": True, "engines": list(default_chain)})
-        return JSONResponse({"ready": False, "reason": service.ready_reason}, status_code=503)
+            return JSONResponse({"ready": True, "engines": list(default_chain), **load})
+        return JSONResponse({"ready": False, "reason": service.ready_reason, **load}, status_code=503)
 
     app.include_router(api)
     return app
@@ -403,9 +405,19 @@ def _json_upload(raw: bytes) -> _Upload:
 
 
 def _input_error(exc: InputError) -> ApiError:
-    if "over the limit" in exc.reason:
-        return ApiError(413, str(exc), "request_too_large")
-    return ApiError(422, str(exc), "invalid_input")
+    return _refusal(str(exc))
+
+
+def _unreadable(doc: DocumentResult) -> ApiError:
+    """A document whose pages could not be decoded (a PDF page is checked only when rendered)."""
+    return _refusal("; ".join(doc.errors))
+
+
+def _refusal(message: str) -> ApiError:
+    # The loader words every cap it enforces (pages, pixels) as "over the limit".
+    if "over the limit" in message:
+        return ApiError(413, message, "request_too_large")
+    return ApiError(422, message, "invalid_input")
 
 
 def _recognize_one_page(service: OCRService, ask: ChatAsk, params: OCRParams,

@@ -1,0 +1,115 @@
+"""Every limit of the server, on real servers: size, pages, pixels, auth, CORS, queue and timeout."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from polyocr.server.settings import ServerSettings
+from test_server_support import running_server, text_pdf, text_png, wait_until
+
+pytest.importorskip("tesserocr")
+
+KEY = "s3cret-token"
+ORIGIN = "https://app.example"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Small caps, an API key and one CORS origin."""
+    settings = ServerSettings(engine="tesseract", languages=("eng",), max_request_bytes=200_000, max_pages=2,
+                              max_pixels=400_000, api_key=KEY, cors_origins=(ORIGIN,),
+                              job_dir=tmp_path_factory.mktemp("jobs"))
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One worker, no queue, a short timeout, defaults otherwise (CORS off)."""
+    settings = ServerSettings(engine="tesseract", languages=("eng",), workers=1, queue_size=0, request_timeout=0.5,
+                              job_dir=tmp_path_factory.mktemp("jobs"))
+    with running_server(settings) as url:
+        yield url
+
+
+def _status(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]["message"]
+
+
+def test_body_over_the_cap_is_refused_by_length_and_by_stream(guarded: str) -> None:
+    big = b"\x89PNG\r\n\x1a\n" + b"\x00" * 300_000
+    message = _status(httpx.post(f"{guarded}/v1/ocr", files={"file": ("big.png", big)}, headers=AUTH), 413)
+    assert "200,000 bytes" in message
+
+    def chunks():
+        for _ in range(40):
+            yield b"\x00" * 10_000
+
+    streamed = httpx.post(f"{guarded}/v1/ocr", content=chunks(),
+                          headers={**AUTH, "content-type": "application/json"})
+    assert "over the limit" in _status(streamed, 413)
+    assert httpx.get(f"{guarded}/health").status_code == 200
+
+
+def test_page_and_pixel_caps(guarded: str) -> None:
+    pages = _status(httpx.post(f"{guarded}/v1/ocr", files={"file": ("three.pdf", text_pdf(3))}, headers=AUTH), 413)
+    assert "three.pdf" in pages and "3 pages" in pages and "limit of 2" in pages
+    jobs = _status(httpx.post(f"{guarded}/v1/jobs", files={"file": ("three.pdf", text_pdf(3))}, headers=AUTH), 413)
+    assert "limit of 2" in jobs
+    wide = text_png(size=(1000, 500))
+    pixels = _status(httpx.post(f"{guarded}/v1/ocr", files={"file": ("wide.png", wide)}, headers=AUTH), 413)
+    assert "1000x500" in pixels and "400,000" in pixels
+    # a PDF page is measured when it is rendered (200 DPI here: 1778x694)
+    pdf_page = _status(httpx.post(f"{guarded}/v1/ocr", files={"file": ("two.pdf", text_pdf(2))}, headers=AUTH), 413)
+    assert "two.pdf page 1" in pdf_page and "400,000" in pdf_page
+    assert httpx.post(f"{guarded}/v1/ocr", files={"file": ("ok.png", text_png())}, headers=AUTH).status_code == 200
+
+
+def test_bearer_key_guards_v1_but_not_health(guarded: str) -> None:
+    png = text_png()
+    missing = httpx.post(f"{guarded}/v1/ocr", files={"file": ("p.png", png)})
+    assert "API key" in _status(missing, 401) and missing.headers["www-authenticate"] == "Bearer"
+    _status(httpx.get(f"{guarded}/v1/engines", headers={"Authorization": "Bearer wrong"}), 401)
+    _status(httpx.get(f"{guarded}/v1/engines", headers={"Authorization": KEY}), 401)
+    assert httpx.get(f"{guarded}/v1/engines", headers=AUTH).status_code == 200
+    assert httpx.get(f"{guarded}/health").status_code == 200 and httpx.get(f"{guarded}/ready").status_code == 200
+
+
+def test_cors_only_for_configured_origins(guarded: str, narrow: str) -> None:
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    allowed = httpx.options(f"{guarded}/v1/ocr", headers=preflight)
+    assert allowed.headers.get("access-control-allow-origin") == ORIGIN
+    other = httpx.options(f"{guarded}/v1/ocr", headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    off = httpx.options(f"{narrow}/v1/ocr", headers=preflight)
+    assert "access-control-allow-origin" not in off.headers
+    assert "access-control-allow-origin" not in httpx.get(f"{narrow}/health", headers={"Origin": ORIGIN}).headers
+
+
+def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: str) -> None:
+    lines = tuple(f"line {i} the quick brown fox jumps over the lazy dog" for i in range(40))
+    slow = text_png(lines, (1400, 2000))  # about 2 s of Tesseract on this machine
+    answers: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: answers.append(
+        httpx.post(f"{narrow}/v1/ocr", files={"file": ("slow.png", slow)}, timeout=30)))
+    first.start()
+    wait_until(lambda: httpx.get(f"{narrow}/ready").json()["requests"] == 1, 10, 0.02, "the slow request to start")
+    busy = httpx.post(f"{narrow}/v1/ocr", files={"file": ("p.png", text_png())}, timeout=30)
+    assert "busy" in _status(busy, 429) and busy.headers["retry-after"] == "1"
+    first.join(30)
+    assert "0.5 s request timeout" in _status(answers[0], 504)
+    # the slot stays taken until the page in the worker ends; then requests are served again
+    wait_until(lambda: httpx.post(f"{narrow}/v1/ocr", files={"file": ("p.png", text_png())},
+                                  timeout=30).status_code == 200, 20, 0.3, "the worker to be free")
+
+
+def test_binds_loopback_by_default() -> None:
+    assert ServerSettings().host == "127.0.0.1" and ServerSettings().is_loopback
+    assert ServerSettings().cors_origins == () and not ServerSettings(api_key="").api_key
+    with pytest.raises(ValueError, match="workers"):
+        ServerSettings(workers=0)
