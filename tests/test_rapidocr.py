@@ -18,7 +18,7 @@ from polyocr.bench.metrics import cer
 from polyocr.documents import Page
 from polyocr.engines import rapidocr as rapidocr_module
 from polyocr.engines.base import CYRILLIC, LATIN, EnginePlan, Task, TaskKind, create_engine, engine_class
-from polyocr.engines.rapidocr import RapidOCREngine, TextLine, merge_rows, paragraphs, reading_order
+from polyocr.engines.rapidocr import RapidOCREngine, TextLine, paragraphs, reading_order
 from polyocr.errors import EngineError
 from polyocr.runtime.probe import get_profile
 
@@ -92,20 +92,15 @@ def _line(x1: float, y1: float, x2: float, text: str, height: float = 20.0) -> T
     return TextLine((x1, y1, x2, y1 + height), text, 0.9)
 
 
-def test_split_pieces_of_one_line_are_joined_but_columns_are_not():
-    lines = merge_rows([_line(110, 0, 200, "world"), _line(0, 1, 100, "hello"), _line(260, 0, 400, "gutter")])
-    assert [line.text for line in lines] == ["hello world", "gutter"]
-
-
 def test_two_columns_under_a_title_read_column_by_column():
-    title = _line(0, 0, 500, "Title")
+    title = [_line(300, 1, 500, "Two"), _line(0, 0, 250, "Title in")]  # one row, split by the detector
     left = [_line(0, 50 + 25 * i, 230, f"left {i}") for i in range(3)]
     right = [_line(270, 50 + 25 * i, 500, f"right {i}") for i in range(3)]
     footer = _line(0, 200, 500, "Footer")
-    lines = merge_rows([footer, *right, title, *left])  # detection order is not reading order
+    lines = [footer, *right, *title, *left]  # detection order is not reading order
     ordered = reading_order(paragraphs(lines))
     assert [p.block().text for p in ordered] == [
-        "Title", "left 0\nleft 1\nleft 2", "right 0\nright 1\nright 2", "Footer",
+        "Title in", "Two", "left 0\nleft 1\nleft 2", "right 0\nright 1\nright 2", "Footer",
     ]
 
 

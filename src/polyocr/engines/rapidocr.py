@@ -4,9 +4,10 @@ The bundled recognizer covers Latin, Han and Kana but has no Cyrillic: on Russia
 or mangles the text. So a task that names only languages in scripts it cannot read is refused with
 an EngineError instead of returning plausible-looking garbage, and `scripts` keeps the router away.
 
-RapidOCR returns text lines (quadrilaterals, text, score) in detection order. Lines are merged
+RapidOCR returns text lines (quadrilaterals, text, score) in detection order. Lines are grouped
 into paragraphs and the paragraphs put in reading order with a recursive XY-cut, so multi-column
-pages read column by column.
+pages read column by column (as far as the detector keeps columns apart: on a narrow gutter it can
+return one line spanning two columns, which no ordering can undo).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class RapidOCREngine(Engine):
                 ys = [float(point[1]) for point in box]
                 bbox = (min(xs) + dx, min(ys) + dy, max(xs) + dx, max(ys) + dy)
                 lines.append(TextLine(bbox, text.strip(), float(score)))
-        blocks = [paragraph.block() for paragraph in reading_order(paragraphs(merge_rows(lines)))]
+        blocks = [paragraph.block() for paragraph in reading_order(paragraphs(lines))]
         width, height = page.image.size
         return PageResult(
             page=page.number, source=page.source, width=width, height=height, engine=self.name,
@@ -180,32 +181,14 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def merge_rows(lines: Sequence[TextLine]) -> list[TextLine]:
-    """Join pieces of one text line that the detector split.
-
-    Only pieces closer than most column gutters (0.8 line heights) are joined, so two columns
-    are never read across.
-    """
-    merged: list[TextLine] = []
-    for line in sorted(lines, key=lambda item: (item.bbox[0], item.bbox[1])):
-        for target in merged:
-            same_row = _overlap(target.bbox[1], target.bbox[3], line.bbox[1], line.bbox[3]) > 0.6 * min(
-                target.height, line.height)
-            gap = line.bbox[0] - target.bbox[2]
-            if same_row and -0.5 * line.height < gap < 0.8 * min(target.height, line.height):
-                target.text = f"{target.text} {line.text}"
-                target.score = min(target.score, line.score)
-                target.bbox = _union([target.bbox, line.bbox])
-                break
-        else:
-            merged.append(TextLine(line.bbox, line.text, line.score))
-    return sorted(merged, key=lambda item: (item.bbox[1], item.bbox[0]))
-
-
 def paragraphs(lines: Sequence[TextLine]) -> list[Paragraph]:
-    """Group top-to-bottom lines into paragraphs: stacked, overlapping columns, small gaps."""
+    """Group lines into paragraphs: stacked, overlapping horizontally, with small gaps between.
+
+    Pieces of one row that the detector split stay apart here; the XY-cut orders them left to
+    right. Joining them would risk joining two columns across a narrow gutter.
+    """
     groups: list[Paragraph] = []
-    for line in lines:
+    for line in sorted(lines, key=lambda item: (item.bbox[1], item.bbox[0])):
         for group in reversed(groups):
             last = group.lines[-1]
             gap = line.bbox[1] - last.bbox[3]
