@@ -144,7 +144,8 @@ def build_command(model: str, profile: Profile, *, host: str = "127.0.0.1", port
     return command
 
 
-def run_and_wait(command: VllmCommand, *, wait_seconds: float, log: TextIO = sys.stderr) -> int:
+def run_and_wait(command: VllmCommand, *, wait_seconds: float, log: TextIO = sys.stderr,
+                 poll_seconds: float = 2.0) -> int:
     """Start vLLM, wait for its /health, then stay in the foreground until it exits; its exit code."""
     import httpx
 
@@ -166,7 +167,7 @@ def run_and_wait(command: VllmCommand, *, wait_seconds: float, log: TextIO = sys
                 process.terminate()
                 process.wait(30)
                 return 1
-            time.sleep(2.0)
+            time.sleep(poll_seconds)
         print(f"vLLM exited with code {process.returncode} before it was ready (see its log above)", file=log)
         return process.returncode or 1
     except KeyboardInterrupt:
