@@ -95,6 +95,14 @@ def test_layout_only_gives_boxes_without_text(engine, english_page):
     assert result.blocks and all(b.bbox and not b.text for b in result.blocks)
 
 
+def test_the_task_timeout_cuts_recognition_short(engine, english_page):
+    page, _ = english_page
+    with pytest.raises(EngineError, match=r"h015-crop.png page 1: timed out after 0.001 s"):
+        engine.recognize([page], Task(languages=("eng",), timeout=0.001))
+    [result] = engine.recognize([page], Task(languages=("eng",), timeout=60))  # the API is still usable
+    assert result.text.startswith("HORTON ARMS")
+
+
 def test_one_api_per_engine_shared_safely_by_threads(engine, english_page):
     page, _ = english_page
     small = Page(image=page.image.crop((0, 0, 1396, 400)), number=1, source="title.png")

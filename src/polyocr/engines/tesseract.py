@@ -190,34 +190,40 @@ class TesseractEngine(Engine):
         return self._api
 
     def _recognize_page(self, api: Any, page: Page, task: Task, languages: str) -> PageResult:
-        from tesserocr import RIL, iterate_level
-
         api.SetImage(page.image)
-        if page.dpi:
-            api.SetSourceResolution(round(page.dpi))
-        if task.kind == TaskKind.REGION and task.region is not None:
-            x1, y1, x2, y2 = (round(v) for v in task.region)
-            api.SetRectangle(x1, y1, max(1, x2 - x1), max(1, y2 - y1))
-        blocks: list[Block] = []
-        if task.kind == TaskKind.LAYOUT_ONLY:
-            iterator = api.AnalyseLayout()
-            with_text = False
-        else:
-            if not api.Recognize():
-                raise EngineError(self.name, f"{page.source} page {page.number}: Tesseract's Recognize failed")
-            iterator = api.GetIterator()
-            with_text = True
-        if iterator is not None:
-            for item in iterate_level(iterator, RIL.BLOCK):
-                block = _block(item, RIL.BLOCK, with_text)
-                if block is not None:
-                    blocks.append(block)
-        api.Clear()
+        try:
+            blocks = self._blocks(api, page, task)
+        finally:
+            api.Clear()
         width, height = page.image.size
         return PageResult(
             page=page.number, source=page.source, width=width, height=height, engine=self.name,
             language=languages, blocks=blocks, text=blocks_to_text(blocks),
         )
+
+    def _blocks(self, api: Any, page: Page, task: Task) -> list[Block]:
+        """Layout-analysis blocks of the image set on `api`, with text unless only layout is asked for."""
+        from tesserocr import RIL, iterate_level
+
+        if page.dpi:
+            api.SetSourceResolution(round(page.dpi))
+        if task.kind == TaskKind.REGION and task.region is not None:
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            api.SetRectangle(x1, y1, max(1, x2 - x1), max(1, y2 - y1))
+        with_text = task.kind != TaskKind.LAYOUT_ONLY
+        if with_text:
+            # Tesseract's own deadline (milliseconds); it returns False when it is cut short.
+            timeout_ms = round(task.timeout * 1000) if task.timeout else 0
+            if not api.Recognize(timeout_ms):
+                why = f"timed out after {task.timeout:g} s" if task.timeout else "Recognize failed"
+                raise EngineError(self.name, f"{page.source} page {page.number}: {why}")
+            iterator = api.GetIterator()
+        else:
+            iterator = api.AnalyseLayout()
+        if iterator is None:
+            return []
+        blocks = (_block(item, RIL.BLOCK, with_text) for item in iterate_level(iterator, RIL.BLOCK))
+        return [block for block in blocks if block is not None]
 
 
 def _block(item: Any, level: int, with_text: bool) -> Block | None:
