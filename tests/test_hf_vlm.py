@@ -7,7 +7,10 @@ pages one by one, the parsers of each model's answer format, and the weights-mis
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,6 +140,50 @@ def test_registry_lists_the_five_engines() -> None:
         cls = engine_class(name)
         assert cls.name == name and cls.kind == "vlm"
         assert (TaskKind.LAYOUT in cls.tasks) == ("layout" in SPECS[name].prompts)
+
+
+def test_weights_found_in_the_hugging_face_cache(checkpoints: dict[str, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's cache layout (models--org--name/refs/main -> snapshots/<commit>/) is found offline."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / ("models--" + SPECS["qwen2vl"].repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    shutil.copytree(checkpoints["qwen2vl"], repo / "snapshots" / "0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    engine = engine_class("qwen2vl")()
+    assert engine.available(None).ok
+    engine.load(EnginePlan())
+    assert engine.attention == {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"}
+
+
+def test_cli_ocr_with_a_local_checkpoint(checkpoints: dict[str, Path], pages: list[Page], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from polyocr.cli import app
+
+    image = tmp_path / "page.png"
+    pages[0].image.save(image)
+    args = ["ocr", str(image), "--engine", "qwen2vl", "--model", str(checkpoints["qwen2vl"]),
+            "--max-new-tokens", "3", "--format", "json", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    document = json.loads(result.stdout)
+    [page] = document["pages"]
+    assert page["engine"] == "qwen2vl"
+    assert page["generation"]["prompt_tokens"] > 0
+    assert page["generation"]["generated_tokens"] <= 3
+
+
+def test_benchmark_runs_the_engines_attention() -> None:
+    """benchmarks/bench_hf_vlm_gpu.py cannot import polyocr on the GPU machine; its copy must agree."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hf_vlm_gpu.py"
+    module_spec = importlib.util.spec_from_file_location("bench_hf_vlm_gpu", path)
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+    assert {name: spec.implementation("sdpa") for name, spec in SPECS.items()} == bench.ATTENTION
+    assert set(bench.CONFIGS) == set(SPECS)
+    assert all(bench.CONFIGS[name][0] == spec.repo_id for name, spec in SPECS.items())
 
 
 def test_got_vision_never_gets_sdpa() -> None:

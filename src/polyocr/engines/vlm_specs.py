@@ -208,7 +208,8 @@ def _got_pixels(sizes: list[Size], min_pixels: int | None, max_pixels: int | Non
     one view is cropped, and the prompt says so.
     """
     crop = any(max(size) > GOT_TILE for size in sizes)
-    max_patches = max(1, (max_pixels or 12 * GOT_TILE * GOT_TILE) // (GOT_TILE * GOT_TILE))
+    # GOT's own multi-crop inference cuts at most 6 patches; the plan's pixel budget can lower that.
+    max_patches = max(1, (max_pixels or 6 * GOT_TILE * GOT_TILE) // (GOT_TILE * GOT_TILE))
     return {"crop_to_patches": crop, "max_patches": max_patches}
 
 
@@ -299,7 +300,7 @@ GOT = VLMSpec(
     markdown_format=TextFormat.MARKDOWN,
     pixel_kwargs=_got_pixels,
     scripts=frozenset({LATIN, HAN}),
-    notes="English and Chinese; 1024 px views (large pages cut into up to 12 patches); no boxes",
+    notes="English and Chinese; 1024 px views (large pages cut into up to 6 patches); no boxes",
 )
 
 DEEPSEEK_OCR = VLMSpec(

@@ -1,0 +1,276 @@
+"""Decode speed and peak memory of the transformers VLM engines at full size, with random weights.
+
+No model hub is reachable where this runs, so each model is built from its published config
+(dimensions written below, from the checkpoints' config.json) with random bf16 weights, and fed a
+synthetic batch-1 prompt of about 1,000 tokens of which most are image tokens, shaped exactly as
+each model's processor would shape a page. Random weights do not change the arithmetic: time per
+generated token and memory are those of the real model at that prompt length. Generation is
+forced to the full length (min_new_tokens), greedy, with transformers' default dynamic cache.
+
+    PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md
+
+It imports only torch and transformers (no polyocr modules), so it runs on a bare GPU machine.
+`--layers N` caps every layer count, for a quick check of the code path on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+PROMPT_TOKENS = 1000
+NEW_TOKENS = 128
+TEXT_ID = 1000  # an ordinary token id, valid in every vocabulary below
+
+# The attention each sub-model runs when the plan asks for sdpa: the engines' own choice
+# (polyocr.engines.vlm_specs, VLMSpec.implementation("sdpa"); tests/test_hf_vlm.py checks they agree).
+ATTENTION = {
+    "qwen2vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "qwen3vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "got": {"": "eager", "vision_config": "eager", "text_config": "sdpa"},
+    "deepseek-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "paddleocr-vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+}
+
+# Published dimensions (config.json of each checkpoint).
+CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "qwen2vl": ("Qwen/Qwen2-VL-2B-Instruct", "Qwen2VL", {
+        "text_config": {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
+                        "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                        "max_position_embeddings": 32768, "tie_word_embeddings": True,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4,
+                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653, "tie_word_embeddings": True,
+    }),
+    "qwen3vl": ("Qwen/Qwen3-VL-2B-Instruct", "Qwen3VL", {
+        "text_config": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
+                        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+                        "head_dim": 128, "max_position_embeddings": 262144, "tie_word_embeddings": True,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                            "mrope_interleaved": True}},
+        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                          "out_hidden_size": 2048, "patch_size": 16, "spatial_merge_size": 2,
+                          "temporal_patch_size": 2, "deepstack_visual_indexes": [5, 11, 17],
+                          "num_position_embeddings": 2304},
+        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653, "tie_word_embeddings": True,
+    }),
+    "got": ("stepfun-ai/GOT-OCR-2.0-hf", "GotOcr2", {
+        "text_config": {"vocab_size": 151860, "hidden_size": 1024, "intermediate_size": 2816,
+                        "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
+                        "max_position_embeddings": 32768,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
+        "vision_config": {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12,
+                          "num_attention_heads": 12, "image_size": 1024, "patch_size": 16, "mlp_dim": 3072,
+                          "window_size": 14, "global_attn_indexes": [2, 5, 8, 11]},
+        "image_token_index": 151859, "image_seq_length": 256, "tie_word_embeddings": True,
+    }),
+    "deepseek-ocr": ("deepseek-community/DeepSeek-OCR-2", "DeepseekOcr2", {
+        "text_config": {"vocab_size": 129280, "hidden_size": 1280, "intermediate_size": 6848,
+                        "moe_intermediate_size": 896, "num_hidden_layers": 12, "num_attention_heads": 10,
+                        "num_key_value_heads": 10, "n_routed_experts": 64, "n_shared_experts": 2,
+                        "num_experts_per_tok": 6, "n_group": 1, "topk_group": 1, "topk_method": "greedy",
+                        "max_position_embeddings": 8192, "mlp_layer_types": ["dense"] + ["sparse"] * 11},
+        "vision_config": {
+            "sam_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                           "global_attn_indexes": [2, 5, 8, 11], "downsample_channels": [512, 896]},
+            "encoder_config": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+                               "num_key_value_heads": 2, "intermediate_size": 4864, "rms_norm_eps": 1e-6,
+                               "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}, "vocab_size": 1},
+        },
+        "image_token_id": 128815,
+    }),
+    "paddleocr-vl": ("PaddlePaddle/PaddleOCR-VL", "PaddleOCRVL", {
+        "text_config": {"vocab_size": 103424, "hidden_size": 1024, "intermediate_size": 3072,
+                        "num_hidden_layers": 18, "num_attention_heads": 16, "num_key_value_heads": 2,
+                        "head_dim": 128, "max_position_embeddings": 131072, "tie_word_embeddings": True,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [16, 24, 24]}},
+        "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                          "num_attention_heads": 16, "image_size": 384, "patch_size": 14, "spatial_merge_size": 2},
+        "image_token_id": 100295, "video_token_id": 100296, "vision_start_token_id": 101305,
+        "vision_end_token_id": 101306, "tie_word_embeddings": True,
+    }),
+}
+LAYER_KEYS = ("num_hidden_layers", "depth")
+
+
+def _cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
+    """Every layer count at most `layers`, with the index lists that name layers kept in range."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out[key] = _cap_layers(value, layers)
+        elif key in LAYER_KEYS:
+            out[key] = min(value, layers)
+        elif key in ("global_attn_indexes", "deepstack_visual_indexes"):
+            out[key] = [i for i in value if i < layers] or [0]
+        elif key == "mlp_layer_types":
+            out[key] = value[:layers]
+        else:
+            out[key] = value
+    return out
+
+
+def _ids(torch: Any, parts: list[tuple[int, int]]) -> Any:
+    return torch.tensor([[token for token, count in parts for _ in range(count)]])
+
+
+def _qwen_like(torch: Any, cfg: dict[str, Any], grid: int, pixel_shape: Callable[[int], tuple[int, ...]]) -> dict:
+    """A Qwen-style page: grid x grid patches, merged 2x2 into image tokens between start/end tokens."""
+    image_tokens = grid * grid // 4
+    text = PROMPT_TOKENS - image_tokens - 2
+    input_ids = _ids(torch, [(TEXT_ID, 4), (cfg["vision_start_token_id"], 1), (cfg["image_token_id"], image_tokens),
+                             (cfg["vision_end_token_id"], 1), (TEXT_ID, text - 4)])
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": (input_ids == cfg["image_token_id"]).long(),
+            "pixel_values": torch.randn(pixel_shape(grid * grid)),
+            "image_grid_thw": torch.tensor([[1, grid, grid]])}
+
+
+def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A batch-1 prompt of ~PROMPT_TOKENS tokens shaped as the model's processor shapes a page."""
+    if name == "qwen2vl":  # 60x60 patches of 14 px (840 px square): 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
+    if name == "qwen3vl":  # 60x60 patches of 16 px (960 px square): 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 16 * 16))
+    if name == "paddleocr-vl":  # 60x60 patches of 14 px, one frame: 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3, 14, 14))
+    if name == "got":  # crop mode: 2 patches + thumbnail of 1024 px, 256 tokens each
+        views = 3
+        input_ids = _ids(torch, [(TEXT_ID, 20), (cfg["image_token_index"], 256 * views),
+                                 (TEXT_ID, PROMPT_TOKENS - 20 - 256 * views)])
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+                "pixel_values": torch.randn(views, 3, 1024, 1024)}
+    if name == "deepseek-ocr":  # 1024 px global view (256) + 4 tiles of 768 px (144 each) + separator
+        tiles = 4
+        image_tokens = 256 + 144 * tiles + 1
+        input_ids = _ids(torch, [(cfg["image_token_id"], image_tokens), (TEXT_ID, PROMPT_TOKENS - image_tokens)])
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+                "pixel_values": torch.randn(1, 3, 1024, 1024),
+                "pixel_values_local": torch.randn(tiles, 3, 768, 768),
+                "num_local_patches": torch.tensor([tiles])}
+    raise ValueError(name)
+
+
+def measure(name: str, device: str, layers: int | None) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    repo, prefix, published = CONFIGS[name]
+    row: dict[str, Any] = {"engine": name, "checkpoint": repo, "attention": ATTENTION[name]}
+    model_cls = getattr(transformers, f"{prefix}ForConditionalGeneration", None)
+    if model_cls is None:
+        row["error"] = f"transformers {transformers.__version__} has no {prefix}ForConditionalGeneration"
+        return row
+    config_dict = _cap_layers(published, layers) if layers else copy.deepcopy(published)
+    config = getattr(transformers, f"{prefix}Config")(**config_dict)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = model_cls._from_config(config, dtype=torch.bfloat16, attn_implementation=dict(ATTENTION[name]))
+    model.eval()
+    row["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
+    batch = {k: (v.to(device, torch.bfloat16) if v.is_floating_point() else v.to(device))
+             for k, v in _inputs(torch, name, config_dict).items()}
+    row["prompt_tokens"] = int(batch["input_ids"].shape[1])
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def generate(new_tokens: int) -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 pad_token_id=0)
+        sync()
+        assert out.shape[1] == row["prompt_tokens"] + new_tokens, out.shape
+        return time.perf_counter() - start
+
+    generate(4)  # warm-up: kernels, allocator
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        row["weights_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
+    first = generate(1)
+    full = generate(NEW_TOKENS + 1)
+    row["prefill_ms"] = round(first * 1000, 1)
+    row["ms_per_token"] = round((full - first) / NEW_TOKENS * 1000, 2)
+    if device.startswith("cuda"):
+        row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    model = None  # free this model's memory before the next one is built
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return row
+
+
+def _machine(device: str) -> str:
+    import torch
+    import transformers
+
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "CPU"
+    cuda = f", CUDA {torch.version.cuda}" if device.startswith("cuda") else ""
+    return f"{gpu}; torch {torch.__version__}{cuda}; transformers {transformers.__version__}; {platform.platform()}"
+
+
+def report(rows: list[dict[str, Any]], command: str, machine: str, layers: int | None) -> str:
+    lines = [
+        "# Transformers VLM engines: decode speed and memory at full size (random bf16 weights)",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine}",
+        f"- Date: {datetime.date.today().isoformat()}",
+        f"- Batch 1, prompt of ~{PROMPT_TOKENS} tokens (most of them image tokens, shaped as each processor "
+        f"shapes a page), {NEW_TOKENS} generated tokens forced with min_new_tokens, greedy, dynamic cache, "
+        "attention as the engine chooses for `sdpa` (GOT-OCR2's vision encoder has only eager).",
+        "- ms/token = (time to generate 129 tokens - time to generate 1) / 128; prefill = time to generate 1 "
+        "token (vision encoder + prompt). Peak = torch.cuda.max_memory_allocated over both runs.",
+        "- Weights are random: the numbers are the arithmetic of the published architectures, not of "
+        "their answers.",
+    ]
+    if layers:
+        lines.append(f"- Layer counts capped at {layers} (`--layers`): a code-path check, not a measurement.")
+    lines += ["", "| engine | checkpoint | params (B) | prompt tokens | prefill ms | ms/token | weights GiB | "
+              "peak GiB | attention |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['engine']} | {r['checkpoint']} | - | - | - | - | - | - | not run: {r['error']} |")
+            continue
+        attention = ", ".join(f"{k or 'model'}={v}" for k, v in r["attention"].items())
+        lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['parameters_b']} | {r['prompt_tokens']} | "
+                     f"{r['prefill_ms']} | {r['ms_per_token']} | {r.get('weights_gib', '-')} | "
+                     f"{r.get('peak_gib', '-')} | {attention} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="Markdown report to write (a .json beside it too)")
+    parser.add_argument("--models", default=",".join(CONFIGS), help="comma-separated engine names")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--layers", type=int, default=None, help="cap layer counts (code-path check only)")
+    parser.add_argument("--command", default=None, help="the command line to record in the report")
+    args = parser.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        try:
+            row = measure(name, args.device, args.layers)
+        except Exception as exc:  # one model failing must not lose the others' numbers
+            row = {"engine": name, "checkpoint": CONFIGS[name][0], "error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    command = args.command or "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
+    text = report(rows, command, _machine(args.device), args.layers)
+    with open(args.out, "w") as fh:
+        fh.write(text)
+    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as fh:
+        json.dump(rows, fh, indent=2)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
