@@ -142,3 +142,33 @@ def test_decision_becomes_an_engine_plan_with_its_reasons():
     plan = decision.to_plan(max_pixels=4_000_000, reasons={"max_pixels": "fits 10.7 GiB"})
     assert (plan.device, plan.dtype, plan.attention, plan.max_pixels) == ("cuda:0", "bfloat16", "sdpa", 4_000_000)
     assert set(plan.reasons) == {"device", "dtype", "attention", "max_pixels"}
+
+
+def test_h100_recorded_on_the_lent_machine():
+    h100 = profile("h100")
+    decision = choose("dots", h100)
+    assert (decision.device, decision.dtype, decision.attention) == ("cuda:0", "bfloat16", "sdpa")
+    assert "flash, cuDNN, memory-efficient and math backends ran on sm_90" in decision.reasons["attention"]
+    assert choose("dots", h100, supports=("varlen", "sdpa", "eager")).attention == "varlen"
+    with pytest.raises(ConfigError, match="varlen_attn has no float32 kernels"):
+        choose("dots", h100, attn="varlen", dtype="float32")
+
+
+def test_deferred_checks_run_when_an_engine_asks_on_the_live_machine():
+    import torch  # noqa: F401  (imported, so the default probe runs the CPU checks)
+
+    live = probe()
+    assert live.deferred == ["varlen_attn", "flex_attention"]
+    assert "flex_attention" not in live.attention
+    decision = choose("dots", live, supports=("flex", "sdpa"))
+    assert decision.attention == "flex" and "flex_attention ran on the CPU" in decision.reasons["attention"]
+    assert live.deferred == ["varlen_attn"] and live.attention["flex_attention"].ran
+
+
+def test_deferred_checks_of_a_recorded_machine_stay_unchecked():
+    laptop = profile("rtx5070ti-laptop-cu130")
+    del laptop.attention["varlen_attn"]
+    laptop.deferred = ["varlen_attn"]
+    with pytest.raises(ConfigError, match="the fast probe defers it"):
+        choose("dots", laptop, attn="varlen")
+    assert laptop.deferred == ["varlen_attn"]

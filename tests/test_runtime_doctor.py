@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from polyocr.engines.base import engine_class
 from polyocr.runtime.attention import choose
-from polyocr.runtime.doctor import build_report, machine_findings, render_report
+from polyocr.runtime.doctor import Finding, build_report, machine_findings, render_report
 from polyocr.runtime.probe import Profile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "profiles"
@@ -83,6 +84,15 @@ def test_report_renders_and_serialises(name):
         assert " ".join(finding.problem.split()) in text and " ".join(finding.fix.split()) in text
 
 
+def test_report_text_is_not_taken_for_rich_markup():
+    report = build_report(profile("cpu-only"))
+    report.findings.append(Finding("tesserocr is missing [sic]", "pip install 'polyocr[classic]'"))
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = console.export_text()
+    assert "tesserocr is missing [sic]" in text and "pip install 'polyocr[classic]'" in text
+
+
 def _fake_hub_cache(root: Path, repo_id: str) -> None:
     """A hub cache entry as huggingface_hub lays it out: refs/main names the snapshot."""
     repo = root / ("models--" + repo_id.replace("/", "--"))
@@ -112,7 +122,11 @@ def test_doctor_command_on_this_machine_decides_for_each_available_vlm(tmp_path)
         expected.attention,
     )
     assert set(qwen["reasons"]) == {"device", "dtype", "attention"}
-    got = engines["got"]
-    assert got["available"] and "vision_config: eager" in got["attention"]
-    assert f"text_config: {expected.attention}" in got["attention"]
+    # GOT-OCR2's parts accept different implementations: each part is decided on its own.
+    live = Profile.from_dict(data["profile"])
+    parts = {
+        part: choose("got", live, supports=s).attention for part, s in engine_class("got").supported_attention().items()
+    }
+    assert len(set(parts.values())) > 1
+    assert engines["got"]["attention"] == ", ".join(f"{part or 'model'}: {name}" for part, name in parts.items())
     assert engines["tesseract"]["device"] == ("cpu" if engines["tesseract"]["available"] else "")

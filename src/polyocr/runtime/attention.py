@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from polyocr.errors import ConfigError
-from polyocr.runtime.probe import GPU, Profile
+from polyocr.runtime.probe import GPU, Profile, run_deferred
 
 if TYPE_CHECKING:
     from polyocr.engines.base import EnginePlan
@@ -39,6 +39,14 @@ _SDPA_BACKENDS = {
     "sdpa_cudnn": "cuDNN",
     "sdpa_efficient": "memory-efficient",
     "sdpa_math": "math",
+}
+# The probe's checks each implementation needs to have passed.
+_PATHS = {
+    "flash_attention_2": ("flash_attn_func", "flash_attn_varlen_func"),
+    "sdpa": tuple(_SDPA_BACKENDS),
+    "varlen": ("varlen_attn",),
+    "flex": ("flex_attention",),
+    "eager": ("eager",),
 }
 TORCH_CUDA_FIX = "install a CUDA build of torch that matches your driver (https://pytorch.org/get-started/locally/)"
 
@@ -202,12 +210,17 @@ def _checked_here(profile: Profile, device: str, gpu: GPU | None) -> bool:
 
 def _can_run(name: str, profile: Profile, device: str, gpu: GPU | None, dtype: str) -> tuple[bool, str]:
     """Whether an attention implementation runs on this device, and the sentence saying why."""
+    run_deferred(profile, _PATHS[name])
     checks = profile.attention if _checked_here(profile, device, gpu) else {}
     where = gpu.sm if gpu else "the CPU"
 
     def failed(path: str) -> str:
         check = checks.get(path)
-        return check.error if check and check.error else "not checked on this device"
+        if check and check.error:
+            return check.error
+        if path in profile.deferred:
+            return "not checked (the fast probe defers it; `polyocr doctor` runs it)"
+        return "not checked on this device"
 
     if name == "flash_attention_2":
         version = profile.packages.get("flash_attn")

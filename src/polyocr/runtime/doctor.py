@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from polyocr.errors import ConfigError
 from polyocr.runtime.attention import ATTENTIONS, TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
-from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe
+from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
 
 
 @dataclass
@@ -183,6 +184,7 @@ def build_report(profile: Profile | None = None, *, full: bool = False) -> Repor
     """The doctor's report for `profile` (default: this machine; `full` runs the CPU kernel checks too)."""
     if profile is None:
         profile = probe(kernels=True) if full else get_profile()
+        run_deferred(profile)
     engines = engine_statuses(profile)
     findings = machine_findings(profile)
     findings += [
@@ -205,34 +207,40 @@ def render_report(report: Report, console: Console) -> None:
         torch_text = "[red]not installed[/red]"
     else:
         build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
-        torch_text = f"{torch.version} ({build})" + (f" [red]{torch.error}[/red]" if torch.error else "")
+        torch_text = escape(f"{torch.version} ({build})") + (
+            f" [red]{escape(torch.error)}[/red]" if torch.error else ""
+        )
     machine = Table(title="polyocr doctor", show_header=False)
     machine.add_column(style="bold")
     machine.add_column(overflow="fold")
     machine.add_row(
         "system",
-        f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, "
-        f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}",
+        escape(
+            f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, "
+            f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}"
+        ),
     )
     machine.add_row("torch", torch_text)
     if torch is not None and torch.arch_list:
-        machine.add_row("kernel images", " ".join(torch.arch_list))
+        machine.add_row("kernel images", escape(" ".join(torch.arch_list)))
     installed = [f"{name} {version}" for name, version in p.packages.items() if version and name != "torch"]
-    machine.add_row("packages", ", ".join(installed) or "none")
-    tessdata = f"{', '.join(p.tessdata_languages)} in {p.tessdata_path}" if p.tessdata_path else "[red]none found[/red]"
+    machine.add_row("packages", escape(", ".join(installed) or "none"))
+    languages = ", ".join(p.tessdata_languages)
+    tessdata = escape(f"{languages} in {p.tessdata_path}") if p.tessdata_path else "[red]none found[/red]"
     machine.add_row("tessdata", tessdata)
-    machine.add_row("HF cache", f"{p.hf_cache}: {', '.join(p.hf_cache_models) or 'no model weights'}")
-    machine.add_row("probe", f"{p.recorded}; {p.probe_seconds:.2f} s")
+    machine.add_row("HF cache", escape(f"{p.hf_cache}: {', '.join(p.hf_cache_models) or 'no model weights'}"))
+    steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in p.timings.items())
+    machine.add_row("probe", escape(f"{p.recorded}; {p.probe_seconds:.2f} s" + (f" ({steps})" if steps else "")))
     console.print(machine)
     if p.gpus:
         gpus = Table(title="GPUs")
         for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
             gpus.add_column(column, overflow="fold")
         for gpu in p.gpus:
-            kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {gpu.error}"
+            kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {escape(gpu.error or '')}"
             gpus.add_row(
                 str(gpu.index),
-                gpu.name,
+                escape(gpu.name),
                 gpu.sm,
                 f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}",
                 "yes" if gpu.bf16 else "no",
@@ -249,19 +257,22 @@ def render_report(report: Report, console: Console) -> None:
             if check is None:
                 continue
             error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
-            attention.add_row(name, "[green]yes[/green]" if check.ran else "[red]no[/red]", error, check.error or "")
+            attention.add_row(
+                name, "[green]yes[/green]" if check.ran else "[red]no[/red]", error, escape(check.error or "")
+            )
         console.print(attention)
     else:
-        console.print(f"attention kernels: {p.attention_note}")
+        console.print(f"attention kernels: {escape(p.attention_note)}")
     engines = Table(title="engines")
     for column in ("engine", "kind", "runs here", "device / dtype / attention", "why"):
         engines.add_column(column, overflow="fold")
     for e in report.engines:
         settings = " / ".join(s for s in (e.device, e.dtype, e.attention) if s)
         why = "\n".join(f"{k}: {v}" for k, v in e.reasons.items()) or e.reason
-        engines.add_row(e.name, e.kind, "[green]yes[/green]" if e.available else "[red]no[/red]", settings, why)
+        runs = "[green]yes[/green]" if e.available else "[red]no[/red]"
+        engines.add_row(escape(e.name), escape(e.kind), runs, escape(settings), escape(why))
     console.print(engines)
     if not report.findings:
         console.print("[green]no problems found[/green]")
     for finding in report.findings:
-        console.print(f"[yellow]problem:[/yellow] {finding.problem}\n  [cyan]fix:[/cyan] {finding.fix}")
+        console.print(f"[yellow]problem:[/yellow] {escape(finding.problem)}\n  [cyan]fix:[/cyan] {escape(finding.fix)}")

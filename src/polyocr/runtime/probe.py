@@ -8,8 +8,11 @@ reference; whatever fails is recorded as a finding with its error text, never ra
 Importing torch costs seconds, so on a machine with no GPU to probe (a CPU-only torch build, or no
 GPU device node) the probe reads torch's version file instead of importing it and leaves the
 attention checks out unless asked (`probe(kernels=True)`, `polyocr doctor --full`), or unless torch
-is already imported, when the CPU checks cost milliseconds. The whole profile is plain data: it
-round-trips through JSON, so profiles recorded on other machines drive the same decisions in tests.
+is already imported, when the CPU checks cost milliseconds. The varlen and flex checks import
+torch._dynamo (seconds), so they are deferred until an engine that can use them asks.
+
+The whole profile is plain data: it round-trips through JSON, so profiles recorded on other
+machines drive the same decisions in tests.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import platform
 import sys
 import time
 import warnings
+import weakref
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +69,13 @@ PACKAGES = (
 # Device nodes that show a GPU is attached, looked at before paying for `import torch`.
 _GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd", "/proc/driver/nvidia/version")
 
+# Paths whose first use imports torch._dynamo (seconds): the fast probe leaves them until an engine
+# that can use them asks (see run_deferred), or `probe(kernels=True)`.
+DEFERRED = ("varlen_attn", "flex_attention")
+
+# Profiles probed in this process: only these can have their deferred checks run later.
+_LIVE: weakref.WeakValueDictionary[int, Profile] = weakref.WeakValueDictionary()
+
 # Largest acceptable ‖out − ref‖ / ‖ref‖ for the check's dtype; a path that runs but misses this
 # computes something else, which is worse than not running.
 _TOLERANCE = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 3e-2}
@@ -101,6 +113,7 @@ class AttentionCheck:
     rel_error: float | None = None
     error: str | None = None
     dtype: str | None = None
+    seconds: float | None = None  # wall time of the check, first call included
 
 
 @dataclass
@@ -118,6 +131,7 @@ class Profile:
     attention_device: str = ""  # where the attention checks ran: "cuda:0", "cpu", "" for nowhere
     attention_note: str = ""  # why they did not run, when they did not
     attention: dict[str, AttentionCheck] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)  # attention paths left unchecked, see DEFERRED
     packages: dict[str, str | None] = field(default_factory=dict)
     tessdata_path: str | None = None
     tessdata_languages: list[str] = field(default_factory=list)
@@ -125,6 +139,7 @@ class Profile:
     hf_cache_models: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # probe steps that failed unexpectedly
     probe_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per probe step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,8 +317,8 @@ def _relative_error(out: Any, ref: Any) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
-def _attention_checks(torch: Any, device: str, dtype_name: str, *, full: bool) -> dict[str, AttentionCheck]:
-    """Run every attention path on a tiny input and compare it with a float64 reference.
+def _attention_checks(torch: Any, device: str, dtype_name: str, paths: Iterable[str]) -> dict[str, AttentionCheck]:
+    """Run these attention paths on a tiny input and compare each with a float64 reference.
 
     Dense paths take (1, 2, 96, 64); variable-length paths take the same tokens packed as two
     sequences of 64 and 32, compared with each sequence's own reference.
@@ -372,14 +387,14 @@ def _attention_checks(torch: Any, device: str, dtype_name: str, *, full: bool) -
         skipped["flash_attn_func"] = skipped["flash_attn_varlen_func"] = "flash-attn is not installed"
     elif not on_cuda:
         skipped["flash_attn_func"] = skipped["flash_attn_varlen_func"] = "flash-attn runs on CUDA GPUs only"
-    if not on_cuda and not full:
-        skipped["flex_attention"] = "not run on the CPU (its unfused path takes seconds; `--full` runs it)"
 
     checks: dict[str, AttentionCheck] = {}
-    for name, runner in runners.items():
+    for name in paths:
+        runner = runners[name]
         if name in skipped:
             checks[name] = AttentionCheck(ran=False, error=skipped[name], dtype=dtype_name)
             continue
+        start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -390,11 +405,13 @@ def _attention_checks(torch: Any, device: str, dtype_name: str, *, full: bool) -
             except Exception as exc:
                 reasons = [str(w.message).strip().splitlines()[0] for w in caught if "kernel" in str(w.message)]
                 text = _first_line(exc) + "".join(f"; {r}" for r in reasons[:3])
-                checks[name] = AttentionCheck(ran=False, error=text, dtype=dtype_name)
+                seconds = round(time.perf_counter() - start, 3)
+                checks[name] = AttentionCheck(ran=False, error=text, dtype=dtype_name, seconds=seconds)
                 continue
         ok = math.isfinite(error) and error <= _TOLERANCE[dtype_name]
         wrong = None if ok else f"wrong result: relative error {error:.3g} > {_TOLERANCE[dtype_name]:g}"
-        checks[name] = AttentionCheck(ran=ok, rel_error=error, error=wrong, dtype=dtype_name)
+        seconds = round(time.perf_counter() - start, 3)
+        checks[name] = AttentionCheck(ran=ok, rel_error=error, error=wrong, dtype=dtype_name, seconds=seconds)
     return checks
 
 
@@ -523,18 +540,45 @@ def _probe_torch(profile: Profile, *, kernels: bool | None) -> None:
                 "fast (`polyocr doctor --full` runs the CPU checks)"
             )
         return
+    start = time.perf_counter()
     torch = _import_torch(info)
+    profile.timings["import_torch"] = round(time.perf_counter() - start, 3)
     if torch is None:
         profile.attention_note = "not run: torch failed to import"
         return
+    start = time.perf_counter()
     profile.gpus = _probe_cuda(torch, info)
+    profile.timings["cuda_and_gpu_kernels"] = round(time.perf_counter() - start, 3)
     target = next(iter(profile.usable_gpus()), None)
     if target is not None:
         profile.attention_device = f"cuda:{target.index}"
         dtype = "bfloat16" if target.bf16 else "float16"
     else:
         profile.attention_device, dtype = "cpu", "float32"
-    profile.attention = _attention_checks(torch, profile.attention_device, dtype, full=forced)
+    profile.deferred = [] if forced else list(DEFERRED)
+    paths = [path for path in ATTENTION_PATHS if path not in profile.deferred]
+    start = time.perf_counter()
+    profile.attention = _attention_checks(torch, profile.attention_device, dtype, paths)
+    profile.timings["attention_checks"] = round(time.perf_counter() - start, 3)
+    _LIVE[id(profile)] = profile
+
+
+def run_deferred(profile: Profile, paths: Iterable[str] | None = None) -> None:
+    """Run attention checks the fast probe deferred (all, or those in `paths`), when they are needed.
+
+    Only a profile probed in this process can be completed, since the checks must run on the machine
+    it describes; a recorded profile keeps its deferred paths unchecked.
+    """
+    wanted = [path for path in (profile.deferred if paths is None else paths) if path in profile.deferred]
+    if not wanted or _LIVE.get(id(profile)) is not profile:
+        return
+    import torch
+
+    dtype = next(iter(profile.attention.values())).dtype or "float32"
+    start = time.perf_counter()
+    profile.attention.update(_attention_checks(torch, profile.attention_device, dtype, wanted))
+    profile.timings["deferred_checks"] = round(time.perf_counter() - start, 3)
+    profile.deferred = [path for path in profile.deferred if path not in wanted]
 
 
 @functools.cache
