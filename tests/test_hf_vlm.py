@@ -189,6 +189,9 @@ def test_benchmark_runs_the_engines_attention() -> None:
 def test_got_vision_never_gets_sdpa() -> None:
     assert SPECS["got"].implementation("sdpa") == {"": "eager", "vision_config": "eager", "text_config": "sdpa"}
     assert SPECS["deepseek-ocr"].implementation("flash_attention_2")["vision_config"] == "sdpa"
+    # The runtime chooses for the language model (""), the vision part shows its own choices.
+    assert engine_class("got").supported_attention() == {"": ("flash_attention_2", "sdpa", "eager"),
+                                                         "vision_config": ("eager",)}
 
 
 def test_qwen2_grounding_to_blocks() -> None:

@@ -85,8 +85,15 @@ class HFVLMEngine(Engine):
 
     @classmethod
     def supported_attention(cls) -> dict[str, tuple[str, ...]]:
-        """Per sub-model ("" = the whole model), the attention implementations it accepts, best first."""
-        return dict(cls.spec.attention)
+        """What runtime.attention.choose picks from, per part, best first.
+
+        "" is the language model: plan.attention is chosen for it. The other parts (the vision
+        encoder) run the same implementation where they accept it, else their best fallback
+        (VLMSpec.implementation), which is what `polyocr doctor` shows per part.
+        """
+        parts = {"": cls.spec.attention["text_config"]}
+        parts.update((k, v) for k, v in cls.spec.attention.items() if k not in ("", "text_config"))
+        return parts
 
     def _weights(self, model_path: str | None) -> Path | None:
         if model_path:
@@ -103,20 +110,23 @@ class HFVLMEngine(Engine):
                                    "pip install -U 'transformers>=5'")
         weights = self._weights(self.model_path)
         if weights is None:
-            where = self.model_path or "the local Hugging Face cache"
-            return Availability.no(f"no weights of {self.spec.repo_id} in {where}", f"hf download {self.spec.repo_id}")
+            return Availability.no(*self._no_weights(self.model_path))
         return Availability.yes(f"weights at {weights}")
+
+    def _no_weights(self, model_path: str | None) -> tuple[str, str]:
+        """Why the weights are missing and the command that fetches them."""
+        where = model_path or "the local Hugging Face cache"
+        return f"no weights of {self.spec.repo_id} in {where}", f"hf download {self.spec.repo_id}"
 
     def load(self, plan: EnginePlan) -> None:
         import torch
         import transformers
 
         spec = self.spec
-        weights = self._weights(plan.model_path or self.model_path)
+        model_path = plan.model_path or self.model_path
+        weights = self._weights(model_path)
         if weights is None:
-            where = plan.model_path or self.model_path or "the local Hugging Face cache"
-            raise EngineUnavailable(self.name, f"no weights of {spec.repo_id} in {where}",
-                                    f"hf download {spec.repo_id}")
+            raise EngineUnavailable(self.name, *self._no_weights(model_path))
         model_cls = getattr(transformers, spec.model_class, None)
         processor_cls = getattr(transformers, spec.processor_class, None)
         if model_cls is None or processor_cls is None:
@@ -195,7 +205,10 @@ class HFVLMEngine(Engine):
         return batch
 
     def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
-        """Greedy generation for a batch of images (left-padded): each row's answer tokens and report."""
+        """Greedy generation for a batch of images (left-padded): each row's answer tokens and report.
+
+        Rows of a batch run together, so each row's `seconds` is the whole batch's time.
+        """
         import torch
 
         batch = self.inputs(images, mode)
