@@ -62,6 +62,7 @@ def test_ocr_multipart_json_and_rendered_formats(client: httpx.Client) -> None:
     doc = DocumentResult.model_validate_json(response.content)
     assert doc.source == "page.png" and doc.pages[0].engine == "tesseract"
     assert "quick brown fox" in doc.pages[0].text and doc.pages[0].blocks[0].bbox is not None
+    assert response.headers["x-polyocr-failed-pages"] == "0"
 
     text = client.post("/v1/ocr", files={"file": ("p.png", png)}, data={"format": "txt"})
     assert text.headers["content-type"].startswith("text/plain") and "lazy dog" in text.text
@@ -73,6 +74,15 @@ def test_ocr_multipart_json_and_rendered_formats(client: httpx.Client) -> None:
     assert doc.source == "b64.png" and "quick brown fox" in doc.text
     data_url = {"file": "data:image/png;base64," + base64.b64encode(png).decode()}
     assert client.post("/v1/ocr", json=data_url).status_code == 200
+
+
+def test_a_page_no_engine_could_read_is_reported_not_hidden(client: httpx.Client,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POLYOCR_OPENAI_URL", raising=False)
+    response = client.post("/v1/ocr", files={"file": ("p.png", text_png())}, data={"engine": "openai"})
+    assert response.status_code == 200 and response.headers["x-polyocr-failed-pages"] == "1"
+    page = DocumentResult.model_validate_json(response.content).pages[0]
+    assert page.status == "failed" and "POLYOCR_OPENAI_URL is not set" in page.errors[0]
 
 
 def test_content_is_recognised_by_bytes_not_by_name(client: httpx.Client) -> None:

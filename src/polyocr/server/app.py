@@ -294,7 +294,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if doc.errors and not doc.pages:
             raise _unreadable(doc)
         body = doc.to_json(indent=None) if fmt == "json" else render(doc, fmt)
-        return Response(body, media_type=_MEDIA_TYPES[fmt])
+        failed = sum(page.status == PageStatus.FAILED for page in doc.pages)
+        return Response(body, media_type=_MEDIA_TYPES[fmt], headers={"X-Polyocr-Failed-Pages": str(failed)})
 
     @api.post("/jobs", status_code=202, summary="Queue a long document; returns a job id at once",
               openapi_extra=_documented_body("The document (image or PDF) and options."))

@@ -134,7 +134,8 @@ class OCRService:
         self.ready_reason = "no engine of the default chain could load: " + "; ".join(reasons)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Drop queued work, let pages in hand finish (an engine is never closed mid-page), close engines."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             routers, self._routers = self._routers, []
         for router in routers:

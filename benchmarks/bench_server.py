@@ -1,0 +1,188 @@
+"""Throughput of `polyocr serve` (POST /v1/ocr, Tesseract behind it) for 1, 2 and 8 concurrent clients.
+
+Starts a real server as a child process on a loopback port, then for each page and each client
+count sends the same number of requests from that many threads (one httpx client each) and times
+the whole batch. The same page recognised in-process, one at a time, gives the engine's own speed,
+so the table shows what the HTTP layer costs and what the worker threads gain.
+
+    OMP_THREAD_LIMIT=1 .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md
+
+The machine's load average is recorded before every measurement: other work on a shared machine
+slows the figures, and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = REPO.parent / "shared" / "data" / "eval"
+CLIENTS = (1, 2, 8)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_pages() -> list[Path]:
+    pages = [EVAL / "tesseract_test" / "phototest.tif"]
+    books = sorted((EVAL / "old_books_eng").glob("*.png")) + sorted((EVAL / "old_books_eng").glob("*.jp*g"))
+    return [p for p in pages + books[:1] if p.is_file()]
+
+
+def _direct_seconds(page: Path, repeats: int) -> float:
+    """Median seconds per page with the engine in this process, no HTTP."""
+    from polyocr.documents import open_source
+    from polyocr.engines.base import Task
+    from polyocr.router import Router
+
+    with Router(["tesseract"], Task(languages=("eng",))) as router:
+        router.run_source(open_source(page))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            router.run_source(open_source(page))
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _batch(url: str, data: bytes, name: str, clients: int, requests: int) -> dict[str, float]:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    remaining = [requests]
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=600) as http:
+            while True:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
+                start = time.perf_counter()
+                response = http.post("/v1/ocr", files={"file": (name, data)}, data={"language": "eng"})
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ok = statuses.count(200)
+    latencies.sort()
+    return {"wall": wall, "ok": ok, "errors": len(statuses) - ok, "rate": ok / wall,
+            "p50": statistics.median(latencies), "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=24, help="requests per (page, client count)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server --workers")
+    parser.add_argument("--page", type=Path, action="append", help="page files (default: two eval pages)")
+    args = parser.parse_args()
+    pages = args.page or _default_pages()
+    if not pages:
+        sys.exit(f"no pages: give --page, or put the evaluation set at {EVAL}")
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    with tempfile.TemporaryDirectory() as jobs:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "polyocr", "serve", "--port", str(port), "--engine", "tesseract", "--lang", "eng",
+             "--workers", str(args.workers), "--queue", "32", "--job-dir", jobs],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            else:
+                sys.exit("server did not become ready within 120 s")
+            rows = []
+            for page in pages:
+                data = page.read_bytes()
+                direct = _direct_seconds(page, 3)
+                _batch(url, data, page.name, args.workers, args.workers * 2)  # every worker loads its engine
+                for clients in CLIENTS:
+                    load = os.getloadavg()[0]
+                    result = _batch(url, data, page.name, clients, args.requests)
+                    rows.append((page, direct, clients, load, result))
+                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s load={load:.2f}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+    _write(args, rows)
+
+
+def _write(args: argparse.Namespace, rows: list) -> None:
+    from PIL import Image
+
+    loads = [row[3] for row in rows]
+    busy = max(loads) > (os.cpu_count() or 1) * 0.75
+    lines = [
+        "# `polyocr serve` throughput: POST /v1/ocr with Tesseract behind it",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'}: "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}.",
+        "",
+        "```sh",
+        "OMP_THREAD_LIMIT=1 .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md"
+        + (f" --requests {args.requests}" if args.requests != 24 else "")
+        + (f" --workers {args.workers}" if args.workers != (os.cpu_count() or 1) else ""),
+        "```",
+        "",
+        f"Server: `polyocr serve --engine tesseract --lang eng --workers {args.workers} --queue 32` in a child "
+        "process on a loopback port (OMP_THREAD_LIMIT=1: one thread per Tesseract call). Each row sends "
+        f"{args.requests} requests of the same page, spread over that many client threads, each with its own "
+        "httpx client; a request is one multipart upload answered with the DocumentResult JSON. *Direct* is "
+        "the median seconds per page with the same engine in-process, one page at a time, no HTTP. "
+        "Load is the 1-minute load average just before the row.",
+        "",
+        "| page | size | direct s/page | clients | pages/s | p50 latency s | p95 latency s | errors | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for page, direct, clients, load, result in rows:
+        with Image.open(page) as image:
+            size = f"{image.width}x{image.height}"
+        lines.append(f"| {page.parent.name}/{page.name} | {size} | {direct:.3f} | {clients} | {result['rate']:.2f} | "
+                     f"{result['p50']:.3f} | {result['p95']:.3f} | {result['errors']} | {load:.2f} |")
+    lines += ["", "Notes:", ""]
+    if busy:
+        lines.append(f"- Other work was running on this machine during the measurement (load average up to "
+                     f"{max(loads):.1f} on {os.cpu_count()} cores: other helpers' tests and benchmarks), so these "
+                     "figures are lower bounds; rerun on an idle machine for clean numbers.")
+    else:
+        lines.append(f"- The machine was otherwise quiet (load average at most {max(loads):.1f} on "
+                     f"{os.cpu_count()} cores).")
+    lines.append(f"- With {args.workers} worker(s) at most {args.workers} page(s) are recognised at once; more "
+                 "clients than workers wait in the server's queue, which raises latency, not throughput.")
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
