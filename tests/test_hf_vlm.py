@@ -119,6 +119,27 @@ def test_region_task_reads_the_crop(checkpoints: dict[str, Path], pages: list[Pa
     assert all(block.bbox == region for block in result.blocks)
 
 
+def test_got_cuts_large_pages_into_patches(checkpoints: dict[str, Path], pages: list[Page]) -> None:
+    engine = _engine("got", checkpoints["got"])
+    small = engine.inputs([pages[0].image], "text")
+    large = engine.inputs([pages[0].image.resize((1400, 1000))], "markdown")
+    assert small["pixel_values"].shape[0] == 1
+    views = large["pixel_values"].shape[0]
+    assert 2 < views <= 7  # at most 6 patches plus a thumbnail
+    assert (large["input_ids"] == engine._model.config.image_token_index).sum() == 256 * views
+    prompt = engine._processor.tokenizer.decode(large["input_ids"][0])
+    assert "OCR with format upon the patch reference: " in prompt
+
+
+def test_plan_pixel_budget_limits_qwen_image_tokens(checkpoints: dict[str, Path], pages: list[Page]) -> None:
+    engine = _engine("qwen2vl", checkpoints["qwen2vl"])
+    image = engine._model.config.image_token_id
+    before = int((engine.inputs([pages[0].image], "text")["input_ids"] == image).sum())
+    engine.plan.max_pixels = 28 * 28 * 16
+    after = int((engine.inputs([pages[0].image], "text")["input_ids"] == image).sum())
+    assert after <= 16 < before  # one token per 28x28 px (2x2 patches of 14 px): at most 16
+
+
 def test_missing_weights_make_engines_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
