@@ -1,7 +1,8 @@
 """Record `polyocr doctor` and the cost of the runtime probe on this machine, as Markdown.
 
 Each probe runs in a fresh process, as a user's first polyocr call does, so its time includes
-importing torch and initialising CUDA; the first run is also the machine's first CUDA start.
+importing torch and initialising CUDA; the first run is also the machine's first CUDA start. One
+more fresh process runs every check (`probe(kernels=True)`) to show where the time goes.
 
     PYTHONPATH=src python3 benchmarks/doctor_probe.py OUT_DIR [--runs 3] [--name h100]
 
@@ -21,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-PROBE = "import sys; from polyocr.runtime.probe import probe; sys.stdout.write(probe().to_json())"
+PROBE = "import sys; from polyocr.runtime.probe import probe; sys.stdout.write(probe({}).to_json())"
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[str, float]:
@@ -41,11 +42,16 @@ def main() -> None:
 
     rows, first = [], None
     for run in range(1, args.runs + 1):
-        text, wall = _run([sys.executable, "-c", PROBE], env)
+        text, wall = _run([sys.executable, "-c", PROBE.format("")], env)
         profile = json.loads(text)
         first = first or profile
         rows.append(f"| {run} | {wall:.2f} | {profile['probe_seconds']:.2f} |")
     (args.out / f"profile-{args.name}.json").write_text(json.dumps(first, indent=2) + "\n")
+    full = json.loads(_run([sys.executable, "-c", PROBE.format("kernels=True")], env)[0])
+    steps = [f"| {step} | {seconds:.2f} |" for step, seconds in full["timings"].items()]
+    steps += [
+        f"| check {name} | {check['seconds']:.2f} |" for name, check in full["attention"].items() if check["seconds"]
+    ]
     doctor_json, json_wall = _run([sys.executable, "-m", "polyocr", "doctor", "--json"], env)
     (args.out / f"doctor-{args.name}.json").write_text(doctor_json)
     doctor_text, text_wall = _run([sys.executable, "-m", "polyocr", "doctor"], env)
@@ -69,7 +75,15 @@ def main() -> None:
 | --- | --- | --- |
 {chr(10).join(rows)}
 
-`polyocr doctor --json`: {json_wall:.2f} s wall; `polyocr doctor`: {text_wall:.2f} s wall.
+`polyocr doctor --json`: {json_wall:.2f} s wall; `polyocr doctor`: {text_wall:.2f} s wall (both also run any
+deferred checks, and import every engine module).
+
+## Where the time goes: `probe(kernels=True)` (every check, none deferred) in a fresh process
+
+| step | s |
+| --- | --- |
+{chr(10).join(steps)}
+| total `probe()` | {full["probe_seconds"]:.2f} |
 
 ## `polyocr doctor`
 
