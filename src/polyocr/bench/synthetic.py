@@ -1,10 +1,10 @@
 """Synthetic hard pages: rendered text whose exact transcription is known, in English and Russian.
 
 Real scans with ground truth are scarce and fixed; a generator lets the stress set grow with the
-project and target what breaks engines (small or condensed type, two columns, tables, skew, blur,
-sensor noise, heavy JPEG). Everything is drawn from one seed, so a set can be regenerated
-bit-for-bit on the same machine instead of being stored. The set is written in the manifest format
-of the development set, so every tool that reads one reads the other.
+project and target what breaks engines (small or condensed type, two columns, tables, skew, faded
+ink on unevenly lit paper, blur, sensor noise, heavy JPEG). Everything is drawn from one seed, so a
+set can be regenerated bit-for-bit on the same machine instead of being stored. The set is written
+in the manifest format of the development set, so every tool that reads one reads the other.
 
 The text comes from a small built-in corpus of public-domain prose (19th-century novels and
 speeches whose authors died long before 1950); table cells are generated words and numbers.
@@ -173,6 +173,7 @@ class PageSpec:
     columns: int
     table: bool
     rotation: float  # degrees, counter-clockwise
+    shading: float  # 0..1: how grey the ink and how unevenly lit the paper (a photographed page)
     blur: float  # Gaussian radius in pixels
     noise: float  # standard deviation of Gaussian noise, 0..255 scale
     jpeg_quality: int | None
@@ -182,6 +183,7 @@ class PageSpec:
         parts = [
             f"font={Path(self.font).stem} {self.font_pt:g}pt", f"columns={self.columns}",
             f"table={'yes' if self.table else 'no'}", f"rotation={self.rotation:+.1f}deg",
+            f"shading={self.shading:.2f}",
             f"blur={self.blur:.1f}px", f"noise={self.noise:.0f}",
             f"jpeg={self.jpeg_quality if self.jpeg_quality else 'none'}", f"dpi={self.dpi}",
         ]
@@ -264,6 +266,7 @@ def _spec(rng: random.Random, language: str, fonts: list[tuple[Path, Path, str, 
         columns=rng.choice((1, 1, 2)),
         table=rng.random() < 0.35,
         rotation=rng.uniform(-3.0, 3.0) if rng.random() < 0.5 else 0.0,
+        shading=rng.uniform(0.2, 1.0) if rng.random() < 0.35 else 0.0,
         blur=rng.uniform(0.4, 1.4) if rng.random() < 0.4 else 0.0,
         noise=rng.uniform(4.0, 24.0) if rng.random() < 0.4 else 0.0,
         jpeg_quality=rng.randint(15, 60) if rng.random() < 0.35 else None,
@@ -343,12 +346,26 @@ def _draw_table(draw: ImageDraw.ImageDraw, rng: random.Random, language: str, fo
 def _degrade(image: Image.Image, spec: PageSpec, rng: random.Random) -> Image.Image:
     if spec.rotation:
         image = image.rotate(spec.rotation, resample=Image.Resampling.BICUBIC, fillcolor=255)
+    if spec.shading:
+        image = _shade(image, spec.shading, rng.uniform(0.0, 2.0 * np.pi))
     if spec.blur:
         image = image.filter(ImageFilter.GaussianBlur(spec.blur))
     if spec.noise:
         noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, spec.noise, (image.height, image.width))
         image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
     return image.convert("RGB")
+
+
+def _shade(image: Image.Image, strength: float, angle: float) -> Image.Image:
+    """Grey ink on paper whose brightness falls off linearly in one direction, as under a desk lamp."""
+    height, width = image.height, image.width
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = (xs / width) * np.cos(angle) + (ys / height) * np.sin(angle)
+    ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1e-6)
+    paper = 255.0 - 110.0 * strength * ramp
+    ink = 90.0 * strength
+    shaded = ink + (paper - ink) * (np.asarray(image, dtype=np.float32) / 255.0)
+    return Image.fromarray(np.clip(shaded, 0, 255).astype(np.uint8))
 
 
 def generate(
