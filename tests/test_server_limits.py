@@ -99,6 +99,7 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
         httpx.post(f"{narrow}/v1/ocr", files={"file": ("slow.png", slow)}, timeout=30)))
     first.start()
     wait_until(lambda: httpx.get(f"{narrow}/ready").json()["requests"] == 1, 10, 0.02, "the slow request to start")
+    assert httpx.get(f"{narrow}/health", timeout=5).status_code == 200  # the event loop is not blocked by OCR
     busy = httpx.post(f"{narrow}/v1/ocr", files={"file": ("p.png", text_png())}, timeout=30)
     assert "busy" in _status(busy, 429) and busy.headers["retry-after"] == "1"
     first.join(30)
@@ -108,8 +109,14 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
                                   timeout=30).status_code == 200, 20, 0.3, "the worker to be free")
 
 
-def test_binds_loopback_by_default() -> None:
+def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYOCR_API_KEY", "from-env")
+    assert ServerSettings().api_key == "from-env" and ServerSettings(api_key="given").api_key == "given"
+
+
+def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POLYOCR_API_KEY", raising=False)
     assert ServerSettings().host == "127.0.0.1" and ServerSettings().is_loopback
-    assert ServerSettings().cors_origins == () and not ServerSettings(api_key="").api_key
+    assert ServerSettings().cors_origins == () and ServerSettings().api_key is None
     with pytest.raises(ValueError, match="workers"):
         ServerSettings(workers=0)
