@@ -120,3 +120,12 @@ def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings().cors_origins == () and ServerSettings().api_key is None
     with pytest.raises(ValueError, match="workers"):
         ServerSettings(workers=0)
+
+
+def test_not_ready_while_the_default_chain_cannot_load(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("POLYOCR_OPENAI_URL", raising=False)
+    with running_server(ServerSettings(engine="openai", job_dir=tmp_path), ready=False) as url:
+        reply = wait_until(lambda: (r := httpx.get(f"{url}/ready")).json().get("reason", "").startswith("no engine")
+                           and r, 20, 0.05, "the warm-up to finish")
+        assert reply.status_code == 503 and "POLYOCR_OPENAI_URL is not set" in reply.json()["reason"]
+        assert httpx.get(f"{url}/health").status_code == 200

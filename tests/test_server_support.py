@@ -86,8 +86,11 @@ def wait_ready(url: str, timeout: float = 30.0, process: subprocess.Popen | None
 
 
 @contextmanager
-def running_server(settings: ServerSettings) -> Iterator[str]:
-    """A real server in a thread of this process on a free loopback port; yields its base URL."""
+def running_server(settings: ServerSettings, *, ready: bool = True) -> Iterator[str]:
+    """A real server in a thread of this process on a free loopback port; yields its base URL.
+
+    With ready=False only the start of the server is awaited, not its /ready.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -98,7 +101,8 @@ def running_server(settings: ServerSettings) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: server.started, 20, what="uvicorn start")
-        wait_ready(url)
+        if ready:
+            wait_ready(url)
         yield url
     finally:
         server.should_exit = True

@@ -125,7 +125,11 @@ class OCRService:
 
     def warm_up(self, params: OCRParams) -> None:
         """Load the default chain by recognising a small printed page; sets `ready` and its reason."""
-        doc = self.recognize(_warm_up_png(), "<warm-up>", params)
+        try:
+            doc = self.recognize(_warm_up_png(), "<warm-up>", params)
+        except Exception as exc:  # not ready, and /ready says why; the server itself keeps running
+            self.ready_reason = f"warm-up failed: {type(exc).__name__}: {exc}"
+            return
         attempts = [a for page in doc.pages for a in page.attempts]
         if doc.pages and any(a.outcome != Outcome.UNAVAILABLE for a in attempts):
             self.ready, self.ready_reason = True, ""
