@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,35 +23,8 @@ from polyocr.engines.dots.processor import (
 )
 from polyocr.engines.dots.prompts import PROMPTS, TASK_MODES, PromptMode, prompt_text
 from polyocr.errors import EngineError
+from tiny_dots import DOTS_TOKENS, PROCESSOR_TEMPLATE, TOKENIZER_TEMPLATE, build_tiny_dots
 from tiny_tokenizer import train_tokenizer
-
-DOTS_TOKENS = [
-    "<|endoftext|>", "<|imgpad|>", "<|img|>", "<|endofimg|>", "<|user|>", "<|endofuser|>",
-    "<|assistant|>", "<|endofassistant|>", "<|system|>", "<|endofsystem|>", "<|video_pad|>",
-]
-# The two templates the published checkpoint ships, verbatim: tokenizer_config.json's and
-# chat_template.json's (the processor's, which also handles list content).
-TOKENIZER_TEMPLATE = (
-    "{%- for m in messages %}\n    {%- if m.role == 'system' %}\n        {{- '<|system|>' + m.content + "
-    "'<|endofsystem|>\\n' }}\n    {%- elif m.role == 'user' %}\n        {{- '<|user|>' + m.content + "
-    "'<|endofuser|>' }}\n    {%- elif m.role == 'assistant' %}\n        {{- '<|assistant|>' + m.content }}\n"
-    "        {%- if not loop.last %}\n            {{- '<|endofassistant|>' }}\n        {%- endif %}\n"
-    "    {%- endif %}\n{%- endfor %}\n{%- if messages[-1].role != 'assistant' %}\n    {{- '<|assistant|>' }}\n"
-    "{%- endif %}"
-)
-PROCESSOR_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{%- for m in messages %}"
-    "{%- if m.role == 'system' %}{{- '<|system|>' + m.content + '<|endofsystem|>\n' }}{%- elif m.role == 'user' %}"
-    "{% if m.content is string %}{{- '<|user|>' + m.content + '<|endofuser|>' }}{% else %} "
-    "{% for content in m.content %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
-    "{% endif %}<|img|><|imgpad|><|endofimg|>{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: "
-    "{% endif %}<|img|><|video_pad|><|endofimg|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{%- endif %}{%- elif m.role == 'assistant' %}{{- '<|assistant|>' + m.content }}"
-    "{%- if not loop.last %}{{- '<|endofassistant|>' }}{%- endif %}{%- endif %}{%- endfor %}"
-    "{%- if messages[-1].role != 'assistant' %}{{- '<|assistant|>' }}{%- endif %}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +32,9 @@ def tokenizer():
     return train_tokenizer(DOTS_TOKENS, eos_token="<|endoftext|>")
 
 
-def _checkpoint(path: Path, tokenizer, *, tokenizer_template: str | None, processor_template: str | None) -> Path:
-    tok = train_tokenizer(DOTS_TOKENS, eos_token="<|endoftext|>", chat_template=tokenizer_template)
-    tok.save_pretrained(path)
-    if processor_template is not None:
-        (path / "chat_template.json").write_text(json.dumps({"chat_template": processor_template}))
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "Qwen2VLImageProcessor", "min_pixels": 3136, "max_pixels": 11289600,
-        "patch_size": 14, "merge_size": 2, "temporal_patch_size": 1,
-    }))
-    eos = [tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|endofassistant|>")]
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
-    return path
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_dots(tmp_path_factory.mktemp("dots") / "dots.ocr")
 
 
 # (width, height, limits) -> (resized width, resized height, image tokens), worked out by hand from the
@@ -153,14 +118,8 @@ def test_prepared_image_maps_points_both_ways():
     assert prepared.to_page(1652, 2352) == (1654, 2339)
 
 
-@pytest.mark.parametrize(("tokenizer_template", "processor_template"), [
-    (TOKENIZER_TEMPLATE, PROCESSOR_TEMPLATE),  # the published layout
-    (None, PROCESSOR_TEMPLATE),  # transformers' tokenizer does not read chat_template.json: we do
-])
-def test_prompt_ids_follow_the_trained_framing(tmp_path, tokenizer, tokenizer_template, processor_template):
-    root = _checkpoint(tmp_path, tokenizer, tokenizer_template=tokenizer_template,
-                       processor_template=processor_template)
-    processor = DotsProcessor.from_pretrained(root)
+def test_prompt_ids_follow_the_trained_framing(checkpoint, tokenizer):
+    processor = DotsProcessor.from_pretrained(checkpoint)
     ids = processor.prompt_ids(PROMPTS[PromptMode.OCR], 6)
     t = tokenizer.convert_tokens_to_ids
     text_ids = tokenizer.encode(PROMPTS[PromptMode.OCR], add_special_tokens=False)
@@ -168,6 +127,19 @@ def test_prompt_ids_follow_the_trained_framing(tmp_path, tokenizer, tokenizer_te
                    t("<|endofuser|>"), t("<|assistant|>")]
     assert processor.eos_token_ids == [t("<|endoftext|>"), t("<|endofassistant|>")]
     assert (processor.min_pixels, processor.max_pixels) == (3136, 11289600)
+    assert DotsProcessor.from_pretrained(checkpoint, max_pixels=1003520).max_pixels == 1003520
+
+
+def test_template_from_chat_template_json_when_the_tokenizer_has_none(tmp_path, tokenizer):
+    """transformers' tokenizer does not read chat_template.json; the processor does."""
+    root = shutil.copytree(build_tiny_dots(tmp_path / "a"), tmp_path / "b")
+    (root / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    processor = DotsProcessor.from_pretrained(root)
+    assert processor.tokenizer.chat_template is None and processor.chat_template == PROCESSOR_TEMPLATE
+    assert processor.prompt_ids("Hi", 2) == DotsProcessor.from_pretrained(tmp_path / "a").prompt_ids("Hi", 2)
 
 
 def test_list_content_of_the_published_template_lacks_the_user_framing(tokenizer):

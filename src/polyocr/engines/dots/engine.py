@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 REPO_ID = "rednote-hilab/dots.ocr"
 FETCH_FIX = f"polyocr fetch {REPO_ID}  (or: hf download {REPO_ID}; about 6.1 GB), or pass --model DIR"
 CPU_NOTE = (
-    "no usable GPU, so it runs on the CPU, very slowly: every generated token reads all 1.8 B decoder weights "
-    "(7 GB in float32) and a 200-DPI A4 page is ~150 TFLOP in the vision tower, so expect tens of minutes "
-    "per page; lower --max-pixels to cut the vision cost"
+    "no usable GPU, so it runs on the CPU, very slowly: about 1.5 hours for a page at a 1 M-pixel cap with "
+    "1,000 generated tokens on 2 shared cores, and over an hour in the vision tower alone for a 200-DPI A4 "
+    "page at the default cap (benchmarks/dots-cpu.md); lower max_pixels to cut the vision cost"
 )
 _REQUIRED = ("torch", "transformers", "safetensors", "tokenizers", "huggingface_hub")
 _DECODER_ATTENTION = {"flash_attention_2": "flash_attention_2", "sdpa": "sdpa", "flex": "flex_attention",
@@ -118,15 +118,18 @@ class DotsEngine(Engine):
         prompts = [self._prompt(page, image, task, mode) for page, image in zip(pages, images, strict=True)]
         batch = self.processor.batch(images, prompts)
         inputs = batch.model_inputs(self.model.device, next(self.model.vision_tower.parameters()).dtype)
+        watch = _nonfinite_watch()
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **self._generation_kwargs(task))
+            output = self.model.generate(**inputs, **self._generation_kwargs(task), logits_processor=[watch])
         generated = output[:, batch.input_ids.shape[1]:].tolist()
+        nonfinite = watch.rows(len(pages))
         seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the batch's time
         results = []
-        for page, image, tokens, prompt_length in zip(pages, images, generated, batch.prompt_lengths, strict=True):
+        rows = zip(pages, images, generated, batch.prompt_lengths, nonfinite, strict=True)
+        for page, image, tokens, prompt_length, bad_logits in rows:
             kept, stop, count = split_generation(tokens, self.processor.eos_token_ids, task.max_new_tokens)
             generation = Generation(stop_reason=stop, prompt_tokens=prompt_length, generated_tokens=count,
-                                    seconds=round(seconds, 4))
+                                    seconds=round(seconds, 4), nonfinite_logits=bad_logits)
             results.append(page_result(page, image, mode, task, self.processor.decode(kept), generation))
         return results
 
@@ -168,6 +171,30 @@ class DotsEngine(Engine):
     def close(self) -> None:
         self.model = None
         self.processor = None
+
+
+def _nonfinite_watch() -> Any:
+    """A logits processor that notes, per row, whether any step's logits held NaN or +inf.
+
+    It only accumulates a flag on the device (no synchronisation per step); -inf is left alone
+    because sampling filters (top-k, top-p) write it on purpose.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class NonFiniteLogits(LogitsProcessor):
+        def __init__(self) -> None:
+            self.flags: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            bad = torch.isnan(scores).any(dim=-1) | torch.isposinf(scores).any(dim=-1)
+            self.flags = bad if self.flags is None else self.flags | bad
+            return scores
+
+        def rows(self, count: int) -> list[bool]:
+            return [False] * count if self.flags is None else [bool(f) for f in self.flags.tolist()]
+
+    return NonFiniteLogits()
 
 
 def split_generation(tokens: Sequence[int], eos_token_ids: Sequence[int], max_new_tokens: int) -> tuple[

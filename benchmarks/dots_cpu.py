@@ -1,0 +1,139 @@
+"""How slowly dots.ocr runs on a CPU: full-width layers with random weights, timed and scaled up.
+
+The whole model in float32 (12 GB) is more than a shared test machine should hold, and its cost is
+the sum of identical layers, so this times the parts at full width and multiplies:
+- vision: one of the 42 identical blocks at 5,040 patches (a page at the 1 M pixel cap), and its
+  attention alone: the rest grows with the patch count N and the attention with N^2, which scales
+  the block to a 200-DPI A4 page at the default cap (19,600 patches);
+- decoder: the Qwen2 decoder with 1 and with 2 of its 28 layers (embeddings and lm_head at full
+  vocabulary size), so the difference is one layer: prefill of a 1,500-token prompt and the time
+  per generated token with its KV cache (median of 16 steps).
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/dots_cpu.py --out benchmarks/dots-cpu.md
+
+Random weights do not change the arithmetic; the figures are for float32 on this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import torch
+from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+
+from polyocr.engines.dots.config import DotsVisionConfig
+from polyocr.engines.dots.vision import DotsVisionBlock, rotary_angles, sdpa_attention
+
+VISION_LAYERS, DECODER_LAYERS = 42, 28
+DECODER = {"hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12, "num_key_value_heads": 2,
+           "vocab_size": 151936, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
+           "tie_word_embeddings": False}
+PROMPT, STEPS = 1500, 16
+PAGES = {"1 M pixel cap (840 x 1176, 5,040 patches)": (84, 60), "200-DPI A4, default cap (19,600 patches)": (168, 118)}
+
+
+def _best(fn, repeats: int = 2) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def vision_block_seconds(grid_h: int, grid_w: int) -> tuple[float, float]:
+    """(one whole block, its attention alone) on one image of grid_h x grid_w patches."""
+    config = DotsVisionConfig()
+    block = DotsVisionBlock(config).eval()
+    n, heads = grid_h * grid_w, config.num_attention_heads
+    grid = torch.tensor([[1, grid_h, grid_w]])
+    x = torch.randn(n, config.embed_dim)
+    q, k, v = (torch.randn(n, heads, config.embed_dim // heads) for _ in range(3))
+    cu = torch.tensor([0, n], dtype=torch.int32)
+    angles = rotary_angles(grid, config.embed_dim // heads, config.spatial_merge_size, "cpu")
+    with torch.inference_mode():
+        return _best(lambda: block(x, cu, angles, sdpa_attention)), _best(lambda: sdpa_attention(q, k, v, cu))
+
+
+def decoder_seconds(layers: int) -> tuple[float, float]:
+    """(prefill of PROMPT tokens, seconds per generated token) for a decoder with `layers` layers."""
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**DECODER, num_hidden_layers=layers)).eval()
+    ids = torch.randint(0, 1000, (1, PROMPT))
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        start = time.perf_counter()
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        prefill = time.perf_counter() - start
+        token = out.logits[:, -1:].argmax(-1)
+        steps = []
+        for _ in range(STEPS):
+            start = time.perf_counter()
+            out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+            token = out.logits[:, -1:].argmax(-1)
+            steps.append(time.perf_counter() - start)
+        step = statistics.median(steps)  # the median resists stalls from other work on shared cores
+    del model
+    return prefill, step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/dots-cpu.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+
+    grid = next(iter(PAGES.values()))
+    n = grid[0] * grid[1]
+    block, attention = vision_block_seconds(*grid)
+    rest = max(block - attention, 0.0)
+    vision = {
+        name: VISION_LAYERS * (rest * (h * w / n) + attention * (h * w / n) ** 2) for name, (h, w) in PAGES.items()
+    }
+
+    (p1, s1), (p2, s2) = decoder_seconds(1), decoder_seconds(2)
+    prefill = p1 + (DECODER_LAYERS - 1) * (p2 - p1)
+    per_token = s1 + (DECODER_LAYERS - 1) * (s2 - s1)
+
+    page = vision[next(iter(PAGES))] + prefill + 1000 * per_token
+    lines = [
+        "# dots.ocr on a CPU (float32, full-width layers, random weights)",
+        "",
+        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} PYTHONPATH=src python "
+        f"benchmarks/dots_cpu.py --out {args.out}`",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} using {threads} "
+        f"thread(s); shared with other work while it ran, so these are upper-end figures.",
+        f"Date: {datetime.date.today():%Y-%m-%d}",
+        "",
+        "Measured:",
+        "",
+        "| part | seconds |",
+        "|---|---|",
+        f"| one vision block, {n:,} patches | {block:.2f} |",
+        f"| its attention alone (SDPA, 12 heads) | {attention:.2f} |",
+        f"| decoder with 1 layer: prefill {PROMPT:,} tokens / one generated token | {p1:.2f} / {s1:.3f} |",
+        f"| decoder with 2 layers: prefill {PROMPT:,} tokens / one generated token | {p2:.2f} / {s2:.3f} |",
+        "",
+        "Scaled to the whole model (42 vision blocks, attention by N^2 and the rest by N; 28 decoder layers):",
+        "",
+        "| estimate | seconds |",
+        "|---|---|",
+        *(f"| vision tower, {name} | {seconds:,.0f} |" for name, seconds in vision.items()),
+        f"| decoder prefill, {PROMPT:,}-token prompt | {prefill:,.0f} |",
+        f"| decoder, per generated token | {per_token:.2f} |",
+        f"| a page at the 1 M pixel cap with 1,000 generated tokens | {page:,.0f} ({page / 60:.0f} min) |",
+        "",
+    ]
+    with open(args.out, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
