@@ -192,3 +192,12 @@ def test_recorded_profiles_round_trip_and_say_where_they_came_from(path):
     assert profile.recorded
     assert Profile.from_dict(json.loads(profile.to_json())) == profile
     assert set(profile.attention) <= set(ATTENTION_PATHS)
+
+
+def test_gpu_build_without_a_gpu_device_node_is_not_imported(monkeypatch):
+    monkeypatch.setattr(probe_module, "_torch_build", lambda: TorchInfo(version="2.9.0+cu130", cuda="13.0"))
+    monkeypatch.setattr(probe_module, "_gpu_node", lambda: None)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as in a fresh process
+    profile = probe()
+    assert profile.torch is not None and not profile.torch.imported and profile.gpus == []
+    assert profile.attention_note.startswith("not run: no GPU device node")

@@ -171,7 +171,7 @@ def _why_no_gpu(profile: Profile, gpu_build: bool) -> str:
     if not gpu_build and profile.gpu_node:
         return f"torch {torch.version} is a CPU-only build though a GPU is attached ({profile.gpu_node}); using the CPU"
     if gpu_build and not torch.imported:
-        return f"no GPU device node was found; using the CPU ({profile.attention_note})"
+        return f"the GPU was not probed ({profile.attention_note}); using the CPU"
     return "no GPU; using the CPU"
 
 

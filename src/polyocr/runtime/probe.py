@@ -532,8 +532,10 @@ def _probe_torch(profile: Profile, *, kernels: bool | None) -> None:
     if kernels is None:
         kernels = "torch" in sys.modules or (gpu_build and profile.gpu_node is not None)
     if not kernels:
-        if gpu_build:
+        if gpu_build and profile.gpu_node is None:
             profile.attention_note = "not run: no GPU device node (/dev/nvidia*, /dev/dxg, /dev/kfd) was found"
+        elif gpu_build:
+            profile.attention_note = "not run: the probe was asked not to import torch"
         else:
             profile.attention_note = (
                 "not run: torch is a CPU build and was not imported, to keep the probe "
