@@ -65,10 +65,10 @@ def result_of(sample: dict) -> PageResult:
 
         parsed = parse_layout(sample["text"])
         blocks = to_blocks(parsed.elements, (1600, 1600), (1600, 1600), with_text=True)
-        if not parsed.elements:
-            blocks = [Block(text=sample["text"])]
+        # an answer with no element keeps its words as the page's text, with no blocks
+        text = sample["text"] if parsed.partial and not parsed.elements else blocks_to_text(blocks)
         status = PageStatus.PARTIAL if parsed.problems or generation.stop_reason != "eos" else PageStatus.OK
-        return PageResult(page=1, blocks=blocks, text=blocks_to_text(blocks), generation=generation, status=status,
+        return PageResult(page=1, blocks=blocks, text=text, generation=generation, status=status,
                           errors=[f"dots: {p}" for p in parsed.problems])
     return PageResult(page=1, blocks=[Block(text=sample["text"])], text=sample["text"], generation=generation)
 

@@ -190,7 +190,7 @@ class Router:
             raise EngineUnavailable(name, self._unavailable[name])
         if name not in self._loaded:
             try:
-                engine = create_engine(name)
+                engine = self._create(name)
                 availability = engine.available(self.profile)
                 if not availability.ok:
                     raise EngineUnavailable(name, availability.reason, availability.fix)
@@ -208,6 +208,18 @@ class Router:
             resident = before - after if before is not None and after is not None else None
             self._loaded[name] = _Loaded(engine, plan, resident)
         return self._loaded[name]
+
+    def _create(self, name: str) -> Engine:
+        """A new engine; one with weights gets the user's model path at construction, since it
+        reports availability (are the weights there?) before any plan reaches it."""
+        given = self.plans.get(name)
+        model_path = given.model_path if given else self.config.plan_overrides(name).get("model_path")
+        if model_path is None:
+            return create_engine(name)
+        try:
+            return engine_class(name)(model_path=model_path)  # type: ignore[call-arg]
+        except TypeError:
+            raise EngineUnavailable(name, f"it takes no model path (got {model_path})") from None
 
     def _make_room(self, engine: Engine, plan: EnginePlan) -> None:
         """Close the other large models first, unless the device has room for this one beside them."""
@@ -410,7 +422,7 @@ def _give_up(state: _PageState) -> PageResult:
     if state.salvage is not None:
         result = state.salvage
         result.status = PageStatus.PARTIAL
-        result.errors = errors
+        result.errors = [*result.errors, *errors]
         result.attempts = state.attempts
         return result
     page = state.page

@@ -205,17 +205,18 @@ def repeated_blocks(result: PageResult, ctx: PageContext) -> str | None:
 
 def layout_unparsed(result: PageResult, ctx: PageContext) -> str | None:
     """Layout was asked for and no element came back with a box: the structured answer did not
-    parse (the dots engine then keeps the raw answer as one box-less block and says why in
-    `errors`), or it parsed to nothing ("[]")."""
-    if ctx.task.kind not in (TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY) or not result.blocks:
+    parse (the dots engine then keeps the raw answer as the page's text, with no blocks, and says
+    why in `errors`), or what came back is JSON that held no element."""
+    if ctx.task.kind not in (TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY):
         return None
     if any(block.bbox is not None for block in result.blocks):
         return None
     problems = [e for e in result.errors if "json" in e.lower() or "layout" in e.lower()]
     if problems:
         return f"no layout element could be read: {problems[0]}"
-    if result.text.lstrip("`json \n").startswith(("[", "{")):
-        return f"the layout answer holds no element: {result.text.strip()[:60]!r}"
+    text = result.text.strip()
+    if text.lstrip("`json \n").startswith(("[", "{")):
+        return f"the layout answer holds no element: {text[:60]!r}"
     return None
 
 
