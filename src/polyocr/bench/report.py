@@ -7,6 +7,7 @@ settings) because a speed figure without them cannot be compared with anything.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from polyocr.bench.runner import BenchResult, Row
@@ -31,14 +32,16 @@ def _cells(row: Row) -> list[str]:
 
 def markdown(result: BenchResult) -> str:
     m = result.machine
+    gpus = ", ".join(str(gpu.get("name", "?")) for gpu in m.get("profile", {}).get("gpus") or [])
     lines = [
         f"Benchmark of {', '.join(result.datasets)}"
         + (f" (first {result.limit} items with ground truth per dataset)" if result.limit else ""),
         "",
         f"- date: {result.created}",
         *([f"- command: `{result.command}`"] if result.command else []),
-        f"- machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}; "
-        f"load average (1, 5, 15 min) {m.get('load_average')} at start, {m.get('load_average_after')} at end",
+        f"- machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, {gpus or 'no GPU'}, "
+        f"Python {m.get('python', '?')}; load average (1, 5, 15 min) {m.get('load_average')} at start, "
+        f"{m.get('load_average_after')} at end",
     ]
     for run in result.runs:
         if not run.available:
@@ -47,8 +50,10 @@ def markdown(result: BenchResult) -> str:
         chains = "; ".join([f"{langs}: {' > '.join(chain)}" for langs, chain in run.chains.items()]
                            + [f"{langs}: refused ({why})" for langs, why in run.refused.items()])
         settings = "; ".join(f"{engine} {s}" for engine, seen in run.settings.items() for s in seen if s)
-        lines.append(f"- {run.spec}: chain {chains or '-'}; load and warm-up {run.load_seconds:.1f} s"
-                     + (f"; settings {settings}" if settings else ""))
+        used = Counter(engine or "none (failed)" for item in run.items for engine in item.engines)
+        lines.append(f"- {run.spec}: chain {chains or '-'}; pages by engine: "
+                     + ", ".join(f"{engine} {count}" for engine, count in used.most_common())
+                     + f"; load and warm-up {run.load_seconds:.1f} s; settings: {settings or 'engine defaults'}")
     lines += [
         "",
         "| " + " | ".join(COLUMNS) + " |",
