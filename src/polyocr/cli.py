@@ -279,7 +279,7 @@ def bench(
     = False,
     device: Annotated[str | None, typer.Option(help="--speed: cuda or cpu (default: cuda when present).")] = None,
     attention: Annotated[str, typer.Option(help="--speed: attention implementations, comma-separated.")]
-    = "sdpa,eager",
+    = "sdpa,varlen,flash_attention_2,eager",
     new_tokens: Annotated[int, typer.Option(help="--speed: tokens generated per page.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
