@@ -201,10 +201,12 @@ class DotsProcessor:
         cls, path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None
     ) -> DotsProcessor:
         """The processor of a checkpoint directory; pixel limits default to its preprocessor_config.json."""
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast
 
         root = Path(path)
-        tokenizer = AutoTokenizer.from_pretrained(str(root), trust_remote_code=False)
+        # tokenizer.json defines the tokenizer completely; AutoTokenizer would also consult config.json,
+        # whose auto_map points at the checkpoint's remote code.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(root))
         preprocessor = _read_json(root / "preprocessor_config.json")
         generation = _read_json(root / "generation_config.json")
         template = tokenizer.chat_template or _read_json(root / "chat_template.json").get("chat_template")
