@@ -17,7 +17,7 @@ from polyocr.engines.base import LATIN, Availability, Engine, EnginePlan, Task, 
 from polyocr.errors import EngineError
 from polyocr.results import Block, Generation, Outcome, PageResult, PageStatus
 from polyocr.router import Router, RouterConfig, summarize
-from polyocr.router.policy import LOOP_LADDER, OOM_PIXEL_FLOOR, smaller_plan
+from polyocr.router.policy import LOOP_LADDER, OOM_PIXEL_FLOOR, is_oom, smaller_plan
 from polyocr.runtime.probe import Profile, TorchInfo
 
 GOOD_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
@@ -191,6 +191,14 @@ def test_out_of_memory_shrinks_the_batch_after_the_pixel_floor() -> None:
     assert smaller_plan(plan, 4_000_000).batch_size == 2
     assert smaller_plan(EnginePlan(max_pixels=OOM_PIXEL_FLOOR), 4_000_000) is None
     assert smaller_plan(EnginePlan(), 3_000_000).max_pixels == 1_500_000
+
+
+def test_out_of_memory_is_recognised_by_type_or_message() -> None:
+    torch = pytest.importorskip("torch")
+    assert is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(MemoryError())
+    assert is_oom(RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory"))
+    assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
 def test_host_out_of_memory_everywhere_falls_back() -> None:
