@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from polyocr.documents import Page
@@ -19,7 +20,7 @@ from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER, OpenAIServerEngine
 from polyocr.errors import EngineError, EngineUnavailable
-from polyocr.results import Outcome, PageStatus
+from polyocr.results import DocumentResult, Outcome, PageStatus
 from polyocr.router import Router
 from polyocr.runtime.probe import Profile
 from polyocr.server.settings import ServerSettings
@@ -30,6 +31,7 @@ from test_server_support import (
     stop,
     text_image,
     text_pdf,
+    text_png,
     wait_ready,
 )
 
@@ -81,6 +83,24 @@ def test_polyocr_server_behind_the_engine(remote_env, tmp_path) -> None:
             doc = router.run_source(image_source(text_pdf(2), "two.pdf", dpi=100))
         assert [p.engine for p in doc.pages] == ["openai", "openai"] and "Page 2" in doc.pages[1].text
         engine.close()
+
+
+def test_a_remote_that_comes_up_later_is_used_by_a_long_running_server(remote_env, tmp_path) -> None:
+    """The router gives an unreachable engine up; the server must not keep that verdict forever."""
+    pytest.importorskip("tesserocr")
+    port = free_port()
+    remote_env(f"http://127.0.0.1:{port}", retries="0")
+    front = ServerSettings(engine="tesseract", languages=("eng",), job_dir=tmp_path / "front")
+    back = ServerSettings(engine="tesseract", languages=("eng",), job_dir=tmp_path / "back", warm_up=False)
+    files = {"file": ("p.png", text_png())}
+    with running_server(front) as url:
+        down = DocumentResult.model_validate_json(
+            httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content)
+        assert down.pages[0].status == PageStatus.FAILED and "ConnectError" in down.pages[0].errors[0]
+        with running_server(back, port=port):
+            up = DocumentResult.model_validate_json(
+                httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content)
+    assert up.pages[0].engine == "openai" and "quick brown fox" in up.pages[0].text
 
 
 def test_server_going_away_mid_document(remote_env, tmp_path) -> None:

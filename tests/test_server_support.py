@@ -86,13 +86,14 @@ def wait_ready(url: str, timeout: float = 30.0, process: subprocess.Popen | None
 
 
 @contextmanager
-def running_server(settings: ServerSettings, *, ready: bool = True) -> Iterator[str]:
+def running_server(settings: ServerSettings, *, ready: bool = True, port: int = 0) -> Iterator[str]:
     """A real server in a thread of this process on a free loopback port; yields its base URL.
 
     With ready=False only the start of the server is awaited, not its /ready.
     """
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))

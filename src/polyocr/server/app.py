@@ -157,11 +157,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     runner = JobRunner(store, service)
     default_task = Task(languages=settings.languages)
     default_chain = tuple(resolve_chain(settings.engine, default_task))
+    default_params = OCRParams(default_chain, TaskKind.LAYOUT, settings.languages)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.warm_up:
-            service.submit(service.warm_up, OCRParams(default_chain, TaskKind.LAYOUT, settings.languages))
+            service.start_warm_up(default_params, min_interval=0.0)
         else:
             service.ready, service.ready_reason = True, ""
         runner.start()
@@ -381,6 +382,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 "jobs_queued": store.count(JobStatus.QUEUED)}
         if service.ready:
             return JSONResponse({"ready": True, "engines": list(default_chain), **load})
+        if settings.warm_up:
+            service.start_warm_up(default_params)
         return JSONResponse({"ready": False, "reason": service.ready_reason, **load}, status_code=503)
 
     app.include_router(api)

@@ -10,6 +10,7 @@ construction; a worker keeps a few such pairs and closes the least recently used
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from polyocr.server.settings import ServerSettings
 
 T = TypeVar("T")
 ROUTERS_PER_WORKER = 4
+_FORGETTING = (Outcome.UNAVAILABLE, Outcome.TIMEOUT)
 PageHook = Callable[[Page, Any], None]
 
 
@@ -56,6 +58,8 @@ class OCRService:
         self._admitted = 0
         self.ready = False
         self.ready_reason = "loading the default engine chain"
+        self._warming: Future[None] | None = None
+        self._warmed_at = 0.0
 
     # Admission: a bounded number of synchronous requests may run or wait; the rest get 429.
     def admit(self) -> bool:
@@ -103,6 +107,20 @@ class OCRService:
             old.close()
         return router
 
+    def _forget(self, key: tuple[tuple[str, ...], Task]) -> None:
+        """Drop a router that gave an engine up (unavailable, or abandoned after a timeout).
+
+        A router keeps such verdicts for its whole life, which in a server is the process's: a
+        remote server that was down at first, or one hung page, would disable the engine for good.
+        The next request builds a new router and tries the engine afresh.
+        """
+        cache = getattr(self._local, "routers", None)
+        router = cache.pop(key, None) if cache is not None else None
+        if router is not None:
+            with self._lock:
+                self._routers.remove(router)
+            router.close()
+
     def task(self, params: OCRParams) -> Task:
         return Task(kind=params.task, languages=params.languages, timeout=self.settings.request_timeout)
 
@@ -115,13 +133,31 @@ class OCRService:
         if transform is not None:
             source = Source(path=source.path, kind=source.kind, page_count=source.page_count,
                             _pages=_mapped(source.pages(), transform))
-        router = self._router(params.chain, self.task(params))
-        return router.run_source(source, on_page=on_page)
+        key = (params.chain, self.task(params))
+        router = self._router(*key)
+        doc = router.run_source(source, on_page=on_page)
+        if any(a.outcome in _FORGETTING for page in doc.pages for a in page.attempts):
+            self._forget(key)
+        return doc
 
     def page_count(self, data: bytes, name: str) -> int:
         """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
         return image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
                             dpi=self.settings.dpi).page_count
+
+    def start_warm_up(self, params: OCRParams, *, min_interval: float = 5.0) -> None:
+        """Warm up in a worker unless one is under way or the last began under `min_interval` ago.
+
+        Called at start-up and again by /ready while not ready, so a server whose default engine was
+        unavailable at first (a remote model still loading) becomes ready once it is there.
+        """
+        with self._lock:
+            if self.ready or (self._warming is not None and not self._warming.done()):
+                return
+            if time.monotonic() - self._warmed_at < min_interval:
+                return
+            self._warmed_at = time.monotonic()
+            self._warming = self._executor.submit(self.warm_up, params)
 
     def warm_up(self, params: OCRParams) -> None:
         """Load the default chain by recognising a small printed page; sets `ready` and its reason."""
