@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,27 @@ def test_nonfinite_logits_are_reported(checkpoint: Path, engine: DotsEngine) -> 
         broken.model.lm_head.weight[3, 0] = float("nan")  # what a numerically failing dtype looks like
     [result] = broken.recognize([_page((200, 200))], Task(max_new_tokens=2))
     assert result.generation.nonfinite_logits is True
+
+
+def test_generation_settings_follow_the_plan(engine: DotsEngine) -> None:
+    eos = engine.processor.eos_token_ids
+    greedy = engine._generation_kwargs(Task(max_new_tokens=99))
+    assert greedy == {"do_sample": False, "max_new_tokens": 99, "eos_token_id": eos,
+                      "pad_token_id": engine.processor.pad_token_id}
+    plan = engine.plan
+    try:
+        engine.plan = replace(plan, generation={"temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05,
+                                                "no_repeat_ngram_size": 20, "unknown": 1})
+        sampled = engine._generation_kwargs(Task(timeout=30.0))
+        assert sampled["do_sample"] is True and sampled["max_time"] == 30.0
+        assert {k: sampled[k] for k in ("temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size")} == {
+            "temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05, "no_repeat_ngram_size": 20}
+        assert "unknown" not in sampled
+        engine.plan = replace(plan, generation={"temperature": 0, "top_p": 0.9})
+        greedy_again = engine._generation_kwargs(Task())
+        assert "temperature" not in greedy_again and "top_p" not in greedy_again
+    finally:
+        engine.plan = plan
 
 
 ANSWER = [

@@ -48,8 +48,8 @@ class DotsEngine(Engine):
     scripts = ANY_SCRIPT
     tasks = frozenset(TaskKind)
     notes: ClassVar[str] = (
-        "weights: rednote-hilab/dots.ocr (6.1 GB in bf16); about 10 GB of GPU memory with a full page; "
-        "long or dense pages can end truncated at the token limit (the page is then marked partial)"
+        "weights: rednote-hilab/dots.ocr (6.1 GB in bf16); long or dense pages can end truncated at the "
+        "token limit (the page is then marked partial, with its complete elements kept)"
     )
 
     def __init__(self, model_path: str | Path | None = None):
@@ -152,9 +152,12 @@ class DotsEngine(Engine):
     def _generation_kwargs(self, task: Task) -> dict[str, Any]:
         assert self.processor is not None
         options = {k: v for k, v in self.plan.generation.items() if k in _GENERATION_OPTIONS}
-        sample = float(options.get("temperature") or 0.0) > 0.0
+        # Greedy unless sampling is asked for; the reference's temperature 0.1 is close to greedy anyway.
+        temperature = float(options.pop("temperature", None) or 0.0)
+        sample = bool(self.plan.generation.get("do_sample")) or temperature > 0.0
+        if temperature > 0.0:
+            options["temperature"] = temperature
         if not sample:
-            options.pop("temperature", None)
             options.pop("top_p", None)
             options.pop("top_k", None)
         kwargs: dict[str, Any] = {
