@@ -147,13 +147,16 @@ class Unavailable(Double):
         return Availability.no("no weights here", "download them")
 
 
-class LatinOnly(Double):
-    name = "latin-only"
-    scripts = frozenset({LATIN})
+class BrokenCheckpoint(Double):
+    name = "broken"
+
+    def load(self, plan: EnginePlan) -> None:
+        EVENTS.append((self.name, "load"))
+        raise RuntimeError("size mismatch for lm_head.weight")
 
 
 DOUBLES = (Good, Good2, OutOfMemory, AlwaysOutOfMemory, Looper, AlwaysLoops, Empty, Hangs, Crashes, Unavailable,
-           LatinOnly)
+           BrokenCheckpoint)
 
 
 @pytest.fixture(autouse=True)
@@ -296,6 +299,14 @@ def test_engines_load_once_and_only_one_large_model_at_a_time() -> None:
                      ("empty", "load"), ("empty", "close"), ("good2", "load"), ("good2", "close")]
     assert EVENTS.count(("empty", "call")) == 2  # one batch of three pages per window
     assert EVENTS.count(("good2", "call")) == 6  # its plan keeps the default batch size of 1
+
+
+def test_an_engine_that_fails_to_load_is_skipped_for_the_run() -> None:
+    with Router(["broken", "good"], Task(kind=TaskKind.TEXT), profile=PROFILE) as router:
+        results = router.recognize_pages([page(1)]) + router.recognize_pages([page(2)])
+    assert [outcomes(r) for r in results] == [[("broken", "unavailable"), ("good", "ok")]] * 2
+    assert results[0].attempts[0].error == "failed to load: RuntimeError: size mismatch for lm_head.weight"
+    assert EVENTS.count(("broken", "load")) == 1
 
 
 def test_an_unavailable_engine_is_asked_once() -> None:

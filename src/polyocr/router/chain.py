@@ -204,6 +204,11 @@ class Router:
             except EngineUnavailable as exc:
                 self._unavailable[name] = exc.reason
                 raise
+            except Exception as exc:  # a broken checkpoint or an OOM while loading: skip the engine
+                if is_oom(exc):
+                    free_memory()
+                self._unavailable[name] = f"failed to load: {type(exc).__name__}: {exc}"
+                raise EngineUnavailable(name, self._unavailable[name]) from exc
             after = device_free_bytes(plan.device)
             resident = before - after if before is not None and after is not None else None
             self._loaded[name] = _Loaded(engine, plan, resident)
@@ -236,21 +241,27 @@ class Router:
             self._loaded.pop(name).engine.close()
         free_memory()
 
-    def _set_plan(self, name: str, plan: EnginePlan) -> None:
+    def _set_plan(self, name: str, plan: EnginePlan) -> bool:
         """Give a loaded engine new settings: in place when only per-call fields change and the engine
         keeps its plan as `plan` (the VLM engines read generation and batch size at each call), else
-        by closing and loading it again."""
+        by closing and loading it again. False when that reload failed: the engine is then done."""
         slot = self._loaded[name]
         changed = {k for k in vars(plan) if getattr(plan, k) != getattr(slot.plan, k)} - {"reasons"}
         if not changed:
-            return
+            return True
         if changed <= PER_CALL_FIELDS and isinstance(getattr(slot.engine, "plan", None), EnginePlan):
             slot.engine.plan = plan  # type: ignore[attr-defined]
         else:
             slot.engine.close()
             free_memory()
-            slot.engine.load(plan)
+            try:
+                slot.engine.load(plan)
+            except Exception as exc:  # the engine cannot run with these settings: drop it for this run
+                del self._loaded[name]
+                self._unavailable[name] = f"could not reload with new settings: {type(exc).__name__}: {exc}"
+                return False
         slot.plan = plan
+        return True
 
     def _abandon(self, name: str, reason: str) -> None:
         """Forget an engine whose call is still running in an abandoned thread; never close it, since
@@ -353,9 +364,8 @@ class Router:
             else:
                 rejected.append(state)
         retry = loop_plan(plan, loop_step) if looping else None
-        if retry is None:
+        if retry is None or not self._set_plan(name, retry):
             return rejected + looping
-        self._set_plan(name, retry)
         return rejected + self._try_batch(name, looping, loop_step + 1)
 
     def _after_oom(self, name: str, batch: list[_PageState], loop_step: int) -> list[_PageState]:
@@ -365,13 +375,7 @@ class Router:
         slot = self._loaded[name]
         pixels = max(state.page.image.width * state.page.image.height for state in batch)
         smaller = smaller_plan(slot.plan, pixels)
-        if smaller is None:
-            return batch
-        try:
-            self._set_plan(name, smaller)
-        except Exception as exc:  # the reload itself failed: the engine is done for this run
-            self._loaded.pop(name, None)
-            self._unavailable[name] = f"could not reload with smaller settings: {type(exc).__name__}: {exc}"
+        if smaller is None or not self._set_plan(name, smaller):
             return batch
         if len(batch) <= smaller.batch_size:
             return self._try_batch(name, batch, loop_step)
