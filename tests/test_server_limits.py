@@ -133,3 +133,13 @@ def test_not_ready_while_the_default_chain_cannot_load(monkeypatch: pytest.Monke
                            and r, 20, 0.05, "the warm-up to finish")
         assert reply.status_code == 503 and "POLYOCR_OPENAI_URL is not set" in reply.json()["reason"]
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_the_router_config_file_applies_to_the_server(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    config = tmp_path / "polyocr.toml"
+    config.write_text('[router]\nengines = ["rapidocr", "tesseract"]\n')
+    monkeypatch.setenv("POLYOCR_CONFIG", str(config))
+    with running_server(ServerSettings(job_dir=tmp_path, warm_up=False), ready=False) as url:
+        assert httpx.get(f"{url}/v1/engines").json()["default"] == ["rapidocr", "tesseract"]
+    with running_server(ServerSettings(engine="tesseract", job_dir=tmp_path, warm_up=False), ready=False) as url:
+        assert httpx.get(f"{url}/v1/engines").json()["default"] == ["tesseract"]  # --engine wins over the file

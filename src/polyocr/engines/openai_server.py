@@ -13,7 +13,9 @@ environment variables:
     POLYOCR_OPENAI_RETRIES      retries on connection errors, 429 and 5xx, with doubling backoff (3)
 
 EnginePlan.model_path, when set, overrides POLYOCR_OPENAI_MODEL; EnginePlan.generation's
-temperature and top_p are sent with each request; EnginePlan.max_pixels caps the image sent.
+temperature and top_p are sent with each request; EnginePlan.max_pixels caps the image sent. Those
+come from polyocr.toml's [engines.openai] like any engine's plan; batch_size there makes the router
+hand over several pages per call, which this engine sends concurrently.
 
 At load the server is health-checked: a polyocr server (GET /health says so) is spoken to through
 polyocr's own POST /v1/ocr, so its engines' blocks and boxes come back whole; anything else must

@@ -33,7 +33,7 @@ from polyocr.engines.base import Task, TaskKind, create_engine, engine_class, en
 from polyocr.errors import InputError, PolyOCRError
 from polyocr.formats import FORMATS, render
 from polyocr.results import DocumentResult, PageStatus
-from polyocr.router import resolve_chain
+from polyocr.router import load_config, resolve_chain
 from polyocr.runtime.probe import get_profile
 from polyocr.server.chat import ChatAsk, ChatRequestError, completion, parse_chat
 from polyocr.server.jobs import JobStatus, JobStore
@@ -152,11 +152,12 @@ def _documented_body(description: str) -> dict[str, Any]:
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The polyocr API for these settings; engines load in worker threads, jobs resume from SQLite."""
     settings = settings or ServerSettings()
-    service = OCRService(settings)
+    config = load_config(settings.engine)  # polyocr.toml and POLYOCR_* apply as they do for `polyocr ocr`
+    service = OCRService(settings, config)
     store = JobStore(settings.job_dir, ttl=settings.job_ttl, max_starts=settings.job_max_starts)
     runner = JobRunner(store, service)
     default_task = Task(languages=settings.languages)
-    default_chain = tuple(resolve_chain(settings.engine, default_task))
+    default_chain = tuple(resolve_chain(config.engines, default_task))
     default_params = OCRParams(default_chain, TaskKind.LAYOUT, settings.languages)
 
     @asynccontextmanager

@@ -23,7 +23,7 @@ from polyocr.documents import Page, Source
 from polyocr.documents.loader import image_source
 from polyocr.engines.base import Task, TaskKind
 from polyocr.results import DocumentResult, Outcome
-from polyocr.router import Router
+from polyocr.router import Router, RouterConfig
 from polyocr.server.settings import ServerSettings
 
 T = TypeVar("T")
@@ -49,8 +49,9 @@ class OCRParams:
 
 
 class OCRService:
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServerSettings, config: RouterConfig | None = None):
         self.settings = settings
+        self.config = config or RouterConfig()
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="polyocr-ocr")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -96,7 +97,7 @@ class OCRService:
         if router is not None:
             cache.move_to_end(key)
             return router
-        router = Router(list(chain), task)
+        router = Router(list(chain), task, config=self.config)
         cache[key] = router
         with self._lock:
             self._routers.append(router)
@@ -122,7 +123,9 @@ class OCRService:
             router.close()
 
     def task(self, params: OCRParams) -> Task:
-        return Task(kind=params.task, languages=params.languages, timeout=self.settings.request_timeout)
+        """The router's task; its page timeout is the config's, else the server's request timeout."""
+        timeout = self.config.timeout if self.config.timeout is not None else self.settings.request_timeout
+        return Task(kind=params.task, languages=params.languages, timeout=timeout)
 
     def recognize(self, data: bytes, name: str, params: OCRParams, *,
                   on_page: PageHook | None = None,
