@@ -19,7 +19,7 @@ from polyocr.router.scripts import script_counts, scripts_for
 
 OUTPUTS = Path(__file__).resolve().parent / "fixtures" / "outputs"
 TESSERACT = [json.loads(line) for line in (OUTPUTS / "tesseract-eval.jsonl").read_text(encoding="utf-8").splitlines()]
-FAILURES = json.loads((OUTPUTS / "vlm-failures.json").read_text(encoding="utf-8"))
+FAILURES = json.loads((OUTPUTS / "failures.json").read_text(encoding="utf-8"))
 # Pages whose script Tesseract has no traineddata for here: its answer is Latin/Cyrillic junk.
 UNREADABLE = {"zho", "kan"}
 
