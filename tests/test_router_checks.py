@@ -1,5 +1,5 @@
 """The router's output checks on recorded outputs: no false alarm on Tesseract's answers for the
-whole development set, and the failures VLMs are known for caught by the check named for them."""
+whole development set, and the failures engines are known for caught by the check named for them."""
 
 from __future__ import annotations
 
