@@ -2,9 +2,10 @@
 
 The whole model in float32 (12 GB) is more than a shared test machine should hold, and its cost is
 the sum of identical layers, so this times the parts at full width and multiplies:
-- vision: one of the 42 identical blocks at 5,040 patches (a page at the 1 M pixel cap), and its
-  attention alone: the rest grows with the patch count N and the attention with N^2, which scales
-  the block to a 200-DPI A4 page at the default cap (19,600 patches);
+- vision: the tower with no block and with one of its 42 identical blocks at 5,040 patches (a page
+  at the 1 M pixel cap; the difference is one block), and a block's attention alone: the rest grows
+  with the patch count N and the attention with N^2, which scales the tower to a 200-DPI A4 page at
+  the default cap (19,600 patches);
 - decoder: the Qwen2 decoder with 1 and with 2 of its 28 layers (embeddings and lm_head at full
   vocabulary size), so the difference is one layer: prefill of a 1,500-token prompt and the time
   per generated token with its KV cache (median of 16 steps).
@@ -27,7 +28,7 @@ import torch
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from polyocr.engines.dots.config import DotsVisionConfig
-from polyocr.engines.dots.vision import DotsVisionBlock, rotary_angles, sdpa_attention
+from polyocr.engines.dots.vision import DotsVisionTransformer, sdpa_attention
 
 VISION_LAYERS, DECODER_LAYERS = 42, 28
 DECODER = {"hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12, "num_key_value_heads": 2,
@@ -46,18 +47,23 @@ def _best(fn, repeats: int = 2) -> float:
     return min(times)
 
 
-def vision_block_seconds(grid_h: int, grid_w: int) -> tuple[float, float]:
-    """(one whole block, its attention alone) on one image of grid_h x grid_w patches."""
-    config = DotsVisionConfig()
-    block = DotsVisionBlock(config).eval()
-    n, heads = grid_h * grid_w, config.num_attention_heads
+def vision_seconds(layers: int, grid_h: int, grid_w: int) -> float:
+    """The vision tower with `layers` blocks (patch embedding and merger included) on one image."""
+    torch.manual_seed(0)
+    tower = DotsVisionTransformer(DotsVisionConfig(num_hidden_layers=layers)).eval()
+    pixels = torch.randn(grid_h * grid_w, 3 * 14 * 14)
     grid = torch.tensor([[1, grid_h, grid_w]])
-    x = torch.randn(n, config.embed_dim)
-    q, k, v = (torch.randn(n, heads, config.embed_dim // heads) for _ in range(3))
-    cu = torch.tensor([0, n], dtype=torch.int32)
-    angles = rotary_angles(grid, config.embed_dim // heads, config.spatial_merge_size, "cpu")
     with torch.inference_mode():
-        return _best(lambda: block(x, cu, angles, sdpa_attention)), _best(lambda: sdpa_attention(q, k, v, cu))
+        return _best(lambda: tower(pixels, grid))
+
+
+def attention_seconds(grid_h: int, grid_w: int) -> float:
+    """One block's attention alone (SDPA over the image's patches, 12 heads of 128)."""
+    n = grid_h * grid_w
+    q, k, v = (torch.randn(n, 12, 128) for _ in range(3))
+    cu = torch.tensor([0, n], dtype=torch.int32)
+    with torch.inference_mode():
+        return _best(lambda: sdpa_attention(q, k, v, cu))
 
 
 def decoder_seconds(layers: int) -> tuple[float, float]:
@@ -91,10 +97,12 @@ def main() -> None:
 
     grid = next(iter(PAGES.values()))
     n = grid[0] * grid[1]
-    block, attention = vision_block_seconds(*grid)
+    bare, one = vision_seconds(0, *grid), vision_seconds(1, *grid)
+    block, attention = one - bare, attention_seconds(*grid)
     rest = max(block - attention, 0.0)
     vision = {
-        name: VISION_LAYERS * (rest * (h * w / n) + attention * (h * w / n) ** 2) for name, (h, w) in PAGES.items()
+        name: (bare + VISION_LAYERS * rest) * (h * w / n) + VISION_LAYERS * attention * (h * w / n) ** 2
+        for name, (h, w) in PAGES.items()
     }
 
     (p1, s1), (p2, s2) = decoder_seconds(1), decoder_seconds(2)
@@ -115,7 +123,8 @@ def main() -> None:
         "",
         "| part | seconds |",
         "|---|---|",
-        f"| one vision block, {n:,} patches | {block:.2f} |",
+        f"| vision tower without blocks (patch embedding, merger), {n:,} patches | {bare:.2f} |",
+        f"| vision tower with one block, {n:,} patches | {one:.2f} |",
         f"| its attention alone (SDPA, 12 heads) | {attention:.2f} |",
         f"| decoder with 1 layer: prefill {PROMPT:,} tokens / one generated token | {p1:.2f} / {s1:.3f} |",
         f"| decoder with 2 layers: prefill {PROMPT:,} tokens / one generated token | {p2:.2f} / {s2:.3f} |",

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 REPO_ID = "rednote-hilab/dots.ocr"
 FETCH_FIX = f"polyocr fetch {REPO_ID}  (or: hf download {REPO_ID}; about 6.1 GB), or pass --model DIR"
 CPU_NOTE = (
-    "no usable GPU, so it runs on the CPU, very slowly: about 1.5 hours for a page at a 1 M-pixel cap with "
-    "1,000 generated tokens on 2 shared cores, and over an hour in the vision tower alone for a 200-DPI A4 "
-    "page at the default cap (benchmarks/dots-cpu.md); lower max_pixels to cut the vision cost"
+    "no usable GPU, so it runs on the CPU, very slowly: over half an hour for a page at a 1 M-pixel cap with "
+    "1,000 generated tokens on 2 cores, and about 40 minutes in the vision tower alone for a 200-DPI A4 page "
+    "at the default cap (benchmarks/dots-cpu.md); lower max_pixels to cut the vision cost"
 )
 _REQUIRED = ("torch", "transformers", "safetensors", "tokenizers", "huggingface_hub")
 _DECODER_ATTENTION = {"flash_attention_2": "flash_attention_2", "sdpa": "sdpa", "flex": "flex_attention",
