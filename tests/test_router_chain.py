@@ -91,6 +91,17 @@ class AlwaysOutOfMemory(Double):
         raise MemoryError()
 
 
+class OutOfMemoryInBatches(Double):
+    """Runs out of memory on any batch of more than one page."""
+
+    name = "oom-batch"
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if len(pages) > 1:
+            raise MemoryError()
+        return super().recognize(pages, task)
+
+
 class Looper(Double):
     """Loops to the token limit until it samples at a temperature of at least 0.7."""
 
@@ -155,8 +166,8 @@ class BrokenCheckpoint(Double):
         raise RuntimeError("size mismatch for lm_head.weight")
 
 
-DOUBLES = (Good, Good2, OutOfMemory, AlwaysOutOfMemory, Looper, AlwaysLoops, Empty, Hangs, Crashes, Unavailable,
-           BrokenCheckpoint)
+DOUBLES = (Good, Good2, OutOfMemory, AlwaysOutOfMemory, OutOfMemoryInBatches, Looper, AlwaysLoops, Empty, Hangs,
+           Crashes, Unavailable, BrokenCheckpoint)
 
 
 @pytest.fixture(autouse=True)
@@ -202,6 +213,16 @@ def test_out_of_memory_is_recognised_by_type_or_message() -> None:
     assert is_oom(MemoryError())
     assert is_oom(RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory"))
     assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_out_of_memory_at_the_pixel_floor_halves_the_batch_for_the_rest_of_the_run() -> None:
+    config = RouterConfig(plans={"oom-batch": {"batch_size": 4}})
+    with Router(["oom-batch"], Task(kind=TaskKind.TEXT), config=config, profile=PROFILE) as router:
+        results = router.recognize_pages([page(n, size=(800, 600)) for n in range(1, 6)])
+    assert all(r.engine == "oom-batch" for r in results)
+    assert [a.settings["batch_size"] for a in results[0].attempts] == [4, 2, 1]
+    assert [a.outcome for a in results[0].attempts] == [Outcome.OOM, Outcome.OOM, Outcome.OK]
+    assert outcomes(results[4]) == [("oom-batch", "ok")]  # the fifth page went at the lowered batch size
 
 
 def test_host_out_of_memory_everywhere_falls_back() -> None:
@@ -256,7 +277,8 @@ def test_a_hanging_engine_times_out_and_is_abandoned() -> None:
     assert [r.engine for r in results] == ["good", "good"]
     assert outcomes(results[0]) == [("hangs", "timeout"), ("good", "ok")]
     assert "no answer within" in results[0].attempts[0].error
-    assert EVENTS.count(("hangs", "call")) == 1  # both pages went in one batch... and never again
+    assert outcomes(results[1]) == [("hangs", "unavailable"), ("good", "ok")]  # its next batch skips it
+    assert EVENTS.count(("hangs", "call")) == 1
     assert ("hangs", "close") not in EVENTS  # close() could wait on the hung call
 
 

@@ -300,22 +300,37 @@ class Router:
                                               error=exc.reason + (f" (fix: {exc.fix})" if exc.fix else "")))
             return states
         base = slot.plan
-        passed_on: list[_PageState] = []
-        for first in range(0, len(states), max(1, base.batch_size)):
-            batch = states[first:first + max(1, base.batch_size)]
-            self._try_batch(name, batch, 0)
-            for state in batch:
-                if state.result is None:
-                    passed_on.append(state)
-                elif on_page is not None:
-                    on_page(state.page, state.result)
-            if name in self._loaded:
+
+        def after_batch(batch: list[_PageState]) -> None:
+            if on_page is not None:
+                for state in batch:
+                    if state.result is not None:
+                        on_page(state.page, state.result)
+            if name in self._loaded:  # a loop retry's settings were for those pages only
                 self._set_plan(name, replace(self._loaded[name].plan, generation=base.generation))
+
+        return self._offer(name, states, 0, after_batch)
+
+    def _offer(
+        self, name: str, states: list[_PageState], loop_step: int,
+        after_batch: Callable[[list[_PageState]], None] | None = None,
+    ) -> list[_PageState]:
+        """The pages in batches of the engine's current batch size, which an out-of-memory retry
+        may lower for good part-way; returns the pages passed on."""
+        passed_on: list[_PageState] = []
+        remaining = list(states)
+        while remaining:
+            size = max(1, self._loaded[name].plan.batch_size) if name in self._loaded else len(remaining)
+            batch, remaining = remaining[:size], remaining[size:]
+            passed_on += self._try_batch(name, batch, loop_step)
+            if after_batch is not None:
+                after_batch(batch)
         return passed_on
 
     def _try_batch(self, name: str, batch: list[_PageState], loop_step: int) -> list[_PageState]:
         """One call of the engine on a batch, with the retries its failures call for."""
-        if name not in self._loaded:  # abandoned or closed by an earlier batch
+        if name not in self._loaded:  # abandoned, or dropped after a failed reload, by an earlier batch
+            _record(batch, name, Outcome.UNAVAILABLE, {}, time.perf_counter(), self._unavailable[name])
             return batch
         slot = self._loaded[name]
         engine, plan = slot.engine, slot.plan
@@ -377,12 +392,7 @@ class Router:
         smaller = smaller_plan(slot.plan, pixels)
         if smaller is None or not self._set_plan(name, smaller):
             return batch
-        if len(batch) <= smaller.batch_size:
-            return self._try_batch(name, batch, loop_step)
-        passed_on: list[_PageState] = []
-        for first in range(0, len(batch), smaller.batch_size):
-            passed_on += self._try_batch(name, batch[first:first + smaller.batch_size], loop_step)
-        return passed_on
+        return self._offer(name, batch, loop_step)
 
     # -- documents -------------------------------------------------------------------------------
 
