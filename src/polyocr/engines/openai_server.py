@@ -201,10 +201,15 @@ class OpenAIServerEngine(Engine):
         return task.timeout or self.timeout
 
     def _polyocr_page(self, page: Page, task: Task) -> PageResult:
-        data = {"task": task.kind.value, "language": "+".join(task.languages), "format": "json"}
+        """polyocr's own API; a region is cut out here (the API takes whole pages) and its boxes moved back."""
+        image, kind, origin = page.image, task.kind, (0.0, 0.0)
+        if task.kind == TaskKind.REGION and task.region is not None:
+            box = tuple(round(v) for v in task.region)
+            image, kind, origin = page.image.crop(box), TaskKind.TEXT, (float(box[0]), float(box[1]))
+        data = {"task": kind.value, "language": "+".join(task.languages), "format": "json"}
         if self.model:
             data["engine"] = self.model
-        response = self._request("POST", "/v1/ocr", files={"file": ("page.png", _png(page.image), "image/png")},
+        response = self._request("POST", "/v1/ocr", files={"file": ("page.png", _png(image), "image/png")},
                                  data=data, timeout=self._timeout(task))
         if response.status_code != 200:
             raise EngineError(self.name, f"{self.url}/v1/ocr answered HTTP {response.status_code}: "
@@ -216,7 +221,12 @@ class OpenAIServerEngine(Engine):
         if result.status == PageStatus.FAILED:
             raise EngineError(self.name, f"the polyocr server at {self.url} failed on the page: "
                                          f"{'; '.join(result.errors)}")
-        return result.model_copy(update={"page": page.number, "source": page.source, "attempts": []})
+        dx, dy = origin
+        blocks = [b.model_copy(update={"bbox": (b.bbox[0] + dx, b.bbox[1] + dy, b.bbox[2] + dx, b.bbox[3] + dy)})
+                  if b.bbox else b for b in result.blocks]
+        return result.model_copy(update={"page": page.number, "source": page.source, "attempts": [],
+                                         "width": page.image.width, "height": page.image.height,
+                                         "blocks": blocks})
 
     def _chat_page(self, page: Page, task: Task) -> PageResult:
         image = page.image
