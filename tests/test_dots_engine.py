@@ -22,7 +22,7 @@ from polyocr.documents import Page, load_pages
 from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine
 from polyocr.engines.dots.engine import FETCH_FIX, DotsEngine, page_result, split_generation
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode, prompt_text
-from polyocr.errors import EngineError
+from polyocr.errors import EngineError, InputError
 from polyocr.formats import render
 from polyocr.results import DocumentResult, Generation, Outcome, PageStatus, TextFormat
 from polyocr.runtime.probe import GPU, Profile
@@ -94,6 +94,14 @@ def test_region_task_prompts_with_the_box_in_model_pixels(engine: DotsEngine) ->
     assert result.blocks == [] or result.blocks[0].bbox == (100, 200, 250, 500)
     with pytest.raises(EngineError, match=r"needs Task\.region"):
         engine.recognize([page], Task(kind=TaskKind.REGION, max_new_tokens=4))
+
+
+def test_timeout_and_unreadable_pages(engine: DotsEngine) -> None:
+    [late] = engine.recognize([_page((300, 200))], Task(kind=TaskKind.TEXT, max_new_tokens=50, timeout=1e-6))
+    assert late.generation.stop_reason == "timeout" and late.generation.generated_tokens < 50
+    assert late.status == PageStatus.PARTIAL and "stopped by timeout" in late.errors[0]
+    with pytest.raises(InputError, match=r"page\.png: page 1: aspect ratio 210:1"):
+        engine.recognize([_page((2100, 10))], Task(max_new_tokens=2))
 
 
 def test_nonfinite_logits_are_reported(checkpoint: Path, engine: DotsEngine) -> None:
