@@ -196,8 +196,12 @@ def _profile(**fields) -> Profile:
 def test_availability_explains_what_is_missing(checkpoint: Path) -> None:
     no_weights = DotsEngine().available(_profile())
     assert not no_weights.ok and "not in the Hugging Face cache (/cache)" in no_weights.reason
-    assert no_weights.fix == FETCH_FIX and "polyocr fetch rednote-hilab/dots.ocr" in FETCH_FIX
-    assert "hf download rednote-hilab/dots.ocr" in FETCH_FIX
+    assert no_weights.fix == FETCH_FIX and FETCH_FIX.startswith("hf download rednote-hilab/dots.ocr ")
+    not_a_checkpoint = DotsEngine(checkpoint.parent).available(_profile())
+    assert not not_a_checkpoint.ok and "no config.json" in not_a_checkpoint.reason
+    other_repo = DotsEngine("someone/dots.ocr-ft").available(_profile(hf_cache_models=["someone/dots.ocr-ft"]))
+    assert other_repo.ok and "someone/dots.ocr-ft in /cache" in other_repo.reason
+    assert not DotsEngine("someone/missing").available(_profile()).ok
     no_torch = DotsEngine().available(Profile(packages={}))
     assert not no_torch.ok and "torch" in no_torch.reason
     cpu = DotsEngine(checkpoint).available(_profile())

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from polyocr.runtime.probe import Profile
 
 REPO_ID = "rednote-hilab/dots.ocr"
-FETCH_FIX = f"polyocr fetch {REPO_ID}  (or: hf download {REPO_ID}; about 6.1 GB), or pass --model DIR"
+FETCH_FIX = f"hf download {REPO_ID}  (the Hugging Face CLI; about 6.1 GB), or pass --model DIR"
 CPU_NOTE = (
     "no usable GPU, so it runs on the CPU, very slowly: over half an hour for a page at a 1 M-pixel cap with "
     "1,000 generated tokens on 2 cores, and about 40 minutes in the vision tower alone for a 200-DPI A4 page "
@@ -62,13 +62,18 @@ class DotsEngine(Engine):
         missing = [name for name in _REQUIRED if not profile.packages.get(name)]
         if missing:
             return Availability.no(f"needs {', '.join(missing)}", "pip install 'polyocr[vlm]'")
-        if self.model_path is not None:
-            if not (Path(self.model_path) / "config.json").is_file():
+        if self.model_path is not None and Path(self.model_path).expanduser().is_dir():
+            if not (Path(self.model_path).expanduser() / "config.json").is_file():
                 return Availability.no(f"{self.model_path} is not a dots.ocr checkpoint (no config.json)",
                                        FETCH_FIX)
             weights = self.model_path
-        elif REPO_ID in profile.hf_cache_models:
-            weights = f"{REPO_ID} in {profile.hf_cache}"
+        elif self.model_path is not None and self.model_path not in profile.hf_cache_models:
+            return Availability.no(
+                f"{self.model_path} is neither a directory nor in the Hugging Face cache ({profile.hf_cache})",
+                f"hf download {self.model_path}, or pass a checkpoint directory",
+            )
+        elif (self.model_path or REPO_ID) in profile.hf_cache_models:
+            weights = f"{self.model_path or REPO_ID} in {profile.hf_cache}"
         else:
             return Availability.no(
                 f"no dots.ocr weights: {REPO_ID} is not in the Hugging Face cache ({profile.hf_cache})", FETCH_FIX
