@@ -188,6 +188,20 @@ def test_unparsed_and_empty_answers(engine: DotsEngine) -> None:
     assert empty.errors == ["dots: empty output (stop: eos after 1 token(s))"]
 
 
+def test_layout_only_and_text_answers(engine: DotsEngine) -> None:
+    page = _page((280, 560))
+    image = engine.processor.prepare(page.image)
+    done = Generation(stop_reason="eos", prompt_tokens=100, generated_tokens=50)
+    boxes = json.dumps([{k: v for k, v in e.items() if k != "text"} for e in ANSWER])
+    layout = page_result(page, image, PromptMode.LAYOUT_ONLY, Task(kind=TaskKind.LAYOUT_ONLY), boxes, done)
+    assert layout.status == PageStatus.OK and len(layout.blocks) == 4
+    assert all(b.text == "" for b in layout.blocks) and layout.text == layout.markdown == ""
+    ocr = "## Totals\n\n<table><tr><td>Pen</td><td>2</td></tr></table>"
+    text = page_result(page, image, PromptMode.OCR, Task(kind=TaskKind.TEXT), ocr, done)
+    assert text.status == PageStatus.OK and text.markdown == ocr and text.text == "Totals\n\nPen\t2"
+    assert [(b.bbox, b.format) for b in text.blocks] == [(None, TextFormat.MARKDOWN)]
+
+
 def _profile(**fields) -> Profile:
     packages = dict.fromkeys(("torch", "transformers", "safetensors", "tokenizers", "huggingface_hub"), "1")
     return Profile(packages=packages, hf_cache="/cache", **fields)
