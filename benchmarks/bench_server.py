@@ -61,9 +61,9 @@ def _direct_seconds(page: Path, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _batch(url: str, data: bytes, name: str, clients: int, requests: int) -> dict[str, float]:
-    latencies: list[float] = []
-    statuses: list[int] = []
+def _batch(url: str, data: bytes, name: str, clients: int, requests: int,
+           latencies: list[float], statuses: list[int]) -> float:
+    """Send `requests` uploads from `clients` threads; the batch's wall time. Fills the two lists."""
     lock = threading.Lock()
     remaining = [requests]
 
@@ -86,9 +86,12 @@ def _batch(url: str, data: bytes, name: str, clients: int, requests: int) -> dic
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _summary(wall: float, latencies: list[float], statuses: list[int]) -> dict[str, float]:
     ok = statuses.count(200)
-    latencies.sort()
+    latencies = sorted(latencies)
     return {"wall": wall, "ok": ok, "errors": len(statuses) - ok, "rate": ok / wall,
             "p50": statistics.median(latencies), "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)]}
 
@@ -127,12 +130,21 @@ def main() -> None:
             for page in pages:
                 data = page.read_bytes()
                 direct = _direct_seconds(page, 3)
-                _batch(url, data, page.name, args.workers, args.workers * 2)  # every worker loads its engine
+                _batch(url, data, page.name, args.workers, args.workers * 2, [], [])  # every worker loads
+                # Two rounds, the second in reverse order, so a change in the machine's other load
+                # during the run does not fall on one client count only.
+                measured = {clients: ([], [], [0.0], [0.0]) for clients in CLIENTS}
+                for order in (CLIENTS, CLIENTS[::-1]):
+                    for clients in order:
+                        latencies, statuses, wall, load = measured[clients]
+                        load[0] = max(load[0], os.getloadavg()[0])
+                        wall[0] += _batch(url, data, page.name, clients, args.requests // 2, latencies, statuses)
                 for clients in CLIENTS:
-                    load = os.getloadavg()[0]
-                    result = _batch(url, data, page.name, clients, args.requests)
-                    rows.append((page, direct, clients, load, result))
-                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s load={load:.2f}", flush=True)
+                    latencies, statuses, wall, load = measured[clients]
+                    result = _summary(wall[0], latencies, statuses)
+                    rows.append((page, direct, clients, load[0], result))
+                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s load<={load[0]:.2f}",
+                          flush=True)
         finally:
             server.terminate()
             server.wait(30)
@@ -161,7 +173,9 @@ def _write(args: argparse.Namespace, rows: list) -> None:
         f"{args.requests} requests of the same page, spread over that many client threads, each with its own "
         "httpx client; a request is one multipart upload answered with the DocumentResult JSON. *Direct* is "
         "the median seconds per page with the same engine in-process, one page at a time, no HTTP. "
-        "Load is the 1-minute load average just before the row.",
+        "Each row is two half-batches, run in the order 1, 2, 8 clients and then 8, 2, 1, so that a change "
+        "in other load falls on every row alike. Load is the highest 1-minute load average seen before "
+        "the row's half-batches.",
         "",
         "| page | size | direct s/page | clients | pages/s | p50 latency s | p95 latency s | errors | load |",
         "|---|---|---|---|---|---|---|---|---|",
