@@ -104,9 +104,14 @@ def test_failures_are_recorded_and_scored_as_empty_output(tmp_path):
     assert rows[-1].failures == 2 and rows[-1].chars.total == len("Привет") + len("Hello there")
 
 
-def test_eval_command_reports_a_clear_error():
-    result = CliRunner().invoke(app, ["eval", "/nonexistent-dataset", "--engine", "tesseract"])
+def test_eval_command_reports_a_clear_error(eval_dir):
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "/nonexistent-dataset", "--engine", "tesseract"])
     assert result.exit_code == 2 and "no such manifest" in result.output
+    result = runner.invoke(app, ["eval", str(eval_dir), "--engine", "no-such-engine", "--quiet"])
+    assert result.exit_code == 2 and "no such engine" in result.output
+    result = runner.invoke(app, ["eval", str(eval_dir), "--engine", "tesseract", "--lang", "xyz", "--quiet"])
+    assert result.exit_code == 2 and "no item with ground truth matches" in result.output
 
 
 @pytest.fixture
