@@ -93,7 +93,7 @@ def test_unknown_and_unavailable_engines(small_set: Path, monkeypatch: pytest.Mo
     with pytest.raises(EngineUnavailable, match="no such engine"):
         run_bench([small_set], ["nosuch"])
     monkeypatch.setenv("TESSDATA_PREFIX", "/nonexistent")
-    monkeypatch.setattr("polyocr.engines.tesseract.TESSDATA_CANDIDATES", ())
+    monkeypatch.setattr("polyocr.engines.tesseract.tessdata_dirs", lambda: [Path("/nonexistent")])
     [run] = run_bench([small_set], ["tesseract"], isolate=False).runs
     assert not run.available and "tessdata" in run.reason and not run.items
 

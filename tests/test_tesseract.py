@@ -72,6 +72,25 @@ def test_reads_an_english_page(engine, english_page):
     assert result.text.startswith("HORTON ARMS")  # the title block comes first in reading order
 
 
+def test_blocks_hold_their_lines_and_words_with_boxes(engine, english_page):
+    page, _ = english_page
+    [result] = engine.recognize([page], Task(languages=("eng",)))
+    lines = [line for block in result.blocks for line in block.children]
+    assert lines and all(line.category == "Line" and line.children for line in lines)
+    for block in result.blocks:
+        bx1, by1, bx2, by2 = block.bbox
+        for line in block.children:
+            cx, cy = (line.bbox[0] + line.bbox[2]) / 2, (line.bbox[1] + line.bbox[3]) / 2
+            assert bx1 <= cx <= bx2 and by1 <= cy <= by2
+            words = line.children
+            assert all(w.category == "Word" and 0.0 <= w.confidence <= 1.0 for w in words)
+            assert " ".join(w.text for w in words) == " ".join(line.text.split())
+            assert [w.bbox[0] for w in words] == sorted(w.bbox[0] for w in words)
+    # Every word of the page text is in some line: nothing is lost between the levels.
+    words_in_lines = [w.text for line in lines for w in line.children]
+    assert len(words_in_lines) == len(result.text.split())
+
+
 def test_reads_a_russian_page(engine, russian_page):
     page, reference = russian_page
     [result] = engine.recognize([page], Task(languages=("rus",)))
@@ -162,7 +181,7 @@ def test_recognizing_a_language_without_traineddata_names_it(english_only_tessda
 
 def test_unavailable_without_tessdata(tmp_path, monkeypatch):
     monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
-    monkeypatch.setattr(tesseract_module, "TESSDATA_CANDIDATES", ())
+    monkeypatch.setattr(tesseract_module, "tessdata_dirs", lambda: [tmp_path])
     availability = TesseractEngine().available(get_profile())
     assert not availability.ok
     assert "no tessdata directory" in availability.reason and "tesseract-ocr-eng" in availability.fix

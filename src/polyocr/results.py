@@ -56,6 +56,10 @@ class Block(_Model):
     text: str = ""
     confidence: float | None = Field(default=None, description="0..1 where the engine reports one")
     format: TextFormat = TextFormat.PLAIN
+    children: list[Block] = Field(
+        default_factory=list,
+        description="finer units inside this block (a text block's lines, a line's words), same coordinates",
+    )
 
 
 class Generation(_Model):

@@ -9,7 +9,6 @@ safe to share between threads, since the API object itself is not.
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,21 +25,13 @@ from polyocr.engines.base import (
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, PageResult
+from polyocr.runtime.probe import tessdata_dirs
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
     from polyocr.runtime.probe import Profile
 
 DEFAULT_LANGUAGES = ("eng", "rus")
-
-# Where Debian/Ubuntu (Tesseract 5 and 4), Fedora, Homebrew and source builds put tessdata.
-TESSDATA_CANDIDATES = (
-    "/usr/share/tesseract-ocr/5/tessdata",
-    "/usr/share/tesseract-ocr/4.00/tessdata",
-    "/usr/share/tessdata",
-    "/usr/local/share/tessdata",
-    "/opt/homebrew/share/tessdata",
-)
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
 _TESSERACT_CODES = {
@@ -60,17 +51,12 @@ _CATEGORIES = {
 
 
 def find_tessdata() -> Path | None:
-    """The tessdata directory to use: $TESSDATA_PREFIX first, then the usual system places.
+    """The first tessdata directory that holds language files, in runtime.probe's search order.
 
-    TESSDATA_PREFIX is accepted both as the tessdata directory itself (Tesseract 4+) and as its
-    parent (Tesseract 3's convention, still common in old set-up instructions).
+    TESSDATA_PREFIX comes first and is accepted both as the tessdata directory itself (Tesseract 4+)
+    and as its parent (Tesseract 3's convention, still common in old set-up instructions).
     """
-    candidates: list[Path] = []
-    prefix = os.environ.get("TESSDATA_PREFIX")
-    if prefix:
-        candidates += [Path(prefix), Path(prefix) / "tessdata"]
-    candidates += [Path(p) for p in TESSDATA_CANDIDATES]
-    for candidate in candidates:
+    for candidate in tessdata_dirs():
         if candidate.is_dir() and any(candidate.glob("*.traineddata")):
             return candidate
     return None
@@ -121,7 +107,7 @@ class TesseractEngine(Engine):
             return Availability.no("the tesserocr package is not installed", "pip install 'polyocr[classic]'")
         tessdata = find_tessdata()
         if tessdata is None:
-            searched = ", ".join(["$TESSDATA_PREFIX", *TESSDATA_CANDIDATES])
+            searched = ", ".join(str(d) for d in tessdata_dirs())
             return Availability.no(
                 f"no tessdata directory with *.traineddata found (searched {searched})",
                 _apt_fix(DEFAULT_LANGUAGES),
@@ -222,8 +208,52 @@ class TesseractEngine(Engine):
             iterator = api.AnalyseLayout()
         if iterator is None:
             return []
-        blocks = (_block(item, RIL.BLOCK, with_text) for item in iterate_level(iterator, RIL.BLOCK))
-        return [block for block in blocks if block is not None]
+        found = (_block(item, RIL.BLOCK, with_text) for item in iterate_level(iterator, RIL.BLOCK))
+        blocks = [block for block in found if block is not None]
+        if with_text:
+            _attach_lines(blocks, _lines(api.GetIterator()))
+        return blocks
+
+
+def _lines(iterator: Any) -> list[Block]:
+    """Every text line with its words, boxes and confidences, walked word by word in reading order."""
+    from tesserocr import RIL
+
+    lines: list[Block] = []
+    current: Block | None = None
+    if iterator is None:
+        return lines
+    while True:
+        if iterator.IsAtBeginningOf(RIL.TEXTLINE):
+            current = _unit(iterator, RIL.TEXTLINE, "Line")
+            if current is not None:
+                lines.append(current)
+        word = _unit(iterator, RIL.WORD, "Word")
+        if word is not None and current is not None:
+            current.children.append(word)
+        if not iterator.Next(RIL.WORD):
+            return lines
+
+
+def _unit(iterator: Any, level: int, category: str) -> Block | None:
+    box = iterator.BoundingBox(level)
+    text = (iterator.GetUTF8Text(level) or "").strip()
+    if box is None or not text:
+        return None
+    confidence = max(0.0, min(1.0, iterator.Confidence(level) / 100.0))
+    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
+
+
+def _attach_lines(blocks: list[Block], lines: list[Block]) -> None:
+    """Give each block the lines whose centre lies inside it (Tesseract's blocks do not overlap)."""
+    for line in lines:
+        x1, y1, x2, y2 = line.bbox
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        for block in blocks:
+            bx1, by1, bx2, by2 = block.bbox
+            if bx1 <= cx <= bx2 and by1 <= cy <= by2 and block.category != "Picture":
+                block.children.append(line)
+                break
 
 
 def _block(item: Any, level: int, with_text: bool) -> Block | None:
