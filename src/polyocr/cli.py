@@ -182,31 +182,26 @@ def engines(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List every engine, whether it can run here, and why not."""
-    from polyocr.engines.base import create_engine, engine_class, engine_names
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from polyocr.runtime.doctor import engine_statuses
     from polyocr.runtime.probe import get_profile
 
-    profile = get_profile()
-    rows = []
-    for name in engine_names():
-        row = {"name": name, "kind": "", "available": False, "reason": "", "fix": "", "scripts": [], "notes": ""}
-        try:
-            cls = engine_class(name)
-            row.update(kind=cls.kind, scripts=sorted(cls.scripts), notes=cls.notes or cls.description)
-            availability = create_engine(name).available(profile)
-            row.update(available=availability.ok, reason=availability.reason, fix=availability.fix)
-        except PolyOCRError as exc:
-            row.update(reason=getattr(exc, "reason", str(exc)), fix=getattr(exc, "fix", ""))
-        rows.append(row)
+    statuses = engine_statuses(get_profile())
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps([asdict(s) for s in statuses], indent=2) + "\n")
         return
     table = Table(title="polyocr engines")
     for column in ("engine", "kind", "runs here", "why / fix", "scripts and notes"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        status = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
-        why = row["reason"] + (f"\n[cyan]fix:[/cyan] {row['fix']}" if row["fix"] else "")
-        table.add_row(row["name"], row["kind"], status, why, ", ".join(row["scripts"]) + "\n" + row["notes"])
+    for status in statuses:
+        runs = "[green]yes[/green]" if status.available else "[red]no[/red]"
+        if status.available and status.device:
+            runs += f"\n{status.device} {status.dtype} {status.attention}".rstrip()
+        why = escape(status.reason) + (f"\n[cyan]fix:[/cyan] {escape(status.fix)}" if status.fix else "")
+        table.add_row(status.name, status.kind, runs, why, escape(", ".join(status.scripts) + "\n" + status.notes))
     out.print(table)
 
 

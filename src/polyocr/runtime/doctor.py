@@ -36,6 +36,8 @@ class EngineStatus:
     dtype: str = ""
     attention: str = ""
     reasons: dict[str, str] = field(default_factory=dict)
+    scripts: list[str] = field(default_factory=list)
+    notes: str = ""
 
 
 @dataclass
@@ -168,7 +170,8 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             statuses.append(EngineStatus(name, "", False, reason, getattr(exc, "fix", "")))
             continue
-        status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix)
+        status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix,
+                              scripts=sorted(engine.scripts), notes=engine.notes or engine.description)
         if availability.ok and engine.kind == "vlm":
             try:
                 _apply_decisions(status, engine, profile)
