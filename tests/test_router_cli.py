@@ -73,3 +73,15 @@ def test_exit_code_is_nonzero_only_when_a_page_failed_everywhere(tiny_dots: Path
                                   "--max-new-tokens", "8", "--lang", "eng"])
     assert rescued.exit_code == 0, rescued.stderr
     assert "1 fallback(s)" in rescued.stderr and "tesseract 1/1 (100%)" in rescued.stderr
+
+
+def test_an_override_that_cannot_run_is_a_usage_error_before_any_page(tiny_dots: Path, heading: Path) -> None:
+    # flash-attn is not installed here (and there is no GPU): the choice is refused up front, exit 2,
+    # with the reason and no page processed.
+    result = CliRunner().invoke(app, ["ocr", str(heading), "--engine", "dots", "--model", str(tiny_dots),
+                                      "--attn", "flash_attention_2", "--lang", "eng"])
+    assert result.exit_code == 2, result.stderr
+    assert "flash" in result.stderr and "page(s)" not in result.stderr
+    bad_device = CliRunner().invoke(app, ["ocr", str(heading), "--engine", "dots", "--model", str(tiny_dots),
+                                          "--device", "cuda", "--lang", "eng"])
+    assert bad_device.exit_code == 2 and "cuda" in bad_device.stderr

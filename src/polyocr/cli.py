@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,6 +36,11 @@ err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs an
 
 def main() -> None:
     app()
+
+
+def _error(message: object) -> None:
+    """An error line on stderr; the message is escaped so texts like polyocr[classic] survive Rich."""
+    err.print(f"[red]error:[/red] {escape(str(message))}")
 
 
 def _languages(value: str) -> tuple[str, ...]:
@@ -66,6 +72,10 @@ def ocr(
     = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")]
     = None,
+    device: Annotated[str | None, typer.Option(help="VLM engines: cpu, cuda or cuda:N (default: decided).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="VLM engines: bfloat16, float16 or float32.")] = None,
+    attn: Annotated[str | None, typer.Option(help="VLM engines: flash_attention_2, sdpa, varlen, flex or eager.")]
+    = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
@@ -88,12 +98,15 @@ def ocr(
         task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens, timeout=config.timeout)
         chain = resolve_chain(config.engines, task_obj)
     except PolyOCRError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(2) from None
     if model is not None:
         if config.engines == ["auto"]:
             raise typer.BadParameter("name the engine the checkpoint is for with --engine", param_hint="--model")
         config.plans.setdefault(chain[0], {})["model_path"] = str(model)
+    overrides = {k: v for k, v in (("device", device), ("dtype", dtype), ("attention", attn)) if v}
+    for name in chain:
+        config.plans.setdefault(name, {}).update(overrides)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     stats = _RunStats()
@@ -105,14 +118,20 @@ def ocr(
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
         console=err, disable=quiet, transient=False,
     )
-    with Router(chain, task_obj, config=config) as router, progress:
+    router = Router(chain, task_obj, config=config)
+    try:
+        router.check_overrides()
+    except PolyOCRError as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    with router, progress:
         bar = progress.add_task("pages", total=None, rate="")
         documents: list[DocumentResult] = []
         for path in files:
             try:
                 source = open_source(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
             except PolyOCRError as exc:
-                err.print(f"[red]error:[/red] {exc}")
+                _error(exc)
                 stats.failed_inputs += 1
                 documents.append(DocumentResult(source=str(path), errors=[str(exc)]))
                 continue
@@ -123,8 +142,8 @@ def ocr(
                 stats.pages += 1
                 if result.status == PageStatus.FAILED:
                     stats.failed_pages += 1
-                    err.print(f"[red]page failed:[/red] {page.source} page {page.number}: "
-                              + "; ".join(result.errors))
+                    err.print(f"[red]page failed:[/red] {escape(page.source)} page {page.number}: "
+                              + escape("; ".join(result.errors)))
                 summary.add(result)
                 if overlay and out_dir is not None:
                     draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
@@ -136,7 +155,7 @@ def ocr(
             if doc.errors:
                 stats.failed_inputs += 1
                 for message in doc.errors:
-                    err.print(f"[red]error:[/red] {message}")
+                    _error(message)
             if out_dir is not None:
                 (out_dir / f"{stem}{suffix_for(fmt)}").write_text(render(doc, fmt), encoding="utf-8")
             else:
@@ -183,8 +202,6 @@ def engines(
 ) -> None:
     """List every engine, whether it can run here, and why not."""
     from dataclasses import asdict
-
-    from rich.markup import escape
 
     from polyocr.runtime.doctor import engine_statuses
     from polyocr.runtime.probe import get_profile
@@ -248,7 +265,7 @@ def eval_(
                               on_start=lambda count: progress.update(bar, total=count),
                               on_item=lambda record: progress.update(bar, advance=1, description=record.id))
         except (PolyOCRError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            _error(exc)
             raise typer.Exit(2) from None
     out.print(summary_table(report))
     for record in report.records:
@@ -293,7 +310,7 @@ def bench(
                                 new_tokens=new_tokens, on_result=None if quiet else lambda r: err.print(
                                     f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"))
         except (PolyOCRError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            _error(exc)
             raise typer.Exit(2) from None
         command = (f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
                    f"--attention {attention} --new-tokens {new_tokens}" + (f" --device {device}" if device else ""))
@@ -320,7 +337,7 @@ def bench(
             result = run_bench(sets, specs or [AUTO, *engine_names()], limit=limit, on_item=lambda spec, item:
                                progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"))
         except PolyOCRError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            _error(exc)
             raise typer.Exit(2) from None
     result.command = " ".join(["polyocr bench", *map(str, datasets or []),
                                "--engines", ",".join(r.spec for r in result.runs)]
@@ -376,7 +393,7 @@ def serve(
         )
         run_server(settings)
     except (PolyOCRError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(2) from None
 
 
@@ -397,7 +414,7 @@ def vllm_command(
     try:
         command = build_command(model, get_profile(), host=host, port=port, served_name=served_name, gpu_index=gpu)
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(2) from None
     sys.stdout.write(command.line + "\n")
     for note in command.notes:

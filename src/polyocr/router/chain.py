@@ -215,6 +215,19 @@ class Router:
             self._loaded[name] = _Loaded(engine, plan, resident)
         return self._loaded[name]
 
+    def check_overrides(self) -> None:
+        """Decide every VLM's plan now, so an override that cannot run here (e.g. --attn
+        flash_attention_2 where its kernel did not run) is a ConfigError before any page or model
+        is touched, not a per-page failure later. Engines unavailable for other reasons are left to
+        the normal per-page path, which records why."""
+        for name in self.chain:
+            overrides = self.config.plan_overrides(name)
+            if name in self.plans or not {"device", "dtype", "attention"} & set(overrides):
+                continue
+            engine = self._create(name)
+            if engine.kind == "vlm" and engine.available(self.profile).ok:
+                make_plan(engine, self.profile, overrides)
+
     def _create(self, name: str) -> Engine:
         """A new engine; one with weights gets the user's model path at construction, since it
         reports availability (are the weights there?) before any plan reaches it."""
