@@ -7,8 +7,8 @@ so the table shows what the HTTP layer costs and what the worker threads gain.
 
     OMP_THREAD_LIMIT=1 .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md
 
-The machine's load average is recorded before every measurement: other work on a shared machine
-slows the figures, and the report says so.
+The CPU that other processes use during every measurement is recorded (psutil): other work on a
+shared machine slows the figures, and the report says so.
 """
 
 from __future__ import annotations
@@ -61,6 +61,18 @@ def _direct_seconds(page: Path, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _cpu_seconds_of_others(mine: set[int]) -> dict[int, float]:
+    """CPU seconds used so far by every process but this benchmark and its server."""
+    import psutil
+
+    seconds = {}
+    for proc in psutil.process_iter(["pid", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if proc.info["pid"] not in mine and times is not None:
+            seconds[proc.info["pid"]] = times.user + times.system
+    return seconds
+
+
 def _batch(url: str, data: bytes, name: str, clients: int, requests: int,
            latencies: list[float], statuses: list[int]) -> float:
     """Send `requests` uploads from `clients` threads; the batch's wall time. Fills the two lists."""
@@ -107,6 +119,7 @@ def main() -> None:
     if not pages:
         sys.exit(f"no pages: give --page, or put the evaluation set at {EVAL}")
 
+    args.load_before = os.getloadavg()[0]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
@@ -127,6 +140,7 @@ def main() -> None:
             else:
                 sys.exit("server did not become ready within 120 s")
             rows = []
+            mine = {os.getpid(), server.pid}
             for page in pages:
                 data = page.read_bytes()
                 direct = _direct_seconds(page, 3)
@@ -136,15 +150,17 @@ def main() -> None:
                 measured = {clients: ([], [], [0.0], [0.0]) for clients in CLIENTS}
                 for order in (CLIENTS, CLIENTS[::-1]):
                     for clients in order:
-                        latencies, statuses, wall, load = measured[clients]
-                        load[0] = max(load[0], os.getloadavg()[0])
+                        latencies, statuses, wall, others = measured[clients]
+                        before = _cpu_seconds_of_others(mine)
                         wall[0] += _batch(url, data, page.name, clients, args.requests // 2, latencies, statuses)
+                        after = _cpu_seconds_of_others(mine)
+                        others[0] += sum(t - before.get(pid, 0.0) for pid, t in after.items())
                 for clients in CLIENTS:
-                    latencies, statuses, wall, load = measured[clients]
+                    latencies, statuses, wall, others = measured[clients]
                     result = _summary(wall[0], latencies, statuses)
-                    rows.append((page, direct, clients, load[0], result))
-                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s load<={load[0]:.2f}",
-                          flush=True)
+                    rows.append((page, direct, clients, others[0] / wall[0], result))
+                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s "
+                          f"others={others[0] / wall[0]:.2f} cores", flush=True)
         finally:
             server.terminate()
             server.wait(30)
@@ -154,8 +170,8 @@ def main() -> None:
 def _write(args: argparse.Namespace, rows: list) -> None:
     from PIL import Image
 
-    loads = [row[3] for row in rows]
-    busy = max(loads) > (os.cpu_count() or 1) * 0.75
+    others = [row[3] for row in rows]
+    busy = max(others) > 0.25
     lines = [
         "# `polyocr serve` throughput: POST /v1/ocr with Tesseract behind it",
         "",
@@ -174,27 +190,31 @@ def _write(args: argparse.Namespace, rows: list) -> None:
         "httpx client; a request is one multipart upload answered with the DocumentResult JSON. *Direct* is "
         "the median seconds per page with the same engine in-process, one page at a time, no HTTP. "
         "Each row is two half-batches, run in the order 1, 2, 8 clients and then 8, 2, 1, so that a change "
-        "in other load falls on every row alike. Load is the highest 1-minute load average seen before "
-        "the row's half-batches.",
+        "in other load falls on every row alike. *Other work* is the CPU that every other process on the "
+        "machine used during the row (psutil), in cores: on a 2-core machine 1.0 means half of it was busy "
+        "with something else.",
         "",
-        "| page | size | direct s/page | clients | pages/s | p50 latency s | p95 latency s | errors | load |",
+        "| page | size | direct s/page | clients | pages/s | p50 latency s | p95 latency s | errors "
+        "| other work, cores |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for page, direct, clients, load, result in rows:
+    for page, direct, clients, other, result in rows:
         with Image.open(page) as image:
             size = f"{image.width}x{image.height}"
         lines.append(f"| {page.parent.name}/{page.name} | {size} | {direct:.3f} | {clients} | {result['rate']:.2f} | "
-                     f"{result['p50']:.3f} | {result['p95']:.3f} | {result['errors']} | {load:.2f} |")
-    lines += ["", "Notes:", ""]
+                     f"{result['p50']:.3f} | {result['p95']:.3f} | {result['errors']} | {other:.2f} |")
+    lines += ["", "Notes:", "", f"- 1-minute load average just before the benchmark: {args.load_before:.2f}."]
     if busy:
-        lines.append(f"- Other work was running on this machine during the measurement (load average up to "
-                     f"{max(loads):.1f} on {os.cpu_count()} cores: other helpers' tests and benchmarks), so these "
-                     "figures are lower bounds; rerun on an idle machine for clean numbers.")
+        lines.append(f"- Other work was running on this machine during the measurement (up to {max(others):.2f} "
+                     f"of its {os.cpu_count()} cores: other people's tests and benchmarks), so rows with much "
+                     "other work are lower bounds; rerun on an idle machine for clean numbers.")
     else:
-        lines.append(f"- The machine was otherwise quiet (load average at most {max(loads):.1f} on "
-                     f"{os.cpu_count()} cores).")
-    lines.append(f"- With {args.workers} worker(s) at most {args.workers} page(s) are recognised at once; more "
-                 "clients than workers wait in the server's queue, which raises latency, not throughput.")
+        lines.append(f"- The machine was otherwise quiet (other processes used at most {max(others):.2f} cores).")
+    lines.append(f"- With {args.workers} worker(s) at most {args.workers} page(s) are recognised at once. Clients "
+                 "beyond that wait in the server's queue: latency grows with them, while throughput gains only "
+                 "what overlapping the next upload's transfer and decoding with recognition saves.")
+    lines.append("- The gap between *direct* and one client is the HTTP layer: upload, decoding the page from "
+                 "the request, and the JSON answer.")
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
