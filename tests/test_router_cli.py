@@ -85,3 +85,10 @@ def test_an_override_that_cannot_run_is_a_usage_error_before_any_page(tiny_dots:
     bad_device = CliRunner().invoke(app, ["ocr", str(heading), "--engine", "dots", "--model", str(tiny_dots),
                                           "--device", "cuda", "--lang", "eng"])
     assert bad_device.exit_code == 2 and "cuda" in bad_device.stderr
+
+
+def test_a_chain_with_no_usable_engine_stops_before_any_page(heading: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ocr", str(heading), "--engine", "dots", "--model", str(tmp_path / "absent"),
+                                      "--lang", "eng"])
+    assert result.exit_code == 2
+    assert "no engine of the chain can run here" in result.stderr and "absent" in result.stderr

@@ -120,7 +120,7 @@ def ocr(
     )
     router = Router(chain, task_obj, config=config)
     try:
-        router.check_overrides()
+        router.preflight()
     except PolyOCRError as exc:
         _error(exc)
         raise typer.Exit(2) from None

@@ -215,18 +215,28 @@ class Router:
             self._loaded[name] = _Loaded(engine, plan, resident)
         return self._loaded[name]
 
-    def check_overrides(self) -> None:
-        """Decide every VLM's plan now, so an override that cannot run here (e.g. --attn
-        flash_attention_2 where its kernel did not run) is a ConfigError before any page or model
-        is touched, not a per-page failure later. Engines unavailable for other reasons are left to
-        the normal per-page path, which records why."""
+    def preflight(self) -> None:
+        """Fail before any page when the run cannot work at all.
+
+        Every VLM's plan is decided now, so an override that cannot run here (e.g. --attn
+        flash_attention_2 where its kernel did not run) is a ConfigError up front rather than a
+        per-page failure; and a chain in which no engine can run raises EngineUnavailable with each
+        engine's reason. A chain with at least one usable engine goes ahead: the others' reasons are
+        recorded per page as usual.
+        """
+        reasons = []
         for name in self.chain:
-            overrides = self.config.plan_overrides(name)
-            if name in self.plans or not {"device", "dtype", "attention"} & set(overrides):
-                continue
             engine = self._create(name)
-            if engine.kind == "vlm" and engine.available(self.profile).ok:
+            availability = engine.available(self.profile)
+            if not availability.ok:
+                fix = f" (fix: {availability.fix})" if availability.fix else ""
+                reasons.append(f"{name}: {availability.reason}{fix}")
+                continue
+            overrides = self.config.plan_overrides(name)
+            if engine.kind == "vlm" and name not in self.plans and {"device", "dtype", "attention"} & set(overrides):
                 make_plan(engine, self.profile, overrides)
+        if len(reasons) == len(self.chain):
+            raise EngineUnavailable(",".join(self.chain), "no engine of the chain can run here: " + "; ".join(reasons))
 
     def _create(self, name: str) -> Engine:
         """A new engine; one with weights gets the user's model path at construction, since it
