@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from polyocr.engines.dots import model as model_module
 from polyocr.engines.dots import vision
 from polyocr.engines.dots.config import DotsOCRConfig
-from polyocr.engines.dots.model import CheckpointError, DotsOCRForCausalLM, resolve_checkpoint
+from polyocr.engines.dots.model import PACKED_DECODE, CheckpointError, DotsOCRForCausalLM, resolve_checkpoint
 from polyocr.engines.dots.vision import (
     VISION_ATTENTION_IMPLEMENTATIONS,
     VisionAttentionUnavailable,
@@ -219,31 +220,68 @@ def _prompt(image_tokens: int, text: list[int]) -> list[int]:
     return [4, 2] + [1] * image_tokens + [3, *text, 5, 6]
 
 
+GEN_GRIDS = [(1, 4, 4), (1, 6, 8), (1, 2, 4)]
+GEN_PROMPTS = [_prompt(4, [50, 60, 70]), _prompt(12, [80]), _prompt(2, [90, 91, 92, 93, 94])]
+GREEDY = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+
+
+def _padded_batch() -> dict:
+    width = max(map(len, GEN_PROMPTS))
+    return {
+        "input_ids": torch.tensor([[0] * (width - len(p)) + p for p in GEN_PROMPTS]),
+        "attention_mask": torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in GEN_PROMPTS]),
+        "pixel_values": torch.cat([_pixels([g], seed=i)[0] for i, g in enumerate(GEN_GRIDS)]),
+        "image_grid_thw": torch.tensor(GEN_GRIDS),
+    }
+
+
 def test_left_padded_batch_generates_what_pages_one_at_a_time_do(model: DotsOCRForCausalLM) -> None:
-    grids = [(1, 4, 4), (1, 6, 8), (1, 2, 4)]
-    prompts = [_prompt(4, [50, 60, 70]), _prompt(12, [80]), _prompt(2, [90, 91, 92, 93, 94])]
-    images = [_pixels([g], seed=i)[0] for i, g in enumerate(grids)]
-    settings = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     calls = []
     hook = model.vision_tower.register_forward_hook(lambda *_: calls.append(1))
     try:
         alone = [
             model.generate(
                 input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                pixel_values=img, image_grid_thw=torch.tensor([g]), **settings,
+                pixel_values=_pixels([g], seed=i)[0], image_grid_thw=torch.tensor([g]), **GREEDY,
             )[0, len(p):].tolist()
-            for p, img, g in zip(prompts, images, grids, strict=True)
+            for i, (p, g) in enumerate(zip(GEN_PROMPTS, GEN_GRIDS, strict=True))
         ]
-        width = max(map(len, prompts))
-        batch = model.generate(
-            input_ids=torch.tensor([[0] * (width - len(p)) + p for p in prompts]),
-            attention_mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]),
-            pixel_values=torch.cat(images), image_grid_thw=torch.tensor(grids), **settings,
-        )[:, width:].tolist()
+        inputs = _padded_batch()
+        batch = model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:].tolist()
     finally:
         hook.remove()
     assert batch == alone
     assert len(calls) == 4  # the vision tower runs at prefill only: once per generate call
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("attn", [PACKED_DECODE, "sdpa"])
+def test_decoder_attention_implementations_agree(
+    checkpoint: Path, attn: str, cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packed one-token decoding attention (the default) and SDPA against eager, left-padded batch."""
+    fallback_query_lengths = []
+    sdpa = model_module.sdpa_attention_forward
+
+    def spy(module, query, *args, **kwargs):
+        fallback_query_lengths.append(query.shape[2])
+        return sdpa(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "sdpa_attention_forward", spy)
+    settings = {**GREEDY, "output_scores": True, "return_dict_in_generate": True}
+    if cache == "static":
+        settings["cache_implementation"] = "static"
+    runs = {}
+    for name in ("eager", attn):
+        model = DotsOCRForCausalLM.from_pretrained(checkpoint, attn_implementation=name)
+        assert model.config._attn_implementation == name
+        with torch.no_grad():
+            runs[name] = model.generate(**_padded_batch(), **settings)
+    assert torch.equal(runs[attn].sequences, runs["eager"].sequences)
+    for got, want in zip(runs[attn].scores, runs["eager"].scores, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    if attn == PACKED_DECODE:  # prefill went to SDPA, every decoding step to the packed path
+        assert fallback_query_lengths and 1 not in fallback_query_lengths
 
 
 def test_image_token_count_must_match_the_images(model: DotsOCRForCausalLM) -> None:

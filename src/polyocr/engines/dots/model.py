@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from transformers import GenerationConfig, Qwen2ForCausalLM
+from transformers import AttentionInterface, AttentionMaskInterface, GenerationConfig, Qwen2ForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
 from polyocr.engines.dots.config import DotsOCRConfig
@@ -35,6 +37,53 @@ ENGINE = "dots"
 DEFAULT_REPO = "rednote-hilab/dots.ocr"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAMES_SHOWN = 8
+
+
+# The decoder's default attention: transformers' SDPA for prefill; for one-token decoding steps,
+# the query heads packed onto their key/value head (12 query heads share 2 KV heads here) and two
+# batched matmuls. transformers' SDPA path copies every cached key and value 6 times per step
+# (repeat_kv) once a mask is present, which a static cache always has: at batch 8 with a
+# 5,000-token page that copy is most of the step time; SDPA on the packed query instead runs on too
+# few thread blocks at batch 1 (see benchmarks/dots-gpu.md). The matmuls read each cached key and
+# value once and spread over the cache length. Registered under its own name so that other models
+# keep transformers' SDPA.
+PACKED_DECODE = "sdpa_packed_decode"
+
+
+def sdpa_packed_decode(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    groups = getattr(module, "num_key_value_groups", 1)
+    one_token = query.shape[2] == 1 and (attention_mask is None or attention_mask.shape[1] == 1)
+    if not one_token or groups == 1 or dropout:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    batch, heads, _, dim = query.shape
+    # Query head h uses KV head h // groups (repeat_kv's layout): [batch, kv_heads, groups, dim]; the
+    # one-token mask [batch, 1, 1, keys] broadcasts over both.
+    packed = query.reshape(batch, heads // groups, groups, dim)
+    scores = torch.matmul(packed, key.transpose(2, 3)) * (scaling if scaling is not None else dim**-0.5)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(probs, value)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_DECODE, sdpa_packed_decode)
+AttentionMaskInterface.register(PACKED_DECODE, sdpa_mask)
 
 
 class CheckpointError(EngineError):
@@ -173,12 +222,15 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
         path: str | Path,
         *,
         dtype: torch.dtype | str | None = None,
-        attn_implementation: str = "sdpa",
+        attn_implementation: str = PACKED_DECODE,
         vision_attention: str = "sdpa",
         device: torch.device | str = "cpu",
         download: bool = False,
     ) -> DotsOCRForCausalLM:
         """Load a published-layout checkpoint strictly; `dtype` defaults to the checkpoint's own.
+
+        `attn_implementation` is the decoder's: PACKED_DECODE (default), or transformers' "sdpa",
+        "eager", "flash_attention_2"; `vision_attention` is the vision tower's (see vision.py).
 
         The model is built on the meta device and its tensors are filled straight from the
         safetensors files on `device`, so loading needs one copy of the weights, not two.

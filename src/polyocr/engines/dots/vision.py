@@ -48,8 +48,12 @@ def _segments(cu_seqlens: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    segments = _segments(cu_seqlens)
+    if len(segments) == 1:  # one image: no copy into a packed output
+        qi, ki, vi = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        return F.scaled_dot_product_attention(qi, ki, vi).squeeze(0).transpose(0, 1)
     out = torch.empty_like(q)
-    for start, end in _segments(cu_seqlens):
+    for start, end in segments:
         qi, ki, vi = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
         out[start:end] = F.scaled_dot_product_attention(qi, ki, vi).squeeze(0).transpose(0, 1)
     return out
@@ -88,6 +92,7 @@ def flash_attention_2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
 
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each [patches, 1, head_dim/2], float32
 
 _ATTENTION: dict[str, AttentionFn] = {
     "sdpa": sdpa_attention,
@@ -143,16 +148,18 @@ def rotary_angles(grid_thw: torch.Tensor, head_dim: int, merge: int, device: tor
     return (pos.unsqueeze(-1).float() * inv_freq).flatten(1)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate [patches, heads, head_dim] by angles whose cos/sin are [patches, 1, head_dim/2], float32.
 
-
-def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate [patches, heads, head_dim] by the angles (duplicated to cover all head dims), in float32."""
-    full = torch.cat((angles, angles), dim=-1).unsqueeze(1)
-    xf = x.float()
-    return (xf * full.cos() + _rotate_half(xf) * full.sin()).to(x.dtype)
+    The same arithmetic as the reference's x*cos + rotate_half(x)*sin over duplicated angles, in
+    float32, written per half so that no full-width float32 copy of x is made (it is memory-bound).
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty_like(x)
+    out[..., :half] = x1 * cos - x2 * sin
+    out[..., half:] = x2 * cos + x1 * sin
+    return out
 
 
 class DotsVisionAttention(nn.Module):
@@ -164,10 +171,10 @@ class DotsVisionAttention(nn.Module):
         self.proj = nn.Linear(config.embed_dim, config.embed_dim, bias=config.use_bias)
 
     def forward(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor, angles: torch.Tensor, attention: AttentionFn
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, rotary: Rotary, attention: AttentionFn
     ) -> torch.Tensor:
         q, k, v = self.qkv(x).reshape(x.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
-        q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         return self.proj(attention(q, k, v, cu_seqlens).reshape(x.shape[0], -1))
 
 
@@ -191,9 +198,9 @@ class DotsVisionBlock(nn.Module):
         self.mlp = DotsSwiGLU(config)
 
     def forward(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor, angles: torch.Tensor, attention: AttentionFn
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, rotary: Rotary, attention: AttentionFn
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cu_seqlens, angles, attention)
+        x = x + self.attn(self.norm1(x), cu_seqlens, rotary, attention)
         return x + self.mlp(self.norm2(x))
 
 
@@ -276,7 +283,8 @@ class DotsVisionTransformer(nn.Module):
             raise ValueError(f"grid_thw {grid_thw.tolist()} covers {int(cu_seqlens[-1])} patches, got {x.shape[0]}")
         head_dim = self.config.embed_dim // self.config.num_attention_heads
         angles = rotary_angles(grid_thw, head_dim, self.config.spatial_merge_size, x.device)
+        rotary = (angles.cos().unsqueeze(1), angles.sin().unsqueeze(1))  # once, shared by all blocks
         attention = _ATTENTION[self.attention]
         for block in self.blocks:
-            x = block(x, cu_seqlens, angles, attention)
+            x = block(x, cu_seqlens, rotary, attention)
         return self.merger(self.post_trunk_norm(x))
