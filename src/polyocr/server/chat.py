@@ -4,7 +4,9 @@ Clients written for `vllm serve` send one user message with an image_url part (a
 text part holding the model's prompt. For dots.ocr that text begins with dots.ocr's image marker,
 which is stripped; dots.ocr's own prompts are recognised and answered in the form the model itself
 would give (layout JSON in the pixels of the image sent, or plain text), so those clients work
-unchanged. Any other prompt gets the page as Markdown.
+unchanged. Any other prompt gets the page as Markdown. `model` picks an engine when it names one
+(else the server's default chain answers); temperature, top_p and max_tokens are accepted and left
+to the engines' own settings, since an engine is loaded once and shared by every request.
 """
 
 from __future__ import annotations
