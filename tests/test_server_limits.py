@@ -143,3 +143,30 @@ def test_the_router_config_file_applies_to_the_server(monkeypatch: pytest.Monkey
         assert httpx.get(f"{url}/v1/engines").json()["default"] == ["rapidocr", "tesseract"]
     with running_server(ServerSettings(engine="tesseract", job_dir=tmp_path, warm_up=False), ready=False) as url:
         assert httpx.get(f"{url}/v1/engines").json()["default"] == ["tesseract"]  # --engine wins over the file
+
+
+def test_a_worker_never_holds_two_copies_of_a_vlm(tmp_path) -> None:
+    from polyocr.engines.base import Task, TaskKind
+    from polyocr.server.service import OCRService
+
+    service = OCRService(ServerSettings(job_dir=tmp_path))
+    layout, text = Task(kind=TaskKind.LAYOUT), Task(kind=TaskKind.TEXT)
+    try:
+        first = service._router(("qwen2vl", "tesseract"), layout)
+        assert service._router(("qwen2vl", "tesseract"), layout) is first  # kept and reused
+        service._router(("qwen2vl",), text)  # the same model for another task: the first router goes
+        classical = [service._router(("tesseract",), layout), service._router(("tesseract",), text)]
+        assert first not in service._routers and all(r in service._routers for r in classical)
+        assert len(service._routers) == 3
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--workers", "0"], "workers"), (["--engine", "nosuch"], "nosuch")])
+def test_serve_refuses_bad_settings_before_listening(tmp_path, args: list[str], needle: str) -> None:
+    from typer.testing import CliRunner
+
+    from polyocr.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--job-dir", str(tmp_path), "--port", "1", *args])
+    assert result.exit_code == 2 and needle in result.output

@@ -4,11 +4,14 @@ OCR runs in a pool of `workers` threads so the event loop stays responsive. Engi
 to be thread-safe, so each worker keeps its own routers (and through them its own engine instances),
 created on first use and kept for the life of the process: an engine is loaded once per worker,
 never per request. A router serves one (engine chain, task) pair because Router fixes its task at
-construction; a worker keeps a few such pairs and closes the least recently used beyond that.
+construction; a worker keeps a few such pairs and closes the least recently used beyond that, and
+never keeps two routers holding the same VLM (a request for another task then reloads the model
+rather than holding a second copy of it).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +24,8 @@ from PIL import Image, ImageDraw
 
 from polyocr.documents import Page, Source
 from polyocr.documents.loader import image_source
-from polyocr.engines.base import Task, TaskKind
+from polyocr.engines.base import Task, TaskKind, engine_class
+from polyocr.errors import EngineUnavailable
 from polyocr.results import DocumentResult, Outcome
 from polyocr.router import Router, RouterConfig
 from polyocr.server.settings import ServerSettings
@@ -97,16 +101,21 @@ class OCRService:
         if router is not None:
             cache.move_to_end(key)
             return router
+        heavy = _heavy(chain)
+        for other in [k for k in cache if heavy & set(k[0])]:
+            self._close(cache.pop(other))  # one copy of a model per worker: a VLM is not loaded twice
         router = Router(list(chain), task, config=self.config)
         cache[key] = router
         with self._lock:
             self._routers.append(router)
         while len(cache) > ROUTERS_PER_WORKER:
-            _, old = cache.popitem(last=False)
-            with self._lock:
-                self._routers.remove(old)
-            old.close()
+            self._close(cache.popitem(last=False)[1])
         return router
+
+    def _close(self, router: Router) -> None:
+        with self._lock:
+            self._routers.remove(router)
+        router.close()
 
     def _forget(self, key: tuple[tuple[str, ...], Task]) -> None:
         """Drop a router that gave an engine up (unavailable, or abandoned after a timeout).
@@ -118,9 +127,7 @@ class OCRService:
         cache = getattr(self._local, "routers", None)
         router = cache.pop(key, None) if cache is not None else None
         if router is not None:
-            with self._lock:
-                self._routers.remove(router)
-            router.close()
+            self._close(router)
 
     def task(self, params: OCRParams) -> Task:
         """The router's task; its page timeout is the config's, else the server's request timeout."""
@@ -183,6 +190,19 @@ class OCRService:
             routers, self._routers = self._routers, []
         for router in routers:
             router.close()
+
+
+@functools.cache
+def _heavy(chain: tuple[str, ...]) -> frozenset[str]:
+    """The engines of a chain that hold a model in memory (VLMs), whose copies must not multiply."""
+    heavy = set()
+    for name in chain:
+        try:
+            if engine_class(name).kind == "vlm":
+                heavy.add(name)
+        except EngineUnavailable:
+            continue
+    return frozenset(heavy)
 
 
 def _mapped(pages: Iterator[Page], transform: Callable[[Page], Page]) -> Iterator[Page]:
