@@ -20,13 +20,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from polyocr.errors import EngineError
+
+if TYPE_CHECKING:  # torch is needed only to build model inputs; resizing and prompts work without it
+    import torch
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
@@ -252,6 +254,8 @@ class DotsProcessor:
         """Inputs for generate(); padding goes on the left so all prompts end at the same position."""
         if len(images) != len(prompts) or not images:
             raise ValueError(f"need one prompt per image, got {len(images)} images and {len(prompts)} prompts")
+        import torch
+
         sequences = [self.prompt_ids(p, im.token_count) for im, p in zip(images, prompts, strict=True)]
         length = max(len(s) for s in sequences)
         input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
