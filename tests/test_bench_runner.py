@@ -66,9 +66,12 @@ def test_two_real_engines_per_language(result: BenchResult) -> None:
 
 
 def test_an_engine_that_reads_no_cyrillic_fails_russian_pages_on_record(result: BenchResult) -> None:
-    russian = _rows(result)["rapidocr", "rus"]
-    assert russian.success_rate == 0.0 and russian.cer == 1.0
+    rows = _rows(result)
+    russian = rows["rapidocr", "rus"]
+    assert russian.refused and russian.success_rate == 0.0 and russian.cer == 1.0
     assert russian.median_s == 0.0  # a refusal is not a speed
+    assert rows["rapidocr", "all"].items == 1 and rows["rapidocr", "all"].cer == rows["rapidocr", "eng"].cer
+    assert not rows["tesseract", "rus"].refused
     [item] = [i for run in result.runs if run.spec == "rapidocr" for i in run.items if i.record.language == "rus"]
     assert item.errors and "rapidocr" in item.errors[0]
 
@@ -83,6 +86,7 @@ def test_report_files(result: BenchResult, tmp_path: Path) -> None:
     assert text == markdown(result)
     table = [line for line in text.splitlines() if line.startswith("| tesseract | eng |")]
     assert len(table) == 1 and len(table[0].split("|")) == 16
+    assert "| rapidocr | rus | 1 | 1 | refused |" in text
     for key in ("scatter", "languages"):
         with Image.open(paths[key]) as image:
             image.verify()

@@ -22,6 +22,9 @@ def _mib(value: int | None) -> str:
 
 def _cells(row: Row) -> list[str]:
     timed = row.median_s > 0
+    if row.refused:
+        return [row.engine, row.language, str(row.items), str(row.pages), "refused", "refused", "refused", "0%", "0%",
+                "-", "-", "-", _mib(row.peak_rss_bytes), _mib(row.peak_vram_bytes)]
     return [
         row.engine, row.language, str(row.items), str(row.pages), f"{row.cer:.4f}", f"{row.wer:.4f}",
         f"{row.bow_wer:.4f}", f"{row.first_try_rate:.0%}", f"{row.success_rate:.0%}",
@@ -63,10 +66,11 @@ def markdown(result: BenchResult) -> str:
     lines += [
         "",
         "CER/WER: edit distance over reference length after Unicode NFC and whitespace normalisation, "
-        "summed over pages; bag WER ignores word order. First try: pages with a usable result from the "
-        "first engine that ran, without retry; usable: after retries and fallbacks. Seconds per page "
-        "exclude loading and cover pages with a usable result. Peak RAM: resident set of the engine's own "
-        "process; peak VRAM: CUDA allocator peak.",
+        "summed over pages; bag WER ignores word order. Refused: the engine cannot read that language's "
+        "script, so the chain never offers it those pages; they stay out of its \"all\" row. First try: "
+        "pages with a usable result from the first engine that ran, without retry; usable: after retries "
+        "and fallbacks. Seconds per page exclude loading and cover pages with a usable result. Peak RAM: "
+        "resident set of the engine's own process; peak VRAM: CUDA allocator peak.",
     ]
     return "\n".join(lines) + "\n"
 

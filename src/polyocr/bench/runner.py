@@ -57,6 +57,7 @@ class BenchItem:
     fallbacks: int = 0  # pages whose result came from another engine than the first that ran
     engines: list[str] = field(default_factory=list)  # the engine that produced each page
     errors: list[str] = field(default_factory=list)
+    refused: bool = False  # no chain for its languages: the spec cannot read that script, by design
 
     @property
     def pages(self) -> int:
@@ -65,7 +66,7 @@ class BenchItem:
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, **self.record.to_dict(), "page_seconds": self.page_seconds,
                 "first_try": self.first_try, "usable": self.usable, "fallbacks": self.fallbacks,
-                "engines": self.engines, "errors": self.errors}
+                "engines": self.engines, "errors": self.errors, "refused": self.refused}
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Row:
     pages_per_s: float
     peak_rss_bytes: int
     peak_vram_bytes: int | None
+    refused: bool = False  # every item of the row was refused (see BenchItem.refused)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -106,16 +108,15 @@ class EngineRun:
     settings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # engine -> settings seen
 
     def rows(self) -> list[Row]:
-        if not self.items:
-            return []
+        """One row per language, then "all" over the items the spec was not refused for: a language
+        it cannot read keeps its own row, marked refused, instead of sinking every average."""
         groups: dict[str, list[BenchItem]] = {}
         for item in self.items:
             groups.setdefault(item.record.language, []).append(item)
-        keys = list(groups)
-        if len(keys) > 1:
-            groups["all"] = self.items
-            keys.append("all")
-        return [self._row(key, groups[key]) for key in keys]
+        served = [item for item in self.items if not item.refused]
+        if len(groups) > 1 and served:
+            groups["all"] = served
+        return [self._row(key, members) for key, members in groups.items()]
 
     def _row(self, language: str, items: list[BenchItem]) -> Row:
         pages = sum(item.pages for item in items)
@@ -132,6 +133,7 @@ class EngineRun:
             p90_s=percentile(seconds, 90) if seconds else 0.0,
             pages_per_s=len(seconds) / sum(seconds) if sum(seconds) > 0 else 0.0,
             peak_rss_bytes=self.peak_rss_bytes, peak_vram_bytes=self.peak_vram_bytes,
+            refused=all(item.refused for item in items),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,8 +263,10 @@ def run_engine(
             for name, items in datasets:
                 for item in items:
                     chain.last = []
-                    record = evaluate_item(chain, item, Task(kind=TaskKind.TEXT, languages=item.languages))
+                    task = Task(kind=TaskKind.TEXT, languages=item.languages)
+                    record = evaluate_item(chain, item, task)
                     bench_item = _bench_item(name, record, chain.last)
+                    bench_item.refused = not chain.last and "+".join(task.languages) in run.refused
                     run.items.append(bench_item)
                     for result in chain.last:
                         for attempt in result.attempts:
