@@ -259,13 +259,12 @@ class DotsVisionTransformer(nn.Module):
         self.merger = DotsPatchMerger(config)
         self.attention = attention
 
-    def set_attention(self, name: str, check: bool = True) -> None:
-        """Switch the attention implementation; with `check`, refuse one that does not run here."""
-        if name not in _ATTENTION:
-            known = ", ".join(VISION_ATTENTION_IMPLEMENTATIONS)
-            raise ValueError(f"unknown vision attention {name!r} (known: {known})")
+    def set_attention(self, name: str) -> None:
+        """Switch the attention implementation, refusing one that does not run on this device and dtype."""
         param = self.merger.ln_q.weight
-        reason = vision_attention_unavailable(name, param.device, param.dtype) if check else ""
+        reason = vision_attention_unavailable(name, param.device, param.dtype)
+        if name not in _ATTENTION:
+            raise ValueError(reason)
         if reason:
             raise VisionAttentionUnavailable(
                 f"vision attention {name!r} cannot run on {param.device} with {param.dtype}: {reason}"
