@@ -6,7 +6,6 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus fonts-dejavu-core fonts-liberation2 fonts-noto-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE ?= 1
-export OMP_THREAD_LIMIT ?= 1
 
 .PHONY: all demo test lint install apt venv clean
 
