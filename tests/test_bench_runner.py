@@ -82,6 +82,9 @@ def test_report_files(result: BenchResult, tmp_path: Path) -> None:
     assert [run["engine"] for run in data["runs"]] == ["tesseract", "rapidocr"]
     assert data["runs"][0]["items"][0]["page_seconds"]
     assert data["machine"]["cpus"] and len(data["machine"]["load_average"]) == 3
+    assert 0.0 <= data["machine"]["other_cpu_share"] <= 1.0
+    assert all(0.0 <= run["other_cpu_share"] <= 1.0 for run in data["runs"])
+    assert "of the CPUs meanwhile" in paths["markdown"].read_text(encoding="utf-8")
     text = paths["markdown"].read_text(encoding="utf-8")
     assert text == markdown(result)
     table = [line for line in text.splitlines() if line.startswith("| tesseract | eng |")]

@@ -44,7 +44,7 @@ def test_tiny_dots_speed_on_cpu_per_attention(tmp_path: Path) -> None:
     assert sdpa.dtype == "float32" and sdpa.vision_ms_per_page > 0
     assert set(sdpa.pages_per_s) == {1, 2} and all(v > 0 for v in sdpa.pages_per_s.values())
     assert sdpa.details["size"] == "tiny" and sdpa.details["prompt_tokens"] > sdpa.details["patches"] // 4
-    assert sdpa.details["decoder_attention"] == "sdpa" and sdpa.note == CPU_NOTE
+    assert sdpa.details["decoder_attention"] == "sdpa_packed_decode" and sdpa.note == CPU_NOTE
     assert missing.note.startswith("not run: ValueError:") and "no-such-kernel" in missing.note
     text = speed_markdown(results, "cmd")
     assert "not GPU numbers" in text and text.count("| dots |") == 2

@@ -20,6 +20,10 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f} MiB"
 
 
+def _others(share: float | None) -> str:
+    return "" if share is None else f"; other processes used {share:.0%} of the CPUs meanwhile"
+
+
 def _cells(row: Row) -> list[str]:
     timed = row.median_s > 0
     if row.refused:
@@ -44,7 +48,7 @@ def markdown(result: BenchResult) -> str:
         *([f"- command: `{result.command}`"] if result.command else []),
         f"- machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, {gpus or 'no GPU'}, "
         f"Python {m.get('python', '?')}; load average (1, 5, 15 min) {m.get('load_average')} at start, "
-        f"{m.get('load_average_after')} at end",
+        f"{m.get('load_average_after')} at end" + _others(m.get("other_cpu_share")),
     ]
     for run in result.runs:
         if not run.available:
@@ -56,7 +60,8 @@ def markdown(result: BenchResult) -> str:
         used = Counter(engine or "none (failed)" for item in run.items for engine in item.engines)
         lines.append(f"- {run.spec}: chain {chains or '-'}; pages by engine: "
                      + ", ".join(f"{engine} {count}" for engine, count in used.most_common())
-                     + f"; load and warm-up {run.load_seconds:.1f} s; settings: {settings or 'engine defaults'}")
+                     + f"; load and warm-up {run.load_seconds:.1f} s; settings: {settings or 'engine defaults'}"
+                     + _others(run.other_cpu_share))
     lines += [
         "",
         "| " + " | ".join(COLUMNS) + " |",

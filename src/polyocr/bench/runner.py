@@ -22,6 +22,7 @@ import platform
 import queue
 import statistics
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class EngineRun:
     refused: dict[str, str] = field(default_factory=dict)  # task languages -> why no chain serves them
     items: list[BenchItem] = field(default_factory=list)
     load_seconds: float = 0.0
+    other_cpu_share: float | None = None  # share of all cores other processes used during the run
     peak_rss_bytes: int = 0
     peak_vram_bytes: int | None = None
     settings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # engine -> settings seen
@@ -139,7 +141,8 @@ class EngineRun:
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.spec, "available": self.available, "reason": self.reason, "chains": self.chains,
                 "refused": self.refused,
-                "load_seconds": self.load_seconds, "peak_rss_bytes": self.peak_rss_bytes,
+                "load_seconds": self.load_seconds, "other_cpu_share": self.other_cpu_share,
+                "peak_rss_bytes": self.peak_rss_bytes,
                 "peak_vram_bytes": self.peak_vram_bytes, "settings": self.settings,
                 "rows": [row.to_dict() for row in self.rows()], "items": [item.to_dict() for item in self.items]}
 
@@ -333,6 +336,34 @@ def run_engine_isolated(
     return run
 
 
+class OtherCPU:
+    """The CPU time processes other than this one (and its children) used while a block ran, as a
+    share of every core's time: on a shared machine that work slows every figure measured."""
+
+    share: float | None = None
+
+    def __enter__(self) -> OtherCPU:
+        import psutil
+
+        self._psutil = psutil
+        self._start = (time.perf_counter(), self._busy(), self._own())
+        return self
+
+    def _busy(self) -> float:
+        t = self._psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    def _own(self) -> float:
+        t = self._psutil.Process().cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, own = self._start
+        wall = time.perf_counter() - wall
+        others = (self._busy() - busy) - (self._own() - own)
+        self.share = max(0.0, others) / (wall * (os.cpu_count() or 1)) if wall > 0 else None
+
+
 def machine() -> dict[str, Any]:
     """Where the numbers were taken; the load average says how busy the CPUs were with other work."""
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -359,9 +390,16 @@ def run_bench(
     start_machine = machine()
     runner = run_engine_isolated if isolate else run_engine
     runs = []
-    for spec in engines:
-        reason = unavailable_reason(spec)
-        runs.append(EngineRun(spec=spec, available=False, reason=reason) if reason
-                    else runner(spec, chosen, on_item=on_item))
+    with OtherCPU() as everything:
+        for spec in engines:
+            reason = unavailable_reason(spec)
+            if reason:
+                runs.append(EngineRun(spec=spec, available=False, reason=reason))
+                continue
+            with OtherCPU() as others:
+                run = runner(spec, chosen, on_item=on_item)
+            run.other_cpu_share = others.share
+            runs.append(run)
     start_machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    start_machine["other_cpu_share"] = everything.share
     return BenchResult(datasets=[str(Path(d)) for d in datasets], limit=limit, runs=runs, machine=start_machine)

@@ -243,20 +243,21 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
                  dtype: str | None = None) -> SpeedSubject:
     """dots.ocr with random weights at its published size fed a 200-DPI A4 page (or tiny, a small page).
 
-    `attention` names the vision tower's implementation (sdpa, varlen, flash_attention_2, eager);
-    the decoder runs the same where transformers has it and sdpa for varlen.
+    `attention` is the plan's setting: the vision tower runs it, and the decoder what the engine
+    pairs with it (polyocr's packed one-token decoding unless eager or flash-attn was asked for).
     """
     import torch
 
     from polyocr.engines.dots.config import DotsOCRConfig
-    from polyocr.engines.dots.model import DotsOCRForCausalLM
+    from polyocr.engines.dots.engine import _DECODER_ATTENTION
+    from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM
     from polyocr.engines.dots.processor import image_token_count, smart_resize
 
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     torch_dtype = getattr(torch, dtype)
     text = DOTS_TINY_TEXT if tiny else DOTS_TEXT
     config = DotsOCRConfig(**text, vision_config=DOTS_TINY_VISION if tiny else {})
-    decoder_attention = "sdpa" if attention == "varlen" else attention
+    decoder_attention = _DECODER_ATTENTION.get(attention, PACKED_DECODE)
     torch.manual_seed(0)
     with torch.device(device):
         model = DotsOCRForCausalLM._from_config(config, attn_implementation=decoder_attention, dtype=torch_dtype)
