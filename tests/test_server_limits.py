@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import httpx
 import pytest
 
+from conftest import SAMPLE_PDF
 from polyocr.results import DocumentResult
 from polyocr.server.settings import ServerSettings
 from test_server_support import running_server, text_pdf, text_png, wait_until
@@ -146,18 +148,35 @@ def test_the_router_config_file_applies_to_the_server(monkeypatch: pytest.Monkey
 
 
 def test_a_worker_never_holds_two_copies_of_a_vlm(tmp_path) -> None:
-    from polyocr.engines.base import Task, TaskKind
     from polyocr.server.service import OCRService
 
     service = OCRService(ServerSettings(job_dir=tmp_path))
-    layout, text = Task(kind=TaskKind.LAYOUT), Task(kind=TaskKind.TEXT)
     try:
-        first = service._router(("qwen2vl", "tesseract"), layout)
-        assert service._router(("qwen2vl", "tesseract"), layout) is first  # kept and reused
-        service._router(("qwen2vl",), text)  # the same model for another task: the first router goes
-        classical = [service._router(("tesseract",), layout), service._router(("tesseract",), text)]
-        assert first not in service._routers and all(r in service._routers for r in classical)
-        assert len(service._routers) == 3
+        first = service._router(("qwen2vl", "tesseract"))
+        assert service._router(("qwen2vl", "tesseract")) is first  # kept and reused, whatever the task
+        service._router(("qwen2vl",))  # another chain with the same model: the first router goes
+        classical = service._router(("tesseract",))
+        assert first not in service._routers and classical in service._routers
+        assert len(service._routers) == 2
+    finally:
+        service.close()
+
+
+def test_one_router_serves_every_task_with_the_engines_it_loaded(tmp_path) -> None:
+    from polyocr.documents import load_pages
+    from polyocr.engines.base import TaskKind
+    from polyocr.server.service import OCRParams, OCRService
+
+    service = OCRService(ServerSettings(job_dir=tmp_path))
+    page = load_pages(SAMPLE_PDF)[1].image.crop((0, 0, 1280, 330))
+    buffer = io.BytesIO()
+    page.save(buffer, "PNG")
+    try:
+        russian = service.recognize(buffer.getvalue(), "ru.png", OCRParams(("tesseract",), TaskKind.TEXT, ("rus",)))
+        layout = service.recognize(buffer.getvalue(), "ru.png", OCRParams(("tesseract",), TaskKind.LAYOUT_ONLY))
+        assert "заметка" in russian.pages[0].text
+        assert layout.pages[0].blocks and not layout.pages[0].text  # layout only: boxes, no text
+        assert len(service._routers) == 1
     finally:
         service.close()
 

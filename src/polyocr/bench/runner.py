@@ -153,7 +153,7 @@ class BenchResult:
     limit: int | None
     runs: list[EngineRun]
     machine: dict[str, Any]
-    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))  # run start
     command: str = ""
 
     def rows(self) -> list[Row]:
@@ -193,7 +193,7 @@ class _ChainAsEngine(Engine):
         return self._routers[key]
 
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
-        self.last = self._router(task).recognize_pages(pages)
+        self.last = self._router(task).recognize_pages(pages, task=task)
         return self.last
 
     def close(self) -> None:
@@ -387,6 +387,7 @@ def run_bench(
     for dataset in datasets:
         data = read_manifest(dataset)
         chosen.append((data.root.name, select(data.items, limit=limit)))
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     start_machine = machine()
     runner = run_engine_isolated if isolate else run_engine
     runs = []
@@ -402,4 +403,5 @@ def run_bench(
             runs.append(run)
     start_machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     start_machine["other_cpu_share"] = everything.share
-    return BenchResult(datasets=[str(Path(d)) for d in datasets], limit=limit, runs=runs, machine=start_machine)
+    return BenchResult(datasets=[str(Path(d)) for d in datasets], limit=limit, runs=runs, machine=start_machine,
+                       created=started)

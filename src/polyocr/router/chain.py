@@ -174,13 +174,11 @@ class Router:
         checks: tuple[Check, ...] = CHECKS,
     ):
         self.chain = list(chain)
-        self.task = task or Task()
         self.plans = dict(plans or {})  # given plans are used as they are
         self.config = config or RouterConfig()
+        self.task = self._with_timeout(task or Task())  # the default; each call may pass its own
         self.profile = profile or get_profile()
         self.checks = checks
-        if self.task.timeout is None and self.config.timeout is not None:
-            self.task = replace(self.task, timeout=self.config.timeout)
         self._loaded: dict[str, _Loaded] = {}
         self._unavailable: dict[str, str] = {}
 
@@ -295,12 +293,25 @@ class Router:
 
     # -- pages -----------------------------------------------------------------------------------
 
-    def recognize_page(self, page: Page) -> PageResult:
-        return self.recognize_pages([page])[0]
+    def _with_timeout(self, task: Task) -> Task:
+        """The task with the config's page timeout where the task sets none."""
+        if task.timeout is None and self.config.timeout is not None:
+            return replace(task, timeout=self.config.timeout)
+        return task
 
-    def recognize_pages(self, pages: Sequence[Page], on_page: PageCallback | None = None) -> list[PageResult]:
-        """Every page through the chain; a page that fails everywhere comes back FAILED with its errors."""
-        states = [_PageState(page, PageContext(page, self.task)) for page in pages]
+    def recognize_page(self, page: Page, task: Task | None = None) -> PageResult:
+        return self.recognize_pages([page], task=task)[0]
+
+    def recognize_pages(
+        self, pages: Sequence[Page], on_page: PageCallback | None = None, task: Task | None = None
+    ) -> list[PageResult]:
+        """Every page through the chain; a page that fails everywhere comes back FAILED with its errors.
+
+        `task` (default: the router's) may differ from call to call, so one router, and the engines it
+        has loaded, can serve requests for different tasks and languages.
+        """
+        task = self.task if task is None else self._with_timeout(task)
+        states = [_PageState(page, PageContext(page, task)) for page in pages]
         pending = list(states)
         for name in self.chain:
             if not pending:
@@ -358,11 +369,12 @@ class Router:
             return batch
         slot = self._loaded[name]
         engine, plan = slot.engine, slot.plan
+        task = batch[0].ctx.task  # every page of one recognize_pages call shares its task
         settings = plan_settings(engine, plan)
-        limit = None if self.task.timeout is None else self.task.timeout * len(batch) * 1.1 + 1.0
+        limit = None if task.timeout is None else task.timeout * len(batch) * 1.1 + 1.0
         start = time.perf_counter()
         try:
-            results = call_with_timeout(lambda: engine.recognize([s.page for s in batch], self.task), limit)
+            results = call_with_timeout(lambda: engine.recognize([s.page for s in batch], task), limit)
             if len(results) != len(batch):
                 raise RuntimeError(f"returned {len(results)} result(s) for {len(batch)} page(s)")
         except PageTimeout as exc:
@@ -420,7 +432,9 @@ class Router:
 
     # -- documents -------------------------------------------------------------------------------
 
-    def run_source(self, source: Source, on_page: PageCallback | None = None) -> DocumentResult:
+    def run_source(
+        self, source: Source, on_page: PageCallback | None = None, task: Task | None = None
+    ) -> DocumentResult:
         """All pages of one opened input; a page that cannot be decoded is recorded, not raised."""
         start = time.perf_counter()
         doc = DocumentResult(source=source.path)
@@ -428,10 +442,10 @@ class Router:
         for page in _pages_with_errors(source, doc):
             window.append(page)
             if len(window) >= WINDOW_PAGES:
-                doc.pages += self.recognize_pages(window, on_page)
+                doc.pages += self.recognize_pages(window, on_page, task)
                 window = []
         if window:
-            doc.pages += self.recognize_pages(window, on_page)
+            doc.pages += self.recognize_pages(window, on_page, task)
         doc.seconds = time.perf_counter() - start
         return doc
 

@@ -3,10 +3,9 @@
 OCR runs in a pool of `workers` threads so the event loop stays responsive. Engines are not assumed
 to be thread-safe, so each worker keeps its own routers (and through them its own engine instances),
 created on first use and kept for the life of the process: an engine is loaded once per worker,
-never per request. A router serves one (engine chain, task) pair because Router fixes its task at
-construction; a worker keeps a few such pairs and closes the least recently used beyond that, and
-never keeps two routers holding the same VLM (a request for another task then reloads the model
-rather than holding a second copy of it).
+never per request. A router serves one engine chain for any task (the task goes with each call); a
+worker keeps a few chains, closes the least recently used beyond that, and never keeps two routers
+holding the same VLM (a request for another chain with that model closes the first).
 """
 
 from __future__ import annotations
@@ -92,20 +91,19 @@ class OCRService:
         """Run background work (jobs, warm-up) on the same workers, outside request admission."""
         return self._executor.submit(fn, *args)
 
-    def _router(self, chain: tuple[str, ...], task: Task) -> Router:
-        cache: OrderedDict[tuple[tuple[str, ...], Task], Router] | None = getattr(self._local, "routers", None)
+    def _router(self, chain: tuple[str, ...]) -> Router:
+        cache: OrderedDict[tuple[str, ...], Router] | None = getattr(self._local, "routers", None)
         if cache is None:
             cache = self._local.routers = OrderedDict()
-        key = (chain, task)
-        router = cache.get(key)
+        router = cache.get(chain)
         if router is not None:
-            cache.move_to_end(key)
+            cache.move_to_end(chain)
             return router
         heavy = _heavy(chain)
-        for other in [k for k in cache if heavy & set(k[0])]:
+        for other in [k for k in cache if heavy & set(k)]:
             self._close(cache.pop(other))  # one copy of a model per worker: a VLM is not loaded twice
-        router = Router(list(chain), task, config=self.config)
-        cache[key] = router
+        router = Router(list(chain), config=self.config)
+        cache[chain] = router
         with self._lock:
             self._routers.append(router)
         while len(cache) > ROUTERS_PER_WORKER:
@@ -117,7 +115,7 @@ class OCRService:
             self._routers.remove(router)
         router.close()
 
-    def _forget(self, key: tuple[tuple[str, ...], Task]) -> None:
+    def _forget(self, key: tuple[str, ...]) -> None:
         """Drop a router that gave an engine up (unavailable, or abandoned after a timeout).
 
         A router keeps such verdicts for its whole life, which in a server is the process's: a
@@ -143,11 +141,9 @@ class OCRService:
         if transform is not None:
             source = Source(path=source.path, kind=source.kind, page_count=source.page_count,
                             _pages=_mapped(source.pages(), transform))
-        key = (params.chain, self.task(params))
-        router = self._router(*key)
-        doc = router.run_source(source, on_page=on_page)
+        doc = self._router(params.chain).run_source(source, on_page=on_page, task=self.task(params))
         if any(a.outcome in _FORGETTING for page in doc.pages for a in page.attempts):
-            self._forget(key)
+            self._forget(params.chain)
         return doc
 
     def page_count(self, data: bytes, name: str) -> int:
