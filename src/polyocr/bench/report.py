@@ -44,7 +44,7 @@ def markdown(result: BenchResult) -> str:
         f"Benchmark of {', '.join(result.datasets)}"
         + (f" (first {result.limit} items with ground truth per dataset)" if result.limit else ""),
         "",
-        f"- date: {result.created}",
+        f"- started: {result.created}",
         *([f"- command: `{result.command}`"] if result.command else []),
         f"- machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, {gpus or 'no GPU'}, "
         f"Python {m.get('python', '?')}; load average (1, 5, 15 min) {m.get('load_average')} at start, "
