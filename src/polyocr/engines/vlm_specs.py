@@ -224,6 +224,19 @@ def _deepseek_pixels(sizes: list[Size], min_pixels: int | None, max_pixels: int 
 # ---------------------------------------------------------------------------- the five models
 
 QWEN_STOPS = ("<|im_end|>", "<|endoftext|>")
+QWEN_TEXT_PROMPTS = {
+    "text": "Read all the text in the image in reading order. Output only the text.",
+    "markdown": "Convert the document in the image to Markdown. Output only the Markdown.",
+}
+# What Qwen2-VL and Qwen3-VL share: chat template, any attention, stop tokens, scripts.
+QWEN_COMMON: dict[str, Any] = {
+    "image_only": True,
+    "template": None,
+    "attention": {"": ALL_ATTENTION, "vision_config": ALL_ATTENTION, "text_config": ALL_ATTENTION},
+    "stop_tokens": QWEN_STOPS,
+    "markdown_format": TextFormat.MARKDOWN,
+    "scripts": frozenset({LATIN, CYRILLIC, HAN, KANA, "Hangul", "Greek", "Arabic"}),
+}
 
 QWEN2VL = VLMSpec(
     name="qwen2vl",
@@ -232,24 +245,18 @@ QWEN2VL = VLMSpec(
     model_class="Qwen2VLForConditionalGeneration",
     processor_class="Qwen2VLProcessor",
     module="qwen2_vl",
-    image_only=True,
     prompts={
-        "text": "Read all the text in the image in reading order. Output only the text.",
-        "markdown": "Convert the document in the image to Markdown. Output only the Markdown.",
+        **QWEN_TEXT_PROMPTS,
         "layout": (
             "Find every layout block of the document in reading order. For each block output "
             "<|object_ref_start|>category<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|> "
             "followed by the block's text, where category is one of: " + ", ".join(CATEGORIES[:11]) + "."
         ),
     },
-    template=None,
-    attention={"": ALL_ATTENTION, "vision_config": ALL_ATTENTION, "text_config": ALL_ATTENTION},
-    stop_tokens=QWEN_STOPS,
     parse_layout=parse_qwen2_grounding,
-    markdown_format=TextFormat.MARKDOWN,
     pixel_kwargs=_qwen_pixels(2048 * 28 * 28),
-    scripts=frozenset({LATIN, CYRILLIC, HAN, KANA, "Hangul", "Greek", "Arabic"}),
     notes="grounding boxes are relative (0..1000); a page is capped at ~1.6 MP (2048 visual tokens)",
+    **QWEN_COMMON,
 )
 
 QWEN3VL = VLMSpec(
@@ -259,24 +266,18 @@ QWEN3VL = VLMSpec(
     model_class="Qwen3VLForConditionalGeneration",
     processor_class="Qwen3VLProcessor",
     module="qwen3_vl",
-    image_only=True,
     prompts={
-        "text": "Read all the text in the image in reading order. Output only the text.",
-        "markdown": "Convert the document in the image to Markdown. Output only the Markdown.",
+        **QWEN_TEXT_PROMPTS,
         "layout": (
             "Locate every layout block of the document in reading order and output them as a JSON list; "
             'each item has "bbox_2d": [x1, y1, x2, y2], "label" (one of: ' + ", ".join(CATEGORIES[:11])
             + ') and "text".'
         ),
     },
-    template=None,
-    attention={"": ALL_ATTENTION, "vision_config": ALL_ATTENTION, "text_config": ALL_ATTENTION},
-    stop_tokens=QWEN_STOPS,
     parse_layout=parse_qwen3_json,
-    markdown_format=TextFormat.MARKDOWN,
     pixel_kwargs=_qwen_pixels(2048 * 32 * 32),
-    scripts=frozenset({LATIN, CYRILLIC, HAN, KANA, "Hangul", "Greek", "Arabic"}),
     notes="boxes are relative (0..1000); a page is capped at ~2.1 MP (2048 visual tokens)",
+    **QWEN_COMMON,
 )
 
 GOT = VLMSpec(
