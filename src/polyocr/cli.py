@@ -293,6 +293,7 @@ def bench(
     attention: Annotated[str, typer.Option(help="--speed: attention implementations, comma-separated.")]
     = "sdpa,varlen,flash_attention_2,eager",
     new_tokens: Annotated[int, typer.Option(help="--speed: tokens generated per page.")] = 256,
+    repeats: Annotated[int, typer.Option(help="--speed: timed runs per figure (the median is reported).")] = 3,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
     """Measure engines: quality and speed on datasets, or with --speed the raw speed of VLM engines.
@@ -307,13 +308,15 @@ def bench(
 
         try:
             results = run_speed(specs, device=device, attentions=[a for a in attention.split(",") if a],
-                                new_tokens=new_tokens, on_result=None if quiet else lambda r: err.print(
+                                new_tokens=new_tokens, repeats=repeats,
+                                on_result=None if quiet else lambda r: err.print(
                                     f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"))
         except (PolyOCRError, ValueError) as exc:
             _error(exc)
             raise typer.Exit(2) from None
         command = (f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
-                   f"--attention {attention} --new-tokens {new_tokens}" + (f" --device {device}" if device else ""))
+                   f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
+                   + (f" --device {device}" if device else ""))
         write_speed(results, out_dir, command=command)
         sys.stdout.write(speed_markdown(results, command=command))
         return

@@ -299,6 +299,7 @@ def run_speed(
     attentions: list[str] | None = None,
     new_tokens: int = 256,
     batches: tuple[int, ...] = (1, 8),
+    repeats: int = 3,
     tiny: bool | None = None,
     on_result: Callable[[VLMSpeed], None] | None = None,
 ) -> list[VLMSpeed]:
@@ -319,7 +320,7 @@ def run_speed(
         for attention in attentions or ["sdpa"]:
             try:
                 subject = SPEED_BUILDERS[name](attention, device, tiny=tiny)
-                result = measure_vlm(subject, batches=batches, new_tokens=new_tokens)
+                result = measure_vlm(subject, batches=batches, new_tokens=new_tokens, repeats=repeats)
             except Exception as exc:  # one implementation failing must not lose the others' numbers
                 result = VLMSpeed(engine=name, attention=attention, device=device, dtype="", vision_ms_per_page=0.0,
                                   vision_peak_bytes=None, decode_ms_per_token={}, pages_per_s={}, peak_bytes={},
@@ -366,7 +367,8 @@ def speed_markdown(results: list[VLMSpeed], command: str = "") -> str:
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "- vision: the vision encoder alone on one page; decode: (generate N tokens - generate 1) / (N - 1) per "
         "step of the whole batch; pages/s: batch / time to generate N tokens per page, prefill included; "
-        "peak: CUDA allocator peak of that generate call, weights included. Medians of 3 runs after warm-up.",
+        "peak: CUDA allocator peak of that generate call, weights included. Medians of the repeats after one "
+        "warm-up run.",
         "",
         "| engine | attention | dtype | vision ms/page | "
         + " | ".join(f"decode ms/token b{b} | pages/s b{b} | peak b{b}" for b in batches) + " | details / note |",
