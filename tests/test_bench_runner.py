@@ -105,6 +105,17 @@ def test_unknown_and_unavailable_engines(small_set: Path, monkeypatch: pytest.Mo
     assert not run.available and "tessdata" in run.reason and not run.items
 
 
+def test_languages_sharing_a_chain_share_its_loaded_engines(small_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polyocr.router.chain as chain_module
+
+    created = []
+    real = chain_module.create_engine
+    monkeypatch.setattr(chain_module, "create_engine", lambda name: created.append(name) or real(name))
+    [run] = run_bench([small_set], ["tesseract"], isolate=False).runs
+    assert run.chains == {"eng": ["tesseract"], "rus": ["tesseract"]}
+    assert created == ["tesseract"]  # one instance for both languages: its memory is counted once
+
+
 def test_cli_bench_synthetic_auto_chain(tmp_path: Path) -> None:
     out = tmp_path / "report"
     invocation = CliRunner().invoke(app, ["bench", "--synth", str(tmp_path / "synth"), "--count", "2", "--dpi", "100",

@@ -167,30 +167,35 @@ class BenchResult:
 class _ChainAsEngine(Engine):
     """The router for one engine spec presented as an Engine, so evaluate_item scores it unchanged.
 
-    One router per set of task languages, because the chain itself depends on them (an engine that
-    cannot read Cyrillic has no place in a Russian chain). Each new router reads a warm-up page first.
+    The chain depends on the task's languages (an engine that cannot read Cyrillic has no place in a
+    Russian chain), so there is one router per distinct chain, each loading its engines once, however
+    many languages share it: two copies of an engine would double its memory figure. Each new router
+    reads a warm-up page first.
     """
 
     def __init__(self, spec: str, run: EngineRun):
         self.name = spec
         self.run = run
         self.last: list[PageResult] = []
+        self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._routers: dict[tuple[str, ...], Router] = {}
 
     def _router(self, task: Task) -> Router:
-        key = tuple(task.languages)
-        if key not in self._routers:
+        languages = tuple(task.languages)
+        if languages not in self._chains:
             try:
-                chain = resolve_chain(self.name, task)
+                self._chains[languages] = tuple(resolve_chain(self.name, task))
             except EngineUnavailable as exc:
-                self.run.refused["+".join(key)] = str(exc)
+                self.run.refused["+".join(languages)] = str(exc)
                 raise
+            self.run.chains["+".join(languages)] = list(self._chains[languages])
+        chain = self._chains[languages]
+        if chain not in self._routers:
             router = Router(chain, task)
-            self._routers[key] = router
-            self.run.chains["+".join(key)] = list(router.chain)
-            warm = router.recognize_page(warmup_page())
+            self._routers[chain] = router
+            warm = router.recognize_pages([warmup_page()], task=task)[0]
             self.run.load_seconds += sum(a.seconds for a in warm.attempts)
-        return self._routers[key]
+        return self._routers[chain]
 
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
         self.last = self._router(task).recognize_pages(pages, task=task)
