@@ -130,6 +130,8 @@ def test_cli_bench_synthetic_auto_chain(tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "quality_vs_speed.png", "per_language.png"}
 
 
-def test_cli_bench_needs_a_dataset(tmp_path: Path) -> None:
+def test_cli_bench_needs_a_dataset_with_ground_truth(tmp_path: Path, small_set: Path) -> None:
     invocation = CliRunner().invoke(app, ["bench", "--out", str(tmp_path)])
     assert invocation.exit_code == 2
+    invocation = CliRunner().invoke(app, ["bench", str(small_set), "--limit", "0", "--out", str(tmp_path)])
+    assert invocation.exit_code == 2 and "no item with ground truth to score (--limit 0)" in invocation.output

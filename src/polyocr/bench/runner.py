@@ -38,7 +38,7 @@ from polyocr.bench.metrics import total
 from polyocr.bench.speed import RSSPeak, percentile
 from polyocr.documents import Page
 from polyocr.engines.base import Engine, Task, TaskKind, create_engine, engine_names
-from polyocr.errors import EngineUnavailable, PolyOCRError
+from polyocr.errors import EngineUnavailable, InputError, PolyOCRError
 from polyocr.results import Outcome, PageResult, PageStatus
 from polyocr.router import Router, resolve_chain
 from polyocr.runtime.probe import get_profile
@@ -391,7 +391,11 @@ def run_bench(
     chosen = []
     for dataset in datasets:
         data = read_manifest(dataset)
-        chosen.append((data.root.name, select(data.items, limit=limit)))
+        items = select(data.items, limit=limit)
+        if not items:
+            where = f" (--limit {limit})" if limit is not None else ""
+            raise InputError(data.manifest, f"no item with ground truth to score{where}")
+        chosen.append((data.root.name, items))
     started = datetime.now(UTC).isoformat(timespec="seconds")
     start_machine = machine()
     runner = run_engine_isolated if isolate else run_engine
