@@ -7,6 +7,7 @@ settings) because a speed figure without them cannot be compared with anything.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -99,11 +100,14 @@ def write_charts(result: BenchResult, out_dir: Path) -> list[Path]:
 
     scatter = out_dir / "quality_vs_speed.png"
     fig, ax = plt.subplots(figsize=(7, 5))
+    spots: dict[tuple[float, float, str], tuple[float, float, list[str]]] = {}  # one label per spot
     for row in rows:
         ax.scatter(row.pages_per_s, row.cer, color=colors[row.engine], marker=markers[row.language], s=70,
                    label=f"{row.engine} / {row.language}")
-        ax.annotate(f"{row.engine} ({row.language})", (row.pages_per_s, row.cer), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+        key = (round(math.log10(row.pages_per_s), 1), round(row.cer, 3), row.language)
+        spots.setdefault(key, (row.pages_per_s, row.cer, []))[2].append(row.engine)
+    for (_, _, language), (x, y, names) in spots.items():
+        ax.annotate(f"{', '.join(names)} ({language})", (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     if rows:
         ax.set_xscale("log")
         ax.legend(fontsize=7, loc="best")
