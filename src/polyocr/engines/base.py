@@ -15,10 +15,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from polyocr.errors import EngineUnavailable
+from polyocr.runtime.attention import ATTENTIONS
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
     from polyocr.results import PageResult
+    from polyocr.runtime.memory import ModelDims
     from polyocr.runtime.probe import Profile
 
 
@@ -88,6 +90,18 @@ class Engine:
     scripts: ClassVar[frozenset[str]] = ANY_SCRIPT
     tasks: ClassVar[frozenset[TaskKind]] = frozenset(TaskKind)
     notes: ClassVar[str] = ""  # limits a user should know, shown by `polyocr engines`
+    fp16_stable: ClassVar[bool] = False  # float16 is a safe fallback where the device lacks bfloat16
+
+    @classmethod
+    def supported_attention(cls) -> dict[str, tuple[str, ...]]:
+        """Attention implementations per sub-model, best first ("" is the whole model), for
+        runtime.attention.choose(); a model whose parts differ (GOT-OCR2's eager-only vision) says so."""
+        return {"": ATTENTIONS}
+
+    def model_dims(self, dtype: str) -> ModelDims | None:
+        """What the model costs in memory at `dtype`, so the router can size pages and batches with
+        runtime.memory.fit() before loading; None where it is not known (classical engines)."""
+        return None
 
     def available(self, profile: Profile) -> Availability:
         raise NotImplementedError

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from polyocr.engines.base import Engine, EnginePlan
-from polyocr.runtime.attention import ATTENTIONS, choose
+from polyocr.runtime.attention import choose
 from polyocr.runtime.probe import Profile
 
 
@@ -24,11 +24,10 @@ def make_plan(engine: Engine, profile: Profile, overrides: dict[str, Any] | None
     if engine.kind != "vlm":
         return EnginePlan(**fields, reasons={"device": f"{engine.kind} engine: runs on the CPU"})
     attn, dtype, device = fields.pop("attention", None), fields.pop("dtype", None), fields.pop("device", None)
-    supported = getattr(engine, "supported_attention", None)
-    parts = dict(supported()) if callable(supported) else {"": ATTENTIONS}
+    parts = engine.supported_attention()
     supports = tuple(parts.get("", next(iter(parts.values()))))
     decision = choose(engine.name, profile, attn=attn, dtype=dtype, device=device, supports=supports,
-                      fp16_stable=bool(getattr(engine, "fp16_stable", False)))
+                      fp16_stable=engine.fp16_stable)
     return decision.to_plan(**fields)
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polyocr.errors import ConfigError
-from polyocr.runtime.attention import ATTENTIONS, TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
+from polyocr.runtime.attention import TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
 from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
 
 
@@ -140,9 +140,8 @@ def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> Non
     An engine tells what it implements through `supported_attention()` (sub-model -> names, best
     first; "" is the whole model) and whether it is stable in float16 through `fp16_stable`.
     """
-    supported = getattr(engine, "supported_attention", None)
-    parts = dict(supported()) if callable(supported) else {"": ATTENTIONS}
-    fp16_stable = bool(getattr(engine, "fp16_stable", False))
+    parts = engine.supported_attention()
+    fp16_stable = engine.fp16_stable
     decisions = {
         part: choose(status.name, profile, supports=tuple(s), fp16_stable=fp16_stable) for part, s in parts.items()
     }
