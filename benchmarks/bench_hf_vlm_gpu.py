@@ -100,6 +100,7 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     }),
 }
 LAYER_KEYS = ("num_hidden_layers", "depth")
+DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
 
 
 def _cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
@@ -160,12 +161,15 @@ def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(name)
 
 
-def measure(name: str, device: str, layers: int | None) -> dict[str, Any]:
+def measure(name: str, device: str, layers: int | None, cache: str = "dynamic",
+            profile_steps: int = 0) -> dict[str, Any]:
+    """One row: prefill and per-token time under `cache`; with profile_steps, also a profile of that
+    many decode steps (row["profile"], text)."""
     import torch
     import transformers
 
     repo, prefix, published = CONFIGS[name]
-    row: dict[str, Any] = {"engine": name, "checkpoint": repo, "attention": ATTENTION[name]}
+    row: dict[str, Any] = {"engine": name, "checkpoint": repo, "cache": cache, "attention": ATTENTION[name]}
     model_cls = getattr(transformers, f"{prefix}ForConditionalGeneration", None)
     if model_cls is None:
         row["error"] = f"transformers {transformers.__version__} has no {prefix}ForConditionalGeneration"
@@ -182,30 +186,68 @@ def measure(name: str, device: str, layers: int | None) -> dict[str, Any]:
     row["prompt_tokens"] = int(batch["input_ids"].shape[1])
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
+    settings: dict[str, Any] = {"do_sample": False, "pad_token_id": 0}
+    if cache == "static":  # transformers compiles the decoding step itself for a static cache
+        settings["cache_implementation"] = "static"
+
     def generate(new_tokens: int) -> float:
         sync()
         start = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=0)
+            out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
         sync()
         assert out.shape[1] == row["prompt_tokens"] + new_tokens, out.shape
         return time.perf_counter() - start
 
-    generate(4)  # warm-up: kernels, allocator
+    # Warm-up: kernels, allocator; for a static cache the compiled step and its cache at full length,
+    # which the shorter runs below reuse.
+    for _ in range(2 if cache == "static" else 1):
+        generate(NEW_TOKENS + 1 if cache == "static" else 4)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         row["weights_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
-    first = generate(1)
-    full = generate(NEW_TOKENS + 1)
+    first = min(generate(1) for _ in range(2))
+    full = min(generate(NEW_TOKENS + 1) for _ in range(2))
     row["prefill_ms"] = round(first * 1000, 1)
     row["ms_per_token"] = round((full - first) / NEW_TOKENS * 1000, 2)
     if device.startswith("cuda"):
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    model = None  # free this model's memory before the next one is built
+    if profile_steps:
+        row["profile"] = _profile(torch, lambda: generate(profile_steps + 1), device)
+    model = None  # free this model's memory (and its compiled step) before the next one is built
+    if cache == "static":
+        torch._dynamo.reset()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return row
+
+
+def _profile(torch: Any, run: Callable[[], float], device: str) -> str:
+    """Where one generate call's time goes: top operators by host and device time, and the Python
+    functions that take the host's time (cProfile), as text."""
+    import cProfile
+    import io
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        wall = run()
+    averages = prof.key_averages()
+    device_us = sum(e.self_device_time_total for e in averages) if device.startswith("cuda") else 0
+    parts = [f"wall {wall * 1000:.1f} ms under the profiler; device busy {device_us / 1000:.1f} ms",
+             averages.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60)]
+    if device.startswith("cuda"):
+        parts.append(averages.table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=60))
+    python = cProfile.Profile()
+    python.enable()
+    run()
+    python.disable()
+    stream = io.StringIO()
+    pstats.Stats(python, stream=stream).sort_stats("tottime").print_stats(30)
+    parts.append(stream.getvalue())
+    return "\n\n".join(parts)
 
 
 def _machine(device: str) -> str:
@@ -225,24 +267,28 @@ def report(rows: list[dict[str, Any]], command: str, machine: str, layers: int |
         f"- Machine: {machine}",
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Batch 1, prompt of ~{PROMPT_TOKENS} tokens (most of them image tokens, shaped as each processor "
-        f"shapes a page), {NEW_TOKENS} generated tokens forced with min_new_tokens, greedy, dynamic cache, "
-        "attention as the engine chooses for `sdpa` (GOT-OCR2's vision encoder has only eager).",
-        "- ms/token = (time to generate 129 tokens - time to generate 1) / 128; prefill = time to generate 1 "
-        "token (vision encoder + prompt). Peak = torch.cuda.max_memory_allocated over both runs.",
+        f"shapes a page), {NEW_TOKENS} generated tokens forced with min_new_tokens, greedy, attention as the "
+        "engine chooses for `sdpa` (GOT-OCR2's vision encoder has only eager). Cache: transformers' default "
+        "dynamic cache (what the engines use), or `cache_implementation=\"static\"`, for which transformers "
+        "compiles the decoding step itself (two full-length warm-up calls first).",
+        f"- ms/token = (time to generate {NEW_TOKENS + 1} tokens - time to generate 1) / {NEW_TOKENS}, each the "
+        "faster of two calls; prefill = time to generate 1 token (vision encoder + prompt). Peak = "
+        "torch.cuda.max_memory_allocated over the timed calls.",
         "- Weights are random: the numbers are the arithmetic of the published architectures, not of "
         "their answers.",
     ]
     if layers:
         lines.append(f"- Layer counts capped at {layers} (`--layers`): a code-path check, not a measurement.")
-    lines += ["", "| engine | checkpoint | params (B) | prompt tokens | prefill ms | ms/token | weights GiB | "
-              "peak GiB | attention |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| engine | checkpoint | cache | params (B) | prompt tokens | prefill ms | ms/token | weights GiB | "
+              "peak GiB | attention |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['checkpoint']} | - | - | - | - | - | - | not run: {r['error']} |")
+            lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | - | - | - | - | - | - | "
+                         f"not run: {r['error'].replace('|', '/')} |")
             continue
         attention = ", ".join(f"{k or 'model'}={v}" for k, v in r["attention"].items())
-        lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['parameters_b']} | {r['prompt_tokens']} | "
-                     f"{r['prefill_ms']} | {r['ms_per_token']} | {r.get('weights_gib', '-')} | "
+        lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | {r['parameters_b']} | "
+                     f"{r['prompt_tokens']} | {r['prefill_ms']} | {r['ms_per_token']} | {r.get('weights_gib', '-')} | "
                      f"{r.get('peak_gib', '-')} | {attention} |")
     return "\n".join(lines) + "\n"
 
@@ -253,23 +299,36 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(CONFIGS), help="comma-separated engine names")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--layers", type=int, default=None, help="cap layer counts (code-path check only)")
+    parser.add_argument("--caches", default="dynamic", help="comma-separated: dynamic, static")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="also profile this many decode steps per dynamic-cache row (written beside --out)")
     parser.add_argument("--command", default=None, help="the command line to record in the report")
     args = parser.parse_args()
-    rows = []
+    rows, profiles = [], []
     for name in args.models.split(","):
-        try:
-            row = measure(name, args.device, args.layers)
-        except Exception as exc:  # one model failing must not lose the others' numbers
-            row = {"engine": name, "checkpoint": CONFIGS[name][0], "error": f"{type(exc).__name__}: {exc}"[:300]}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    command = args.command or "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
-    text = report(rows, command, _machine(args.device), args.layers)
+        for cache in args.caches.split(","):
+            try:
+                row = measure(name, args.device, args.layers, cache, args.profile_steps if cache == "dynamic" else 0)
+            except Exception as exc:  # one model failing must not lose the others' numbers
+                row = {"engine": name, "checkpoint": CONFIGS[name][0], "cache": cache,
+                       "error": f"{type(exc).__name__}: {exc}"[:300]}
+            if "profile" in row:
+                profiles.append(f"## {name}, {cache} cache, {args.profile_steps} decode steps\n\n{row.pop('profile')}")
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            _write(args, rows, profiles)  # after every row: a run cut short keeps what it measured
+    print(report(rows, args.command or DEFAULT_COMMAND, _machine(args.device), args.layers))
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], profiles: list[str]) -> None:
+    stem = args.out.rsplit(".", 1)[0]
     with open(args.out, "w") as fh:
-        fh.write(text)
-    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as fh:
+        fh.write(report(rows, args.command or DEFAULT_COMMAND, _machine(args.device), args.layers))
+    with open(stem + ".json", "w") as fh:
         json.dump(rows, fh, indent=2)
-    print(text)
+    if profiles:
+        with open(stem + "-profile.txt", "w") as fh:
+            fh.write("\n\n".join(profiles))
 
 
 if __name__ == "__main__":

@@ -238,3 +238,37 @@ def test_deepseek_grounding_to_blocks() -> None:
     assert [(b.category, b.text, b.format) for b in blocks] == [
         ("Title", "# R&D QUALITY", TextFormat.MARKDOWN), ("Formula", "$$x^2$$", TextFormat.LATEX)]
     assert blocks[1].bbox == (10.0, 5.0, 40.0, 25.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path], pages: list[Page]) -> None:
+    """The vision encoder runs in the prefill only and each later step feeds the decoder one token:
+    a step that re-encoded the image or the prompt would cost as much as the prefill, per token."""
+    engine = _engine(name, checkpoints[name])
+    inner = engine._model.model
+    vision = next(getattr(inner, a) for a in ("visual", "vision_tower", "vision_model", "sam_model")
+                  if hasattr(inner, a))
+    events: list[object] = []
+    hooks = [vision.register_forward_pre_hook(lambda module, args: events.append("vision")),
+             inner.language_model.layers[0].register_forward_pre_hook(
+                 lambda module, args, kwargs: events.append(kwargs.get("hidden_states", args[0] if args else None)
+                                                            .shape[1]), with_kwargs=True)]
+    try:
+        [result] = engine.recognize(pages[:1], Task(max_new_tokens=6))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    prefill = next(i for i, e in enumerate(events) if e != "vision")
+    assert "vision" in events[:prefill]
+    assert events[prefill] == result.generation.prompt_tokens
+    assert events[prefill + 1:] == [1] * (result.generation.generated_tokens - 1)
+
+
+def test_cuda_plans_compile_a_static_cache(checkpoints: dict[str, Path]) -> None:
+    engine = _engine("qwen2vl", checkpoints["qwen2vl"])
+    task = Task(max_new_tokens=8)
+    assert "cache_implementation" not in engine.generation_settings(task)
+    engine.plan = EnginePlan(device="cuda")
+    assert engine.generation_settings(task)["cache_implementation"] == "static"
+    engine.plan = EnginePlan(device="cuda", generation={"cache_implementation": "dynamic"})
+    assert "cache_implementation" not in engine.generation_settings(task)

@@ -204,6 +204,27 @@ class HFVLMEngine(Engine):
             batch["pixel_values"] = batch["pixel_values"].to(self._model.dtype)
         return batch
 
+    def generation_settings(self, task: Task) -> dict[str, Any]:
+        """generate()'s keyword arguments for a task under this plan.
+
+        On CUDA the cache is static, so transformers compiles the one-token decoding step: in eager
+        mode a step is ~1,000-1,400 small kernel launches whose host cost (20-60 ms per token on an
+        H100 host) dwarfs the GPU's 3-9 ms, whatever the model's size; compiled, it is 3-6 ms
+        (benchmarks/hf-vlm-gpu.md). The first generate pays the compilation. plan.generation
+        {"cache_implementation": "dynamic"} turns it off (for one short page, say).
+        """
+        settings: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "do_sample": False,
+                                    "eos_token_id": self._stop_ids,
+                                    "pad_token_id": self._processor.tokenizer.pad_token_id}
+        if str(self.plan.device).startswith("cuda"):
+            settings["cache_implementation"] = "static"
+        if task.timeout:
+            settings["max_time"] = task.timeout
+        settings.update(self.plan.generation)
+        if settings.get("cache_implementation") == "dynamic":
+            del settings["cache_implementation"]
+        return settings
+
     def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
         """Greedy generation for a batch of images (left-padded): each row's answer tokens and report.
 
@@ -212,12 +233,7 @@ class HFVLMEngine(Engine):
         import torch
 
         batch = self.inputs(images, mode)
-        settings: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "do_sample": False,
-                                    "eos_token_id": self._stop_ids,
-                                    "pad_token_id": self._processor.tokenizer.pad_token_id}
-        if task.timeout:
-            settings["max_time"] = task.timeout
-        settings.update(self.plan.generation)
+        settings = self.generation_settings(task)
         started = time.perf_counter()
         with torch.inference_mode():
             sequences = self._model.generate(**batch, **settings)
