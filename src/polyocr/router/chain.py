@@ -193,7 +193,8 @@ class Router:
                 availability = engine.available(self.profile)
                 if not availability.ok:
                     raise EngineUnavailable(name, availability.reason, availability.fix)
-                plan = self.plans.get(name) or make_plan(engine, self.profile, self.config.plan_overrides(name))
+                plan = self.plans.get(name) or make_plan(engine, self.profile, self.config.plan_overrides(name),
+                                                         max_new_tokens=self.task.max_new_tokens)
                 self._make_room(engine, plan)
                 before = device_free_bytes(plan.device)
                 engine.load(plan)

@@ -19,6 +19,7 @@ from polyocr.engines.dots.prompts import TASK_MODES, PromptMode, prompt_text
 from polyocr.errors import EngineError, EngineUnavailable, InputError
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+from polyocr.runtime.memory import DTYPE_BYTES, ModelDims, kv_bytes_per_token
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -40,7 +41,7 @@ _REQUIRED = ("torch", "transformers", "safetensors", "tokenizers", "huggingface_
 _DECODER_ATTENTION = {"flash_attention_2": "flash_attention_2", "flex": "flex_attention", "eager": "eager"}
 _VISION_ATTENTION = ("sdpa", "varlen", "flash_attention_2", "eager")
 _GENERATION_OPTIONS = ("temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size",
-                       "cache_implementation")
+                       "min_new_tokens", "cache_implementation")
 
 
 class DotsEngine(Engine):
@@ -84,6 +85,22 @@ class DotsEngine(Engine):
         if not gpus:
             return Availability.yes(f"weights: {weights}; {CPU_NOTE}")
         return Availability.yes(f"weights: {weights}; GPU {gpus[0].index}: {gpus[0].name}")
+
+    def model_dims(self, dtype: str) -> ModelDims:
+        """The published model's memory (specs/dots-ocr.md: 3.04 B parameters; 28 decoder layers with
+        2 KV heads of 128; 14 px patches merged 2x2), with the vision tower's activations as measured
+        on an H100: 0.73 GiB above the weights for a 19,824-patch page with sdpa in bf16, about 20 kB
+        per patch per byte of dtype (benchmarks/dots-gpu.md)."""
+        size = DTYPE_BYTES[dtype]
+        return ModelDims(
+            weight_bytes=3_040_000_000 * size,
+            kv_bytes_per_token=kv_bytes_per_token(28, 2, 128, dtype),
+            vision_bytes_per_patch=20_000 * size,
+            patch_pixels=14 * 14,
+            tokens_per_patch=0.25,
+            prompt_tokens=300,
+            prefill_bytes_per_token=(3 * 8960 + 4 * 1536) * size,  # MLP and attention activations
+        )
 
     def load(self, plan: EnginePlan) -> None:
         import torch
