@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from polyocr.engines.base import engine_class
+from polyocr.engines.base import Availability, engine_class
 from polyocr.runtime.attention import choose
 from polyocr.runtime.doctor import Finding, build_report, machine_findings, render_report
 from polyocr.runtime.probe import Profile
@@ -82,6 +82,17 @@ def test_report_renders_and_serialises(name):
     assert "attention kernels on" in text and "engines" in text
     for finding in report.findings:
         assert " ".join(finding.problem.split()) in text and " ".join(finding.fix.split()) in text
+
+
+def test_dots_row_shows_the_page_size_that_fits_or_why_nothing_does(monkeypatch):
+    from polyocr.engines.dots.engine import DotsEngine
+
+    # The recorded profiles list the weights in their own HF cache; the row's verdict is about memory.
+    monkeypatch.setattr(DotsEngine, "available", lambda self, profile: Availability.yes("weights present"))
+    laptop = {e.name: e for e in build_report(profile("rtx5070ti-laptop-cu130")).engines}["dots"]
+    assert laptop.available and "8.29 MP pages (limited by free memory)" in laptop.reasons["page size"]
+    t4 = {e.name: e for e in build_report(profile("t4-no-bf16")).engines}["dots"]
+    assert not t4.available and "does not fit" in t4.reason and "float16" in t4.fix
 
 
 def test_report_text_is_not_taken_for_rich_markup():

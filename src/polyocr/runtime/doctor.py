@@ -16,6 +16,7 @@ from rich.table import Table
 
 from polyocr.errors import ConfigError
 from polyocr.runtime.attention import TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
+from polyocr.runtime.memory import fit, free_bytes
 from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
 
 
@@ -147,6 +148,13 @@ def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> Non
     }
     main = decisions.get("") or next(iter(decisions.values()))
     status.device, status.dtype, status.reasons = main.device, main.dtype, dict(main.reasons)
+    dims = engine.model_dims(main.dtype)
+    if dims is not None and main.device.startswith("cuda"):
+        limits = fit(dims, free_bytes(profile, main.device), max_new_tokens=16384)
+        status.reasons["page size"] = limits.reason
+        if not limits.fits:
+            raise ConfigError(status.name, "page size", limits.reason,
+                              "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu")
     if len({d.attention for d in decisions.values()}) == 1:
         status.attention = main.attention
         return
