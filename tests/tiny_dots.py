@@ -61,8 +61,9 @@ VISION = {
 }
 
 
-def published_config(token_ids: dict[str, int], vocab_size: int) -> dict:
-    """config.json as the checkpoint lays it out, with tiny sizes and this tokenizer's ids."""
+def published_config(token_ids: dict[str, int], vocab_size: int, text: dict | None = None,
+                     vision: dict | None = None) -> dict:
+    """config.json as the checkpoint lays it out, with these sizes (tiny by default) and this tokenizer's ids."""
     return {
         "architectures": ["DotsOCRForCausalLM"], "model_type": "dots_ocr",
         "auto_map": {"AutoConfig": "configuration_dots.DotsOCRConfig",
@@ -72,17 +73,24 @@ def published_config(token_ids: dict[str, int], vocab_size: int) -> dict:
         "rope_theta": 1000000, "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "float32",
         "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
         "vocab_size": vocab_size, "image_token_id": token_ids["<|imgpad|>"],
-        "video_token_id": token_ids["<|video_pad|>"], **TEXT, "vision_config": dict(VISION),
+        "video_token_id": token_ids["<|video_pad|>"], **(text or TEXT), "vision_config": dict(vision or VISION),
     }
 
 
-def build_tiny_dots(path: Path, *, shards: int = 1, seed: int = 0) -> Path:
-    """Write the checkpoint directory; `shards` > 1 splits the weights with an index file, as large ones are."""
+def build_tiny_dots(path: Path, *, shards: int = 1, seed: int = 0, text: dict | None = None,
+                    vision: dict | None = None, vocab_size: int | None = None, dtype: torch.dtype = torch.float32,
+                    device: str = "cpu") -> Path:
+    """Write the checkpoint directory; `shards` > 1 splits the weights with an index file, as large ones are.
+
+    `text`, `vision` (config keys as TEXT and VISION) and `vocab_size` (at least the tokenizer's) give
+    other sizes: benchmarks/bench_dots_engine_gpu.py writes the published ones, building the weights
+    on `device` in `dtype` so that 3 B random parameters take seconds, not minutes.
+    """
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(DOTS_TOKENS, eos_token="<|endoftext|>", chat_template=TOKENIZER_TEMPLATE)
     tokenizer.save_pretrained(path)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in DOTS_TOKENS}
-    config = published_config(ids, len(tokenizer))
+    config = published_config(ids, max(vocab_size or 0, len(tokenizer)), text, vision)
     (path / "config.json").write_text(json.dumps(config, indent=2))
     (path / "chat_template.json").write_text(json.dumps({"chat_template": PROCESSOR_TEMPLATE}))
     (path / "preprocessor_config.json").write_text(json.dumps({
@@ -94,8 +102,10 @@ def build_tiny_dots(path: Path, *, shards: int = 1, seed: int = 0) -> Path:
         "bos_token_id": ids["<|endoftext|>"], "eos_token_id": [ids["<|endoftext|>"], ids["<|endofassistant|>"]],
     }))
     torch.manual_seed(seed)
-    model = DotsOCRForCausalLM(DotsOCRConfig(**config))
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    with torch.device(device):
+        model = DotsOCRForCausalLM(DotsOCRConfig(**config)).to(dtype)
+    state = {k: v.to("cpu").contiguous() for k, v in model.state_dict().items()}
+    del model
     names = sorted(state)
     if shards == 1:
         save_file(state, path / "model.safetensors", metadata={"format": "pt"})
