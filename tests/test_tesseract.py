@@ -8,6 +8,7 @@ a broken engine or lost text, with room for small differences between Tesseract 
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 import threading
 from pathlib import Path
@@ -89,6 +90,31 @@ def test_blocks_hold_their_lines_and_words_with_boxes(engine, english_page):
     # Every word of the page text is in some line: nothing is lost between the levels.
     words_in_lines = [w.text for line in lines for w in line.children]
     assert len(words_in_lines) == len(result.text.split())
+
+
+def test_a_skewed_page_is_read_straightened_with_boxes_on_the_page(engine):
+    # Tesseract alone loses most of a page skewed by 2 degrees or more (benchmarks/README.md).
+    from conftest import SAMPLE_PDF
+    from polyocr.documents import load_pages
+
+    straight = load_pages(SAMPLE_PDF)[0].image
+    skewed = straight.rotate(-3.0, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    [reference] = engine.recognize([Page(image=straight, number=1, source="straight")], Task(languages=("eng",)))
+    [result] = engine.recognize([Page(image=skewed, number=1, source="skewed")], Task(languages=("eng",)))
+    assert cer(reference.text, result.text) < 0.02
+    def word(page_result, text):
+        words = [w for block in page_result.blocks for line in block.children for w in line.children]
+        return next(w for w in words if w.text == text)
+
+    # The word's box on the skewed page is where rotating its box on the straight page puts it.
+    x1, y1, x2, y2 = word(reference, "Reading").bbox
+    theta = math.radians(-3.0)
+    dx, dy = (x1 + x2) / 2 - straight.width / 2, (y1 + y2) / 2 - straight.height / 2
+    expected = (math.cos(theta) * dx + math.sin(theta) * dy + skewed.width / 2,
+                -math.sin(theta) * dx + math.cos(theta) * dy + skewed.height / 2)
+    x1, y1, x2, y2 = word(result, "Reading").bbox
+    assert 0 <= x1 < x2 <= skewed.width and 0 <= y1 < y2 <= skewed.height
+    assert math.dist(((x1 + x2) / 2, (y1 + y2) / 2), expected) < 6
 
 
 def test_reads_a_russian_page(engine, russian_page):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from polyocr.documents.deskew import Box, box_mapper, skew_angle, straighten
 from polyocr.engines.base import (
     ANY_SCRIPT,
     Availability,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from polyocr.runtime.probe import Profile
 
 DEFAULT_LANGUAGES = ("eng", "rus")
+DESKEW_MIN_DEGREES = 1.0  # Tesseract reads pages skewed by less as they are (benchmarks/README.md)
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
 _TESSERACT_CODES = {
@@ -176,11 +178,18 @@ class TesseractEngine(Engine):
         return self._api
 
     def _recognize_page(self, api: Any, page: Page, task: Task, languages: str) -> PageResult:
-        api.SetImage(page.image)
+        # Tesseract loses most of a page skewed by 2 degrees or more (benchmarks/README.md, synthetic
+        # set): it reads the page straightened and reports boxes on the page as given.
+        angle = 0.0 if task.kind == TaskKind.REGION else skew_angle(page.image)
+        straightened = abs(angle) >= DESKEW_MIN_DEGREES
+        api.SetImage(straighten(page.image, angle) if straightened else page.image)
         try:
             blocks = self._blocks(api, page, task)
         finally:
             api.Clear()
+        if straightened:
+            to_page = box_mapper(angle, page.image.size)
+            blocks = [_mapped(block, to_page) for block in blocks]
         width, height = page.image.size
         return PageResult(
             page=page.number, source=page.source, width=width, height=height, engine=self.name,
@@ -215,6 +224,13 @@ class TesseractEngine(Engine):
         return blocks
 
 
+def _mapped(block: Block, box: Callable[[Box], Box]) -> Block:
+    return block.model_copy(update={
+        "bbox": box(block.bbox) if block.bbox is not None else None,
+        "children": [_mapped(child, box) for child in block.children],
+    })
+
+
 def _lines(iterator: Any) -> list[Block]:
     """Every text line with its words, boxes and confidences, walked word by word in reading order."""
     from tesserocr import RIL
@@ -237,7 +253,10 @@ def _lines(iterator: Any) -> list[Block]:
 
 def _unit(iterator: Any, level: int, category: str) -> Block | None:
     box = iterator.BoundingBox(level)
-    text = (iterator.GetUTF8Text(level) or "").strip()
+    try:
+        text = (iterator.GetUTF8Text(level) or "").strip()
+    except RuntimeError:  # tesserocr raises for an element with no text, e.g. inside an image region
+        return None
     if box is None or not text:
         return None
     confidence = max(0.0, min(1.0, iterator.Confidence(level) / 100.0))
