@@ -117,21 +117,28 @@ def test_nonfinite_logits_are_reported(checkpoint: Path, engine: DotsEngine) -> 
 
 def test_generation_settings_follow_the_plan(engine: DotsEngine) -> None:
     eos = engine.processor.eos_token_ids
-    greedy = engine._generation_kwargs(Task(max_new_tokens=99))
+    greedy = engine._generation_kwargs(Task(max_new_tokens=99), 300)
     assert greedy == {"do_sample": False, "max_new_tokens": 99, "eos_token_id": eos,
                       "pad_token_id": engine.processor.pad_token_id}
     plan = engine.plan
     try:
         engine.plan = replace(plan, generation={"temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05,
                                                 "no_repeat_ngram_size": 20, "unknown": 1})
-        sampled = engine._generation_kwargs(Task(timeout=30.0))
+        sampled = engine._generation_kwargs(Task(timeout=30.0), 300)
         assert sampled["do_sample"] is True and sampled["max_time"] == 30.0
         assert {k: sampled[k] for k in ("temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size")} == {
             "temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05, "no_repeat_ngram_size": 20}
         assert "unknown" not in sampled
         engine.plan = replace(plan, generation={"temperature": 0, "top_p": 0.9})
-        greedy_again = engine._generation_kwargs(Task())
+        greedy_again = engine._generation_kwargs(Task(), 300)
         assert "temperature" not in greedy_again and "top_p" not in greedy_again
+        # A static cache (the default on CUDA) is sized past prompt + new tokens to a multiple of 256,
+        # which keeps the GPU's decoding products aligned (benchmarks/dots-gpu.md).
+        engine.plan = replace(plan, generation={"cache_implementation": "static"})
+        static = engine._generation_kwargs(Task(max_new_tokens=99), 300)
+        assert static["cache_implementation"] == "static" and static["max_cache_len"] == 512
+        engine.plan = replace(plan, generation={"cache_implementation": "dynamic"})
+        assert "max_cache_len" not in engine._generation_kwargs(Task(max_new_tokens=99), 300)
     finally:
         engine.plan = plan
 

@@ -15,7 +15,13 @@ from safetensors.torch import load_file, save_file
 from polyocr.engines.dots import model as model_module
 from polyocr.engines.dots import vision
 from polyocr.engines.dots.config import DotsOCRConfig
-from polyocr.engines.dots.model import PACKED_DECODE, CheckpointError, DotsOCRForCausalLM, resolve_checkpoint
+from polyocr.engines.dots.model import (
+    PACKED_DECODE,
+    CheckpointError,
+    DotsOCRForCausalLM,
+    resolve_checkpoint,
+    static_cache_length,
+)
 from polyocr.engines.dots.vision import (
     VISION_ATTENTION_IMPLEMENTATIONS,
     VisionAttentionUnavailable,
@@ -282,6 +288,26 @@ def test_decoder_attention_implementations_agree(
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     if attn == PACKED_DECODE:  # prefill went to SDPA, every decoding step to the packed path
         assert fallback_query_lengths and 1 not in fallback_query_lengths
+
+
+def test_rounded_static_cache_generates_the_same_tokens(checkpoint: Path) -> None:
+    """The engine rounds the static cache length up (GPU alignment); the extra slots must stay masked."""
+    model = DotsOCRForCausalLM.from_pretrained(checkpoint)
+    inputs = _padded_batch()
+    prompt, new = inputs["input_ids"].shape[1], GREEDY["max_new_tokens"]
+    settings = {**GREEDY, "cache_implementation": "static", "output_scores": True, "return_dict_in_generate": True}
+    runs = {}
+    for multiple in (1, 64):
+        length = static_cache_length(prompt, new, multiple)
+        model.__dict__.pop("_previous_max_cache_length", None)  # else transformers keeps the larger cache
+        with torch.no_grad():
+            runs[multiple] = model.generate(**inputs, **settings, max_cache_len=length)
+        assert runs[multiple].past_key_values.get_max_length() == length
+    assert static_cache_length(prompt, new, 1) == prompt + new - 1  # transformers' own length
+    assert static_cache_length(prompt, new, 64) % 64 == 0 and static_cache_length(prompt, new, 64) > prompt + new
+    assert torch.equal(runs[64].sequences, runs[1].sequences)
+    for got, want in zip(runs[64].scores, runs[1].scores, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_image_token_count_must_match_the_images(model: DotsOCRForCausalLM) -> None:

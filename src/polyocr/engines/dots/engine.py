@@ -144,7 +144,8 @@ class DotsEngine(Engine):
         inputs = batch.model_inputs(self.model.device, next(self.model.vision_tower.parameters()).dtype)
         watch = _nonfinite_watch()
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **self._generation_kwargs(task), logits_processor=[watch])
+            settings = self._generation_kwargs(task, batch.input_ids.shape[1])
+            output = self.model.generate(**inputs, **settings, logits_processor=[watch])
         generated = output[:, batch.input_ids.shape[1]:].tolist()
         nonfinite = watch.rows(len(pages))
         seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the batch's time
@@ -173,7 +174,7 @@ class DotsEngine(Engine):
         x2, y2 = image.to_model(task.region[2], task.region[3])
         return prompt_text(mode, (x1, y1, x2, y2))
 
-    def _generation_kwargs(self, task: Task) -> dict[str, Any]:
+    def _generation_kwargs(self, task: Task, prompt_tokens: int) -> dict[str, Any]:
         assert self.processor is not None and self.model is not None
         options = {k: v for k, v in self.plan.generation.items() if k in _GENERATION_OPTIONS}
         # Greedy unless sampling is asked for; the reference's temperature 0.1 is close to greedy anyway.
@@ -192,13 +193,19 @@ class DotsEngine(Engine):
             "pad_token_id": self.processor.pad_token_id,
         }
         if self.model.device.type == "cuda":
-            # A static cache lets transformers compile the one-token decoding step: 4.3 ms/token against
-            # 20 ms with the dynamic cache on an H100 (benchmarks/dots-gpu.md). The first generate per
-            # batch size pays ~45 s of compilation, and the cache only grows, so later pages reuse it;
+            # A static cache lets transformers compile the one-token decoding step: 4.0-4.4 ms/token
+            # against 20 ms with the dynamic cache on an H100 (benchmarks/dots-gpu.md). The first generate
+            # per batch size pays 30-60 s of compilation, and the cache only grows, so later pages reuse
+            # it; its length is rounded up to a multiple of 256 (model.static_cache_length), which keeps
+            # the decoding products aligned and lets slightly longer prompts fit the same cache.
             # plan.generation {"cache_implementation": "dynamic"} turns it off for one-page runs.
             kwargs.setdefault("cache_implementation", "static")
         if kwargs.get("cache_implementation") == "dynamic":
             del kwargs["cache_implementation"]
+        elif kwargs.get("cache_implementation") == "static":
+            from polyocr.engines.dots.model import static_cache_length
+
+            kwargs["max_cache_len"] = static_cache_length(prompt_tokens, task.max_new_tokens)
         if task.timeout is not None:
             kwargs["max_time"] = task.timeout
         return kwargs

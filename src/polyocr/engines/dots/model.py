@@ -7,10 +7,11 @@ prefill only, left-padded batches give the same tokens as pages one at a time.
 
 Fast decoding (measured in benchmarks/dots-gpu.md, H100, one full page): on a GPU pass
 `cache_implementation="static"` to `generate`; transformers then compiles the one-token decoding
-step itself (4.25 ms/token at batch 1, 6.5 ms per batch-8 step, against 20 ms with the dynamic
-cache). The first generate per batch size pays the compilation (40-60 s); later calls reuse the
-cache and the compiled step when prompt + new tokens fit the largest cache so far, so also pass a
-fixed `max_cache_len` (largest page's prompt + max_new_tokens) and keep the batch size fixed. The
+step itself (4.0-4.4 ms/token at batch 1, 4.3-4.6 ms per batch-8 step, against 20 ms with the
+dynamic cache). The first generate per batch size pays the compilation (30-60 s); later calls reuse
+the cache and the compiled step when prompt + new tokens fit the largest cache so far, so also pass
+`max_cache_len` = static_cache_length(largest prompt, max_new_tokens) (rounded up to a multiple of
+256: an unaligned length costs 15-33% per step) and keep the batch size fixed. The
 decoder attention defaults to PACKED_DECODE (below), which is what makes batches pay off. On CPU
 keep the dynamic cache (transformers compiles only on accelerators).
 
@@ -88,6 +89,20 @@ def sdpa_packed_decode(
 
 AttentionInterface.register(PACKED_DECODE, sdpa_packed_decode)
 AttentionMaskInterface.register(PACKED_DECODE, sdpa_mask)
+
+# A static cache's length is the row length of the packed-decode products above (scores over every
+# cache slot, then probabilities times values). transformers sizes it to prompt + max_new_tokens - 1,
+# often not a multiple of 8, and bf16 rows that are not 16-byte aligned send cuBLAS to a slow sm80
+# fallback kernel once per layer per step (benchmarks/dots-decode-profile.md). Rounding the length
+# up costs a few masked slots and also lets a page with a slightly longer prompt reuse the cache
+# (and the compiled step) of an earlier one.
+STATIC_CACHE_MULTIPLE = 256
+
+
+def static_cache_length(prompt_tokens: int, max_new_tokens: int, multiple: int = STATIC_CACHE_MULTIPLE) -> int:
+    """transformers' own static cache length (the last token is never cached), rounded up to `multiple`."""
+    needed = prompt_tokens + max_new_tokens - 1
+    return -(-needed // multiple) * multiple
 
 
 class CheckpointError(EngineError):
