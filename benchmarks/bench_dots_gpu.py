@@ -37,7 +37,7 @@ import transformers
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from polyocr.engines.dots import vision
-from polyocr.engines.dots.config import DotsOCRConfig
+from polyocr.engines.dots.config import PUBLISHED_TEXT, DotsOCRConfig
 from polyocr.engines.dots.model import (
     PACKED_DECODE,
     STATIC_CACHE_MULTIPLE,
@@ -45,13 +45,7 @@ from polyocr.engines.dots.model import (
     static_cache_length,
 )
 
-# The published config.json's sizes and token ids.
-FULL_TEXT = {
-    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-    "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072, "rope_theta": 1000000,
-    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "image_token_id": 151665, "video_token_id": 151656,
-    "use_sliding_window": False, "sliding_window": 131072, "max_window_layers": 28, "attention_bias": True,
-}
+FULL_TEXT = PUBLISHED_TEXT  # the published config.json's sizes and token ids
 FULL_VISION: dict = {}  # DotsVisionConfig's defaults are the published vision_config
 TINY_TEXT = {**FULL_TEXT, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "vocab_size": 151936}

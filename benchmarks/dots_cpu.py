@@ -27,13 +27,11 @@ import time
 import torch
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
-from polyocr.engines.dots.config import DotsVisionConfig
+from polyocr.engines.dots.config import PUBLISHED_TEXT, DotsVisionConfig
 from polyocr.engines.dots.vision import DotsVisionTransformer, sdpa_attention
 
 VISION_LAYERS, DECODER_LAYERS = 42, 28
-DECODER = {"hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12, "num_key_value_heads": 2,
-           "vocab_size": 151936, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
-           "tie_word_embeddings": False}
+DECODER = {k: v for k, v in PUBLISHED_TEXT.items() if k != "num_hidden_layers"}
 PROMPT, STEPS = 1500, 16
 PAGES = {"1 M pixel cap (840 x 1176, 5,040 patches)": (84, 60), "200-DPI A4, default cap (19,600 patches)": (168, 118)}
 

@@ -142,7 +142,9 @@ class SpeedSubject:
 
     `inputs(batch)` returns the keyword arguments of `model.generate` for `batch` copies of one
     page-sized prompt (image tensors and the prompt's token ids, image tokens included);
-    `vision(inputs)` runs only the vision encoder on them.
+    `vision(inputs)` runs only the vision encoder on them; `decode_options(new_tokens)` is what
+    the engine itself adds to `generate` on this device (e.g. its static cache), so the figures are
+    those of the engine as it runs, not of transformers' defaults.
     """
 
     engine: str
@@ -153,6 +155,7 @@ class SpeedSubject:
     dtype: str
     attention: str
     details: dict[str, Any] = field(default_factory=dict)  # config dims, patches, prompt tokens
+    decode_options: Callable[[int], dict[str, Any]] = lambda new_tokens: {}
 
 
 @dataclass
@@ -174,11 +177,12 @@ class VLMSpeed:
         return asdict(self)
 
 
-def _generate(subject: SpeedSubject, inputs: dict[str, Any], new_tokens: int) -> None:
+def _generate(subject: SpeedSubject, inputs: dict[str, Any], new_tokens: int, options: dict[str, Any]) -> None:
     import torch
 
     with torch.inference_mode():
-        subject.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        subject.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               **options)
 
 
 def measure_vlm(
@@ -206,11 +210,13 @@ def measure_vlm(
     decode: dict[int, float] = {}
     pages: dict[int, float] = {}
     peaks: dict[int, int | None] = {}
+    # Both calls get the options for the full length, so a static cache has one shape (no recompile).
+    options = subject.decode_options(new_tokens)
     for batch in batches:
         inputs = subject.inputs(batch)
-        full = time_call(lambda inputs=inputs: _generate(subject, inputs, new_tokens), device,
+        full = time_call(lambda inputs=inputs: _generate(subject, inputs, new_tokens, options), device,
                          warmup=warmup, repeats=repeats)
-        first = time_call(lambda inputs=inputs: _generate(subject, inputs, 1), device,
+        first = time_call(lambda inputs=inputs: _generate(subject, inputs, 1, options), device,
                           warmup=warmup, repeats=repeats)
         decode[batch] = max(full.median_ms - first.median_ms, 0.0) / (new_tokens - 1)
         pages[batch] = batch / (full.median_ms / 1000.0)
@@ -223,12 +229,8 @@ def measure_vlm(
     )
 
 
-# dots.ocr's published decoder dimensions (../shared/specs/dots-ocr.md); DotsVisionConfig's defaults
-# are already the published vision tower. A tiny variant keeps the CPU path testable.
-DOTS_TEXT = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-             "num_key_value_heads": 2, "vocab_size": 151936, "rope_theta": 1e6, "rms_norm_eps": 1e-6,
-             "max_position_embeddings": 131072, "tie_word_embeddings": False, "attention_bias": True,
-             "image_token_id": 151665}
+# dots.ocr at its published size is DotsOCRConfig(**PUBLISHED_TEXT) (the vision tower's defaults are the
+# published ones); a tiny variant keeps the CPU path testable.
 DOTS_TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "num_key_value_heads": 2, "vocab_size": 256, "image_token_id": 255, "attention_bias": True,
                   "tie_word_embeddings": False}
@@ -248,14 +250,14 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
     """
     import torch
 
-    from polyocr.engines.dots.config import DotsOCRConfig
+    from polyocr.engines.dots.config import PUBLISHED_TEXT, DotsOCRConfig
     from polyocr.engines.dots.engine import _DECODER_ATTENTION
-    from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM
+    from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM, static_cache_length
     from polyocr.engines.dots.processor import image_token_count, smart_resize
 
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     torch_dtype = getattr(torch, dtype)
-    text = DOTS_TINY_TEXT if tiny else DOTS_TEXT
+    text = DOTS_TINY_TEXT if tiny else PUBLISHED_TEXT
     config = DotsOCRConfig(**text, vision_config=DOTS_TINY_VISION if tiny else {})
     decoder_attention = _DECODER_ATTENTION.get(attention, PACKED_DECODE)
     torch.manual_seed(0)
@@ -283,8 +285,15 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
     details = {"size": "tiny" if tiny else "published", "page_px": list(page), "resized_px": [width, height],
                "patches": grid[0] * grid[1], "prompt_tokens": len(ids), "decoder_attention": decoder_attention,
                "parameters": sum(p.numel() for p in model.parameters())}
+    def decode_options(new_tokens: int) -> dict[str, Any]:
+        # As DotsEngine decodes on CUDA: a compiled static cache, its length rounded to 256 slots.
+        if not device.startswith("cuda"):
+            return {}
+        return {"cache_implementation": "static", "max_cache_len": static_cache_length(len(ids), new_tokens)}
+
+    details["cache"] = "static, compiled" if device.startswith("cuda") else "dynamic"
     return SpeedSubject(engine="dots", model=model, inputs=inputs, vision=vision, device=device, dtype=dtype,
-                        attention=attention, details=details)
+                        attention=attention, details=details, decode_options=decode_options)
 
 
 SPEED_BUILDERS: dict[str, Callable[..., SpeedSubject]] = {"dots": dots_subject}

@@ -13,6 +13,16 @@ from typing import Any
 
 from transformers import PreTrainedConfig, Qwen2Config
 
+# The published checkpoint's decoder (config.json of rednote-hilab/dots.ocr, specs/dots-ocr.md); the
+# vision tower's published values are DotsVisionConfig's defaults. Used to build the model at full
+# size without a checkpoint (benchmarks, `polyocr bench --speed`).
+PUBLISHED_TEXT: dict[str, Any] = {
+    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+    "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072, "rope_theta": 1000000,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "image_token_id": 151665, "video_token_id": 151656,
+    "use_sliding_window": False, "sliding_window": 131072, "max_window_layers": 28, "attention_bias": True,
+}
+
 
 class DotsVisionConfig(PreTrainedConfig):
     """The vision tower: a 42-block ViT with 2-D rotary positions and a 2x2 patch merger."""
