@@ -48,17 +48,19 @@ def test_junk_from_dots_falls_back_to_tesseract(tiny_dots: Path, heading: Path, 
     assert page.engine == "tesseract" and page.status == PageStatus.OK
     assert "Reading Machines" in page.text
     dots = [a for a in page.attempts if a.engine == "dots"]
-    assert len(dots) == 1 + len(LOOP_LADDER)  # the first answer and every retry of the loop ladder
     assert all(a.outcome == "rejected" for a in dots)
-    # greedy junk runs to the token limit and is no layout JSON (the sampled retries vary)
+    # Greedy junk runs to the token limit and is no layout JSON, so the loop ladder starts; the sampled
+    # retries are random (unseeded), so the ladder goes on only while an answer still looks like a loop.
     assert "token_limit" in dots[0].error and "layout_unparsed" in dots[0].error
     assert dots[0].settings == {"device": "cpu", "dtype": "float32", "attention": "sdpa", "batch_size": 1}
-    assert dots[-1].settings["generation"] == LOOP_LADDER[-1]
+    assert 2 <= len(dots) <= 1 + len(LOOP_LADDER)
+    assert [a.settings["generation"] for a in dots[1:]] == list(LOOP_LADDER[: len(dots) - 1])
     assert [a.outcome for a in page.attempts[len(dots):]] == ["ok"]
     summary = summary_from(run.stderr)
     assert summary["fell_back"] == 1 and summary["failed"] == 0
     assert summary["engines"]["dots"] | {"seconds": 0} == {
-        "pages": 1, "answered": 0, "fell_back": 1, "outcomes": {"rejected": 4}, "seconds": 0, "success_rate": 0.0}
+        "pages": 1, "answered": 0, "fell_back": 1, "outcomes": {"rejected": len(dots)}, "seconds": 0,
+        "success_rate": 0.0}
     assert summary["engines"]["tesseract"]["success_rate"] == 1.0
 
 
