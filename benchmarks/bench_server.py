@@ -5,7 +5,7 @@ count sends the same number of requests from that many threads (one httpx client
 the whole batch. The same page recognised in-process, one at a time, gives the engine's own speed,
 so the table shows what the HTTP layer costs and what the worker threads gain.
 
-    OMP_THREAD_LIMIT=1 .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md
+    .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md
 
 The CPU that other processes use during every measurement is recorded (psutil): other work on a
 shared machine slows the figures, and the report says so.
@@ -122,7 +122,7 @@ def main() -> None:
     args.load_before = os.getloadavg()[0]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory() as jobs:
         server = subprocess.Popen(
             [sys.executable, "-m", "polyocr", "serve", "--port", str(port), "--engine", "tesseract", "--lang", "eng",
@@ -179,13 +179,13 @@ def _write(args: argparse.Namespace, rows: list) -> None:
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}.",
         "",
         "```sh",
-        "OMP_THREAD_LIMIT=1 .venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md"
+        ".venv/bin/python benchmarks/bench_server.py --out benchmarks/server-throughput.md"
         + (f" --requests {args.requests}" if args.requests != 24 else "")
         + (f" --workers {args.workers}" if args.workers != (os.cpu_count() or 1) else ""),
         "```",
         "",
         f"Server: `polyocr serve --engine tesseract --lang eng --workers {args.workers} --queue 32` in a child "
-        "process on a loopback port (OMP_THREAD_LIMIT=1: one thread per Tesseract call). Each row sends "
+        "process on a loopback port (each Tesseract call uses one thread). Each row sends "
         f"{args.requests} requests of the same page, spread over that many client threads, each with its own "
         "httpx client; a request is one multipart upload answered with the DocumentResult JSON. *Direct* is "
         "the median seconds per page with the same engine in-process, one page at a time, no HTTP. "
