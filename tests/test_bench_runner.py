@@ -118,8 +118,23 @@ def test_languages_sharing_a_chain_share_its_loaded_engines(small_set: Path, mon
 
 def test_cli_bench_synthetic_auto_chain(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    invocation = CliRunner().invoke(app, ["bench", "--synth", str(tmp_path / "synth"), "--count", "2", "--dpi", "100",
-                                          "--engines", AUTO, "--out", str(out), "--quiet"])
+    invocation = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--synth",
+            str(tmp_path / "synth"),
+            "--count",
+            "2",
+            "--dpi",
+            "100",
+            "--engines",
+            AUTO,
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert invocation.exit_code == 0, invocation.output
     assert "| auto | eng |" in invocation.stdout and "| auto | rus |" in invocation.stdout
     assert (tmp_path / "synth" / "MANIFEST.tsv").is_file()

@@ -13,8 +13,9 @@ from conftest import SAMPLE_PDF
 
 
 def polyocr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "polyocr", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "polyocr", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_ocr_sample_pdf_to_stdout() -> None:
@@ -30,8 +31,9 @@ def test_one_bad_input_does_not_stop_the_others(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "out"
-    run = polyocr("ocr", str(bad), str(SAMPLE_PDF), "--engine", "tesseract", "--format", "md",
-                  "--out", str(out), "--overlay")
+    run = polyocr(
+        "ocr", str(bad), str(SAMPLE_PDF), "--engine", "tesseract", "--format", "md", "--out", str(out), "--overlay"
+    )
     assert run.returncode == 1
     assert "broken.png: not an image or PDF" in run.stderr
     markdown = (out / "sample-en-ru.md").read_text(encoding="utf-8")

@@ -100,14 +100,19 @@ def test_two_columns_under_a_title_read_column_by_column():
     lines = [footer, *right, *title, *left]  # detection order is not reading order
     ordered = reading_order(paragraphs(lines))
     assert [p.block().text for p in ordered] == [
-        "Title in", "Two", "left 0\nleft 1\nleft 2", "right 0\nright 1\nright 2", "Footer",
+        "Title in",
+        "Two",
+        "left 0\nleft 1\nleft 2",
+        "right 0\nright 1\nright 2",
+        "Footer",
     ]
 
 
 def test_unavailable_without_the_package(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a)
+    )
     availability = RapidOCREngine().available(get_profile())
     assert not availability.ok
     assert "onnxruntime" in availability.reason and "polyocr[classic]" in availability.fix

@@ -60,8 +60,11 @@ class Double(Engine):
         return [self.answer(p) for p in pages]
 
     def answer(self, page: Page) -> PageResult:
-        return PageResult(page=page.number, blocks=[Block(bbox=(0, 0, 10, 10), text=GOOD_TEXT)],
-                          generation=Generation(stop_reason="eos", generated_tokens=20))
+        return PageResult(
+            page=page.number,
+            blocks=[Block(bbox=(0, 0, 10, 10), text=GOOD_TEXT)],
+            generation=Generation(stop_reason="eos", generated_tokens=20),
+        )
 
 
 class Good(Double):
@@ -110,17 +113,23 @@ class Looper(Double):
     def answer(self, page: Page) -> PageResult:
         if self.plan.generation.get("temperature", 0) >= 0.7:
             return super().answer(page)
-        return PageResult(page=page.number, blocks=[Block(bbox=(0, 0, 10, 10), text=LOOP_TEXT)],
-                          generation=Generation(stop_reason="max_tokens", generated_tokens=4096))
+        return PageResult(
+            page=page.number,
+            blocks=[Block(bbox=(0, 0, 10, 10), text=LOOP_TEXT)],
+            generation=Generation(stop_reason="max_tokens", generated_tokens=4096),
+        )
 
 
 class AlwaysLoops(Looper):
     name = "loops-always"
 
     def answer(self, page: Page) -> PageResult:
-        return PageResult(page=page.number, status=PageStatus.PARTIAL,
-                          blocks=[Block(bbox=(0, 0, 10, 10), text="Recovered heading " + LOOP_TEXT)],
-                          generation=Generation(stop_reason="max_tokens", generated_tokens=4096))
+        return PageResult(
+            page=page.number,
+            status=PageStatus.PARTIAL,
+            blocks=[Block(bbox=(0, 0, 10, 10), text="Recovered heading " + LOOP_TEXT)],
+            generation=Generation(stop_reason="max_tokens", generated_tokens=4096),
+        )
 
 
 class Empty(Double):
@@ -166,8 +175,20 @@ class BrokenCheckpoint(Double):
         raise RuntimeError("size mismatch for lm_head.weight")
 
 
-DOUBLES = (Good, Good2, OutOfMemory, AlwaysOutOfMemory, OutOfMemoryInBatches, Looper, AlwaysLoops, Empty, Hangs,
-           Crashes, Unavailable, BrokenCheckpoint)
+DOUBLES = (
+    Good,
+    Good2,
+    OutOfMemory,
+    AlwaysOutOfMemory,
+    OutOfMemoryInBatches,
+    Looper,
+    AlwaysLoops,
+    Empty,
+    Hangs,
+    Crashes,
+    Unavailable,
+    BrokenCheckpoint,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -196,8 +217,17 @@ def test_out_of_memory_halves_the_page_until_it_fits() -> None:
     assert [a.settings.get("max_pixels") for a in result.attempts] == [None, 2_000_000, 1_000_000]
     assert "CUDA out of memory" in result.attempts[0].error
     # each smaller page size is a reload: close, then load with the smaller plan
-    assert EVENTS == [("oom", "load"), ("oom", "call"), ("oom", "close"), ("oom", "load"), ("oom", "call"),
-                      ("oom", "close"), ("oom", "load"), ("oom", "call"), ("oom", "close")]
+    assert EVENTS == [
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+    ]
 
 
 def test_out_of_memory_shrinks_the_batch_after_the_pixel_floor() -> None:
@@ -243,7 +273,10 @@ def test_a_loop_is_retried_with_repetition_controls_then_temperature() -> None:
         assert generations == [{}, *LOOP_LADDER]
         # the plan is runtime.attention's decision for this (CPU) profile
         assert {k: result.attempts[0].settings[k] for k in ("device", "dtype", "attention")} == {
-            "device": "cpu", "dtype": "float32", "attention": "sdpa"}
+            "device": "cpu",
+            "dtype": "float32",
+            "attention": "sdpa",
+        }
     # the retries changed only per-call settings: no reload, and no reload between the pages
     assert EVENTS.count(("looper", "load")) == 1
 
@@ -317,8 +350,16 @@ def test_engines_load_once_and_only_one_large_model_at_a_time() -> None:
     loads = [e for e in EVENTS if e[1] in ("load", "close")]
     # good2 needs the memory of empty (both are VLMs): empty is closed first, then reloaded for the
     # second window; the classical engine is never loaded (good2 answered everything)
-    assert loads == [("empty", "load"), ("empty", "close"), ("good2", "load"), ("good2", "close"),
-                     ("empty", "load"), ("empty", "close"), ("good2", "load"), ("good2", "close")]
+    assert loads == [
+        ("empty", "load"),
+        ("empty", "close"),
+        ("good2", "load"),
+        ("good2", "close"),
+        ("empty", "load"),
+        ("empty", "close"),
+        ("good2", "load"),
+        ("good2", "close"),
+    ]
     assert EVENTS.count(("empty", "call")) == 2  # one batch of three pages per window
     assert EVENTS.count(("good2", "call")) == 6  # its plan keeps the default batch size of 1
 

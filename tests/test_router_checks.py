@@ -68,8 +68,14 @@ def result_of(sample: dict) -> PageResult:
         # an answer with no element keeps its words as the page's text, with no blocks
         text = sample["text"] if parsed.partial and not parsed.elements else blocks_to_text(blocks)
         status = PageStatus.PARTIAL if parsed.problems or generation.stop_reason != "eos" else PageStatus.OK
-        return PageResult(page=1, blocks=blocks, text=text, generation=generation, status=status,
-                          errors=[f"dots: {p}" for p in parsed.problems])
+        return PageResult(
+            page=1,
+            blocks=blocks,
+            text=text,
+            generation=generation,
+            status=status,
+            errors=[f"dots: {p}" for p in parsed.problems],
+        )
     return PageResult(page=1, blocks=[Block(text=sample["text"])], text=sample["text"], generation=generation)
 
 

@@ -19,8 +19,16 @@ from test_server_support import free_port
 
 
 def _gpu(index: int = 0, total: float = 80, free: float = 79, name: str = "NVIDIA H100 80GB HBM3") -> GPU:
-    return GPU(index=index, name=name, sm="sm_90", total_memory=int(total * GIB), free_memory=int(free * GIB),
-               bf16=True, in_arch_list=True, kernels_ok=True)
+    return GPU(
+        index=index,
+        name=name,
+        sm="sm_90",
+        total_memory=int(total * GIB),
+        free_memory=int(free * GIB),
+        bf16=True,
+        in_arch_list=True,
+        kernels_ok=True,
+    )
 
 
 def _profile(*gpus: GPU, vllm: str | None = "0.11.2", gpu_node: str | None = "/dev/nvidia0") -> Profile:
@@ -43,11 +51,14 @@ def test_dots_on_a_large_card_uses_vllm_native_code() -> None:
     assert not command.warnings and command.url == "http://127.0.0.1:8001"
 
 
-@pytest.mark.parametrize(("card", "model", "share", "warns"), [
-    (_gpu(total=12, free=11.8, name="RTX 3060"), "rednote-hilab/dots.ocr", "0.95", False),
-    (_gpu(total=80, free=40), "Qwen/Qwen2-VL-2B-Instruct", "0.45", False),
-    (_gpu(total=8, free=7.9, name="RTX 4060"), "Qwen/Qwen2.5-VL-7B-Instruct", "0.95", True),
-])
+@pytest.mark.parametrize(
+    ("card", "model", "share", "warns"),
+    [
+        (_gpu(total=12, free=11.8, name="RTX 3060"), "rednote-hilab/dots.ocr", "0.95", False),
+        (_gpu(total=80, free=40), "Qwen/Qwen2-VL-2B-Instruct", "0.45", False),
+        (_gpu(total=8, free=7.9, name="RTX 4060"), "Qwen/Qwen2.5-VL-7B-Instruct", "0.95", True),
+    ],
+)
 def test_memory_share_follows_the_card(card: GPU, model: str, share: str, warns: bool) -> None:
     command = build_command(model, _profile(card))
     assert _value(command.argv, "--gpu-memory-utilization") == share

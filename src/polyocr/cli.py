@@ -63,19 +63,19 @@ def ocr(
     task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
-    overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")]
-    = False,
+    overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")] = False,
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
     max_new_tokens: Annotated[int, typer.Option(help="Token limit per page for generative engines.")] = 16384,
-    model: Annotated[Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")]
-    = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")]
-    = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")] = None,
     device: Annotated[str | None, typer.Option(help="VLM engines: cpu, cuda or cuda:N (default: decided).")] = None,
     dtype: Annotated[str | None, typer.Option(help="VLM engines: bfloat16, float16 or float32.")] = None,
-    attn: Annotated[str | None, typer.Option(help="VLM engines: flash_attention_2, sdpa, varlen, flex or eager.")]
-    = None,
+    attn: Annotated[
+        str | None, typer.Option(help="VLM engines: flash_attention_2, sdpa, varlen, flex or eager.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
@@ -114,9 +114,14 @@ def ocr(
     start = time.perf_counter()
     used_names: set[str] = set()
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-        console=err, disable=quiet, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
     )
     router = Router(chain, task_obj, config=config)
     try:
@@ -142,14 +147,20 @@ def ocr(
                 stats.pages += 1
                 if result.status == PageStatus.FAILED:
                     stats.failed_pages += 1
-                    err.print(f"[red]page failed:[/red] {escape(page.source)} page {page.number}: "
-                              + escape("; ".join(result.errors)))
+                    err.print(
+                        f"[red]page failed:[/red] {escape(page.source)} page {page.number}: "
+                        + escape("; ".join(result.errors))
+                    )
                 summary.add(result)
                 if overlay and out_dir is not None:
                     draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
                 elapsed = time.perf_counter() - start
-                progress.update(bar, advance=1, description=f"{Path(page.source).name} [{result.engine or '-'}]",
-                                rate=f"{stats.pages / elapsed:.2f} pages/s")
+                progress.update(
+                    bar,
+                    advance=1,
+                    description=f"{Path(page.source).name} [{result.engine or '-'}]",
+                    rate=f"{stats.pages / elapsed:.2f} pages/s",
+                )
 
             doc = router.run_source(source, on_page=on_page)
             if doc.errors:
@@ -165,13 +176,23 @@ def ocr(
     seconds = time.perf_counter() - start
     if not quiet:
         if fmt == "json":
-            err.print_json(json.dumps({"summary": summary.to_dict(), "inputs": len(files),
-                                       "unreadable_inputs": stats.failed_inputs, "seconds": round(seconds, 3)}))
+            err.print_json(
+                json.dumps(
+                    {
+                        "summary": summary.to_dict(),
+                        "inputs": len(files),
+                        "unreadable_inputs": stats.failed_inputs,
+                        "seconds": round(seconds, 3),
+                    }
+                )
+            )
         else:
-            err.print(f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
-                      f"{summary.partial} partial, {summary.fell_back} fallback(s), "
-                      f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
-                      soft_wrap=True)
+            err.print(
+                f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
+                f"{summary.partial} partial, {summary.fell_back} fallback(s), "
+                f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
+                soft_wrap=True,
+            )
     if stats.failed_pages or stats.failed_inputs:
         raise typer.Exit(1)
 
@@ -225,8 +246,9 @@ def engines(
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    full: Annotated[bool, typer.Option(help="Also run the attention checks on a CPU-only machine (imports torch).")]
-    = False,
+    full: Annotated[
+        bool, typer.Option(help="Also run the attention checks on a CPU-only machine (imports torch).")
+    ] = False,
 ) -> None:
     """What this machine can run (devices, kernels that ran, each engine's settings) and the fix for each problem."""
     from polyocr.runtime.doctor import build_report, render_report
@@ -256,14 +278,27 @@ def eval_(
     """
     from polyocr.bench.evaluate import run_eval, summary_table
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, disable=quiet)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    )
     with progress:
         bar = progress.add_task(f"eval {engine}", total=None)
         try:
-            report = run_eval(dataset, engine, languages=lang or (), folders=folder or (), limit=limit, by=by,
-                              on_start=lambda count: progress.update(bar, total=count),
-                              on_item=lambda record: progress.update(bar, advance=1, description=record.id))
+            report = run_eval(
+                dataset,
+                engine,
+                languages=lang or (),
+                folders=folder or (),
+                limit=limit,
+                by=by,
+                on_start=lambda count: progress.update(bar, total=count),
+                on_item=lambda record: progress.update(bar, advance=1, description=record.id),
+            )
         except (PolyOCRError, ValueError) as exc:
             _error(exc)
             raise typer.Exit(2) from None
@@ -278,20 +313,27 @@ def eval_(
 @app.command()
 def bench(
     datasets: Annotated[list[Path] | None, typer.Argument(help="Dataset directories holding MANIFEST.tsv.")] = None,
-    engine_list: Annotated[str, typer.Option("--engines", "-e", help="Engines and/or auto, comma-separated; "
-                                             "default: auto and every registered engine.")] = "",
+    engine_list: Annotated[
+        str,
+        typer.Option(
+            "--engines", "-e", help="Engines and/or auto, comma-separated; default: auto and every registered engine."
+        ),
+    ] = "",
     limit: Annotated[int | None, typer.Option(help="Only the first N items with ground truth per dataset.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the report files go.")] = Path("bench-out"),
-    synth: Annotated[Path | None, typer.Option(help="Generate synthetic hard pages here and benchmark them too.")]
-    = None,
+    synth: Annotated[
+        Path | None, typer.Option(help="Generate synthetic hard pages here and benchmark them too.")
+    ] = None,
     count: Annotated[int, typer.Option(help="Synthetic pages to generate (with --synth).")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic pages (with --synth).")] = 0,
     dpi: Annotated[int, typer.Option(help="Resolution of the synthetic pages (with --synth).")] = 200,
-    speed: Annotated[bool, typer.Option(help="Time VLM engines with random weights instead of scoring datasets.")]
-    = False,
+    speed: Annotated[
+        bool, typer.Option(help="Time VLM engines with random weights instead of scoring datasets.")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="--speed: cuda or cpu (default: cuda when present).")] = None,
-    attention: Annotated[str, typer.Option(help="--speed: attention implementations, comma-separated.")]
-    = "sdpa,varlen,flash_attention_2,eager",
+    attention: Annotated[
+        str, typer.Option(help="--speed: attention implementations, comma-separated.")
+    ] = "sdpa,varlen,flash_attention_2,eager",
     new_tokens: Annotated[int, typer.Option(help="--speed: tokens generated per page.")] = 256,
     repeats: Annotated[int, typer.Option(help="--speed: timed runs per figure (the median is reported).")] = 3,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
@@ -307,16 +349,24 @@ def bench(
         from polyocr.bench.speed import run_speed, speed_markdown, write_speed
 
         try:
-            results = run_speed(specs, device=device, attentions=[a for a in attention.split(",") if a],
-                                new_tokens=new_tokens, repeats=repeats,
-                                on_result=None if quiet else lambda r: err.print(
-                                    f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"))
+            results = run_speed(
+                specs,
+                device=device,
+                attentions=[a for a in attention.split(",") if a],
+                new_tokens=new_tokens,
+                repeats=repeats,
+                on_result=None
+                if quiet
+                else lambda r: err.print(f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"),
+            )
         except (PolyOCRError, ValueError) as exc:
             _error(exc)
             raise typer.Exit(2) from None
-        command = (f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
-                   f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
-                   + (f" --device {device}" if device else ""))
+        command = (
+            f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
+            f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
+            + (f" --device {device}" if device else "")
+        )
         write_speed(results, out_dir, command=command)
         sys.stdout.write(speed_markdown(results, command=command))
         return
@@ -332,20 +382,31 @@ def bench(
     if not sets:
         err.print("[red]error:[/red] give at least one dataset directory, or --synth DIR")
         raise typer.Exit(2)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, disable=quiet)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    )
     with progress:
         bar = progress.add_task("bench", total=None)
         try:
-            result = run_bench(sets, specs or [AUTO, *engine_names()], limit=limit, on_item=lambda spec, item:
-                               progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"))
+            result = run_bench(
+                sets,
+                specs or [AUTO, *engine_names()],
+                limit=limit,
+                on_item=lambda spec, item: progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"),
+            )
         except PolyOCRError as exc:
             _error(exc)
             raise typer.Exit(2) from None
-    result.command = " ".join(["polyocr bench", *map(str, datasets or []),
-                               "--engines", ",".join(r.spec for r in result.runs)]
-                              + ([f"--limit {limit}"] if limit is not None else [])
-                              + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else []))
+    result.command = " ".join(
+        ["polyocr bench", *map(str, datasets or []), "--engines", ",".join(r.spec for r in result.runs)]
+        + ([f"--limit {limit}"] if limit is not None else [])
+        + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else [])
+    )
     paths = write_report(result, out_dir)
     sys.stdout.write(markdown(result))
     if not quiet:
@@ -365,11 +426,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback wants --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     engine: Annotated[str, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = "auto",
-    allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")]
-    = None,
+    allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")] = None,
     lang: Annotated[str, typer.Option(help="Default languages, joined by +.")] = "eng+rus",
-    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")]
-    = None,
+    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")] = None,
     cors: Annotated[str | None, typer.Option(help="Origins allowed by CORS, a,b (default: CORS off).")] = None,
     workers: Annotated[int, typer.Option(help="Pages recognised at once; each holds its own engines.")] = 1,
     queue: Annotated[int, typer.Option(help="Requests that may wait for a worker before 429.")] = 8,
@@ -377,8 +436,9 @@ def serve(
     max_request_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 50.0,
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = 200,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = 50_000_000,
-    job_dir: Annotated[Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")]
-    = None,
+    job_dir: Annotated[
+        Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")
+    ] = None,
     job_ttl: Annotated[float, typer.Option(help="Hours a finished job is kept.")] = 24.0,
 ) -> None:
     """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs."""
@@ -387,12 +447,21 @@ def serve(
 
     try:
         settings = ServerSettings(
-            host=host, port=port, engine=engine, languages=_languages(lang), api_key=api_key,
+            host=host,
+            port=port,
+            engine=engine,
+            languages=_languages(lang),
+            api_key=api_key,
             allowed_engines=tuple(n.strip() for n in allow_engines.split(",") if n.strip()) if allow_engines else None,
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
-            workers=workers, queue_size=queue, request_timeout=timeout,
-            max_request_bytes=int(max_request_mb * 1024 * 1024), max_pages=max_pages, max_pixels=max_pixels,
-            job_dir=job_dir or default_job_dir(), job_ttl=job_ttl * 3600,
+            workers=workers,
+            queue_size=queue,
+            request_timeout=timeout,
+            max_request_bytes=int(max_request_mb * 1024 * 1024),
+            max_pages=max_pages,
+            max_pixels=max_pixels,
+            job_dir=job_dir or default_job_dir(),
+            job_ttl=job_ttl * 3600,
         )
         run_server(settings)
     except (PolyOCRError, ValueError) as exc:

@@ -17,8 +17,19 @@ SCHEMA_VERSION = "1.0"
 
 # Block categories: dots.ocr's layout classes, plus the granularities classical engines report.
 CATEGORIES = (
-    "Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header", "Picture",
-    "Section-header", "Table", "Text", "Title", "Line", "Word",
+    "Caption",
+    "Footnote",
+    "Formula",
+    "List-item",
+    "Page-footer",
+    "Page-header",
+    "Picture",
+    "Section-header",
+    "Table",
+    "Text",
+    "Title",
+    "Line",
+    "Word",
 )
 
 

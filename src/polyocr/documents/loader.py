@@ -125,8 +125,14 @@ def load_pages(
     return list(source.pages())
 
 
-def image_source(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_pages: int = DEFAULT_MAX_PAGES, dpi: float = DEFAULT_DPI) -> Source:
+def image_source(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    dpi: float = DEFAULT_DPI,
+) -> Source:
     """Open in-memory bytes (an upload) exactly as a file with that name would be opened."""
     if not data:
         raise InputError(name, "file is empty (0 bytes)")
@@ -208,9 +214,7 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _open_pdf(
-    path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None
-) -> Source:
+def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None) -> Source:
     import pypdfium2 as pdfium
 
     name = name or str(path)

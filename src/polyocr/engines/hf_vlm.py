@@ -72,8 +72,10 @@ class HFVLMEngine(Engine):
         cls.description = spec.description
         cls.scripts = spec.scripts
         cls.notes = spec.notes
-        cls.tasks = frozenset({TaskKind.TEXT, TaskKind.REGION} | (
-            {TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set()))
+        cls.tasks = frozenset(
+            {TaskKind.TEXT, TaskKind.REGION}
+            | ({TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set())
+        )
 
     def __init__(self, model_path: str | Path | None = None):
         self.model_path = str(model_path) if model_path else None
@@ -106,8 +108,9 @@ class HFVLMEngine(Engine):
             if importlib.util.find_spec(package) is None:
                 return Availability.no(f"{package} is not installed", "pip install 'polyocr[vlm]'")
         if importlib.util.find_spec(f"transformers.models.{self.spec.module}") is None:
-            return Availability.no(f"the installed transformers has no {self.spec.model_class}",
-                                   "pip install -U 'transformers>=5'")
+            return Availability.no(
+                f"the installed transformers has no {self.spec.model_class}", "pip install -U 'transformers>=5'"
+            )
         weights = self._weights(self.model_path)
         if weights is None:
             return Availability.no(*self._no_weights(self.model_path))
@@ -130,18 +133,27 @@ class HFVLMEngine(Engine):
         model_cls = getattr(transformers, spec.model_class, None)
         processor_cls = getattr(transformers, spec.processor_class, None)
         if model_cls is None or processor_cls is None:
-            raise EngineUnavailable(self.name, f"transformers {transformers.__version__} has no {spec.model_class}",
-                                    "pip install -U 'transformers>=5'")
+            raise EngineUnavailable(
+                self.name,
+                f"transformers {transformers.__version__} has no {spec.model_class}",
+                "pip install -U 'transformers>=5'",
+            )
         if spec.image_only:
             processor_cls = image_only_processor(processor_cls)
         self.plan = plan
         self.attention = spec.implementation(plan.attention)
         self._processor = processor_cls.from_pretrained(weights, local_files_only=True)
         self._processor.tokenizer.padding_side = "left"  # generation appends on the right
-        self._model = model_cls.from_pretrained(
-            weights, dtype=getattr(torch, plan.dtype), attn_implementation=dict(self.attention),
-            local_files_only=True,
-        ).to(plan.device).eval()
+        self._model = (
+            model_cls.from_pretrained(
+                weights,
+                dtype=getattr(torch, plan.dtype),
+                attn_implementation=dict(self.attention),
+                local_files_only=True,
+            )
+            .to(plan.device)
+            .eval()
+        )
         self._stop_ids = self._stop_token_ids()
 
     def _stop_token_ids(self) -> list[int]:
@@ -176,11 +188,13 @@ class HFVLMEngine(Engine):
         results: list[PageResult] = []
         step = max(1, self.plan.batch_size)
         for start in range(0, len(pages), step):
-            batch = pages[start:start + step]
+            batch = pages[start : start + step]
             images = [_task_image(page, task) for page in batch]
             outputs = self._generate(images, mode, task)
-            results.extend(self._result(page, tokens, generation, mode, task)
-                           for page, (tokens, generation) in zip(batch, outputs, strict=True))
+            results.extend(
+                self._result(page, tokens, generation, mode, task)
+                for page, (tokens, generation) in zip(batch, outputs, strict=True)
+            )
         return results
 
     def _prompt(self, instruction: str) -> str:
@@ -193,12 +207,14 @@ class HFVLMEngine(Engine):
         """The processor's batch for these images under a mode's prompt, on the model's device."""
         spec = self.spec
         own_size = dict(getattr(self._processor.image_processor, "size", None) or {})
-        pixel_kwargs = spec.pixel_kwargs([im.size for im in images], self.plan.min_pixels, self.plan.max_pixels,
-                                         own_size)
+        pixel_kwargs = spec.pixel_kwargs(
+            [im.size for im in images], self.plan.min_pixels, self.plan.max_pixels, own_size
+        )
         instruction = spec.prompts[mode] + (spec.cropped_suffix if pixel_kwargs.get("crop_to_patches") else "")
         prompt = self._prompt(instruction)
-        batch = self._processor(images=images, text=[prompt] * len(images), padding=True, return_tensors="pt",
-                                **pixel_kwargs)
+        batch = self._processor(
+            images=images, text=[prompt] * len(images), padding=True, return_tensors="pt", **pixel_kwargs
+        )
         batch = batch.to(self._model.device)
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self._model.dtype)
@@ -213,9 +229,12 @@ class HFVLMEngine(Engine):
         (benchmarks/hf-vlm-gpu.md). The first generate pays the compilation. plan.generation
         {"cache_implementation": "dynamic"} turns it off (for one short page, say).
         """
-        settings: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "do_sample": False,
-                                    "eos_token_id": self._stop_ids,
-                                    "pad_token_id": self._processor.tokenizer.pad_token_id}
+        settings: dict[str, Any] = {
+            "max_new_tokens": task.max_new_tokens,
+            "do_sample": False,
+            "eos_token_id": self._stop_ids,
+            "pad_token_id": self._processor.tokenizer.pad_token_id,
+        }
         if str(self.plan.device).startswith("cuda"):
             settings["cache_implementation"] = "static"
         if task.timeout:
@@ -238,7 +257,7 @@ class HFVLMEngine(Engine):
         with torch.inference_mode():
             sequences = self._model.generate(**batch, **settings)
         seconds = round(time.perf_counter() - started, 3)
-        new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+        new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
         prompt_counts = batch["attention_mask"].sum(dim=1).tolist()
         outputs = []
         for tokens, prompt_count in zip(new_tokens, prompt_counts, strict=True):
@@ -248,8 +267,14 @@ class HFVLMEngine(Engine):
             else:
                 reason = "max_tokens" if len(tokens) >= settings["max_new_tokens"] else "timeout"
                 count, answer = len(tokens), tokens
-            outputs.append((answer, Generation(stop_reason=reason, prompt_tokens=int(prompt_count),
-                                               generated_tokens=count, seconds=seconds)))
+            outputs.append(
+                (
+                    answer,
+                    Generation(
+                        stop_reason=reason, prompt_tokens=int(prompt_count), generated_tokens=count, seconds=seconds
+                    ),
+                )
+            )
         return outputs
 
     def _result(self, page: Page, tokens: list[int], generation: Generation, mode: str, task: Task) -> PageResult:
@@ -270,9 +295,16 @@ class HFVLMEngine(Engine):
             blocks = paragraphs(output, TextFormat.PLAIN)
         status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
         return PageResult(
-            page=page.number, source=page.source, width=page.image.width, height=page.image.height,
-            status=status, engine=self.name, blocks=blocks, text=blocks_to_text(blocks),
-            markdown=blocks_to_markdown(blocks), generation=generation,
+            page=page.number,
+            source=page.source,
+            width=page.image.width,
+            height=page.image.height,
+            status=status,
+            engine=self.name,
+            blocks=blocks,
+            text=blocks_to_text(blocks),
+            markdown=blocks_to_markdown(blocks),
+            generation=generation,
         )
 
 

@@ -79,8 +79,10 @@ class OpenAIServerEngine(Engine):
     name: ClassVar[str] = "openai"
     description: ClassVar[str] = "A vLLM (or other OpenAI-compatible) server, or another polyocr server"
     kind: ClassVar[str] = "remote"
-    notes: ClassVar[str] = (f"set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY}); `polyocr vllm-command MODEL` prints "
-                            "the vLLM command for this machine")
+    notes: ClassVar[str] = (
+        f"set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY}); `polyocr vllm-command MODEL` prints "
+        "the vLLM command for this machine"
+    )
 
     def __init__(self) -> None:
         self._client: httpx.Client | None = None
@@ -99,9 +101,11 @@ class OpenAIServerEngine(Engine):
     def available(self, profile: Profile) -> Availability:
         url = os.environ.get(ENV_URL, "").strip()
         if not url:
-            return Availability.no(f"{ENV_URL} is not set",
-                                   f"start a server (`polyocr vllm-command MODEL --run` or `polyocr serve`) and "
-                                   f"export {ENV_URL}=http://HOST:PORT")
+            return Availability.no(
+                f"{ENV_URL} is not set",
+                f"start a server (`polyocr vllm-command MODEL --run` or `polyocr serve`) and "
+                f"export {ENV_URL}=http://HOST:PORT",
+            )
         try:
             import httpx  # noqa: F401
         except ImportError:
@@ -124,8 +128,9 @@ class OpenAIServerEngine(Engine):
         self._slots = threading.BoundedSemaphore(self.concurrency)
         key = os.environ.get(ENV_KEY, "").strip()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=self.url, headers=headers,
-                                    timeout=httpx.Timeout(self.timeout, connect=10.0))
+        self._client = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout, connect=10.0)
+        )
         try:
             self._handshake()
         except EngineError as exc:
@@ -139,16 +144,18 @@ class OpenAIServerEngine(Engine):
             return
         listing = self._request("GET", "/v1/models", timeout=30.0)
         if listing.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/models answered HTTP {listing.status_code}: "
-                                         f"{_message(listing)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/models answered HTTP {listing.status_code}: {_message(listing)}"
+            )
         models = [m for m in _json(listing).get("data", []) if isinstance(m, dict) and m.get("id")]
         if not models:
             raise EngineError(self.name, f"{self.url}/v1/models lists no model")
         chosen = next((m for m in models if self.model in (m["id"], m.get("root"))), None) if self.model else models[0]
         if chosen is None:
             served = ", ".join(m["id"] for m in models)
-            raise EngineError(self.name, f"model {self.model!r} is not served at {self.url} (served: {served}); "
-                                         f"set {ENV_MODEL}")
+            raise EngineError(
+                self.name, f"model {self.model!r} is not served at {self.url} (served: {served}); set {ENV_MODEL}"
+            )
         self.model = chosen["id"]
         self.protocol = "chat"
         names = f"{chosen['id']} {chosen.get('root') or ''}".lower()
@@ -184,8 +191,9 @@ class OpenAIServerEngine(Engine):
             except httpx.ConnectTimeout as exc:
                 error = f"connection timed out: {exc}"
             except httpx.TimeoutException:
-                raise EngineError(self.name, f"{self.url}{path}: no answer within {timeout or self.timeout:g} s") \
-                    from None
+                raise EngineError(
+                    self.name, f"{self.url}{path}: no answer within {timeout or self.timeout:g} s"
+                ) from None
             except httpx.TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
@@ -209,24 +217,42 @@ class OpenAIServerEngine(Engine):
         data = {"task": kind.value, "language": "+".join(task.languages), "format": "json"}
         if self.model:
             data["engine"] = self.model
-        response = self._request("POST", "/v1/ocr", files={"file": ("page.png", _png(image), "image/png")},
-                                 data=data, timeout=self._timeout(task))
+        response = self._request(
+            "POST",
+            "/v1/ocr",
+            files={"file": ("page.png", _png(image), "image/png")},
+            data=data,
+            timeout=self._timeout(task),
+        )
         if response.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/ocr answered HTTP {response.status_code}: "
-                                         f"{_message(response)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/ocr answered HTTP {response.status_code}: {_message(response)}"
+            )
         doc = DocumentResult.model_validate_json(response.content)
         if not doc.pages:
             raise EngineError(self.name, f"{self.url} returned no page: {'; '.join(doc.errors)}")
         result = doc.pages[0]
         if result.status == PageStatus.FAILED:
-            raise EngineError(self.name, f"the polyocr server at {self.url} failed on the page: "
-                                         f"{'; '.join(result.errors)}")
+            raise EngineError(
+                self.name, f"the polyocr server at {self.url} failed on the page: {'; '.join(result.errors)}"
+            )
         dx, dy = origin
-        blocks = [b.model_copy(update={"bbox": (b.bbox[0] + dx, b.bbox[1] + dy, b.bbox[2] + dx, b.bbox[3] + dy)})
-                  if b.bbox else b for b in result.blocks]
-        return result.model_copy(update={"page": page.number, "source": page.source, "attempts": [],
-                                         "width": page.image.width, "height": page.image.height,
-                                         "blocks": blocks})
+        blocks = [
+            b.model_copy(update={"bbox": (b.bbox[0] + dx, b.bbox[1] + dy, b.bbox[2] + dx, b.bbox[3] + dy)})
+            if b.bbox
+            else b
+            for b in result.blocks
+        ]
+        return result.model_copy(
+            update={
+                "page": page.number,
+                "source": page.source,
+                "attempts": [],
+                "width": page.image.width,
+                "height": page.image.height,
+                "blocks": blocks,
+            }
+        )
 
     def _chat_page(self, page: Page, task: Task) -> PageResult:
         image = page.image
@@ -237,10 +263,15 @@ class OpenAIServerEngine(Engine):
         prompt = self._prompt(task, region, sent.size, image.size)
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(_png(sent))}},
-                {"type": "text", "text": prompt},
-            ]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(_png(sent))}},
+                        {"type": "text", "text": prompt},
+                    ],
+                }
+            ],
             "max_tokens": task.max_new_tokens,
             "temperature": float(self.generation.get("temperature", 0.0)),
             "top_p": float(self.generation.get("top_p", 1.0)),
@@ -248,8 +279,9 @@ class OpenAIServerEngine(Engine):
         start = time.perf_counter()
         response = self._request("POST", "/v1/chat/completions", json=body, timeout=self._timeout(task))
         if response.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/chat/completions answered HTTP {response.status_code}: "
-                                         f"{_message(response)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/chat/completions answered HTTP {response.status_code}: {_message(response)}"
+            )
         answer = _json(response)
         try:
             choice = answer["choices"][0]
@@ -257,12 +289,19 @@ class OpenAIServerEngine(Engine):
         except (KeyError, IndexError, TypeError):
             raise EngineError(self.name, f"{self.url} answered without choices[0].message.content") from None
         usage = answer.get("usage") or {}
-        generation = Generation(stop_reason=_FINISH.get(choice.get("finish_reason") or "", "error"),
-                                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                generated_tokens=int(usage.get("completion_tokens") or 0),
-                                seconds=time.perf_counter() - start)
-        result = PageResult(page=page.number, source=page.source, width=page.image.width,
-                            height=page.image.height, generation=generation)
+        generation = Generation(
+            stop_reason=_FINISH.get(choice.get("finish_reason") or "", "error"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            generated_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=time.perf_counter() - start,
+        )
+        result = PageResult(
+            page=page.number,
+            source=page.source,
+            width=page.image.width,
+            height=page.image.height,
+            generation=generation,
+        )
         self._read_answer(result, content, task, sent.size, page.image.size, region)
         return result
 
@@ -271,8 +310,9 @@ class OpenAIServerEngine(Engine):
         if self.family != "dots":
             if self.max_pixels and image.width * image.height > self.max_pixels:
                 scale = (self.max_pixels / (image.width * image.height)) ** 0.5
-                return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
-                                    Image.Resampling.BICUBIC)
+                return image.resize(
+                    (max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BICUBIC
+                )
             return image
         from polyocr.engines.dots.processor import MAX_PIXELS, smart_resize
 
@@ -284,8 +324,13 @@ class OpenAIServerEngine(Engine):
             return image
         return image.resize((width, height), Image.Resampling.BICUBIC)
 
-    def _prompt(self, task: Task, region: tuple[float, float, float, float] | None,
-                sent: tuple[int, int], original: tuple[int, int]) -> str:
+    def _prompt(
+        self,
+        task: Task,
+        region: tuple[float, float, float, float] | None,
+        sent: tuple[int, int],
+        original: tuple[int, int],
+    ) -> str:
         if self.family != "dots":
             return _GENERIC_PROMPTS[task.kind]
         from polyocr.engines.dots.prompts import TASK_MODES, prompt_text
@@ -296,8 +341,15 @@ class OpenAIServerEngine(Engine):
             box = [round(region[0] * sx), round(region[1] * sy), round(region[2] * sx), round(region[3] * sy)]
         return DOTS_IMAGE_MARKER + prompt_text(TASK_MODES[task.kind], box)
 
-    def _read_answer(self, result: PageResult, content: str, task: Task, sent: tuple[int, int],
-                     original: tuple[int, int], region: tuple[float, float, float, float] | None) -> None:
+    def _read_answer(
+        self,
+        result: PageResult,
+        content: str,
+        task: Task,
+        sent: tuple[int, int],
+        original: tuple[int, int],
+        region: tuple[float, float, float, float] | None,
+    ) -> None:
         if self.family == "dots" and task.kind in (TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY):
             from polyocr.engines.dots.layout import page_text, parse_layout, to_blocks
 

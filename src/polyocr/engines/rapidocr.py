@@ -79,8 +79,7 @@ class RapidOCREngine(Engine):
     scripts: ClassVar[frozenset[str]] = frozenset({LATIN, HAN, KANA})
     tasks: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT, TaskKind.LAYOUT, TaskKind.REGION})
     notes: ClassVar[str] = (
-        "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian "
-        "(a Russian-only task is refused)"
+        "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian (a Russian-only task is refused)"
     )
 
     def __init__(self) -> None:
@@ -97,8 +96,9 @@ class RapidOCREngine(Engine):
         try:
             from rapidocr import RapidOCR
         except ImportError as exc:
-            raise EngineUnavailable(self.name, f"rapidocr does not import: {exc}",
-                                    "pip install 'polyocr[classic]'") from exc
+            raise EngineUnavailable(
+                self.name, f"rapidocr does not import: {exc}", "pip install 'polyocr[classic]'"
+            ) from exc
         folder = models_dir()
         assert folder is not None
         params: dict[str, Any] = {"Global.log_level": "error"}
@@ -141,8 +141,14 @@ class RapidOCREngine(Engine):
         blocks = [paragraph.block() for paragraph in reading_order(paragraphs(lines))]
         width, height = page.image.size
         return PageResult(
-            page=page.number, source=page.source, width=width, height=height, engine=self.name,
-            language="+".join(task.languages), blocks=blocks, text=blocks_to_text(blocks),
+            page=page.number,
+            source=page.source,
+            width=width,
+            height=height,
+            engine=self.name,
+            language="+".join(task.languages),
+            blocks=blocks,
+            text=blocks_to_text(blocks),
         )
 
 
@@ -167,14 +173,15 @@ class Paragraph:
 
     def block(self) -> Block:
         return Block(
-            bbox=self.bbox, category="Text", text="\n".join(line.text for line in self.lines),
+            bbox=self.bbox,
+            category="Text",
+            text="\n".join(line.text for line in self.lines),
             confidence=statistics.fmean(line.score for line in self.lines),
         )
 
 
 def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-            max(b[3] for b in boxes))
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:

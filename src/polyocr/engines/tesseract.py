@@ -37,18 +37,50 @@ DESKEW_MIN_DEGREES = 1.0  # Tesseract reads pages skewed by less as they are (be
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
 _TESSERACT_CODES = {
-    "en": "eng", "ru": "rus", "uk": "ukr", "be": "bel", "bg": "bul", "sr": "srp", "de": "deu",
-    "fr": "fra", "it": "ita", "es": "spa", "pt": "por", "nl": "nld", "pl": "pol", "cs": "ces",
-    "sv": "swe", "fi": "fin", "da": "dan", "no": "nor", "tr": "tur", "el": "ell", "ja": "jpn",
-    "ko": "kor", "zh": "chi_sim", "zho": "chi_sim", "ar": "ara", "he": "heb", "hi": "hin",
+    "en": "eng",
+    "ru": "rus",
+    "uk": "ukr",
+    "be": "bel",
+    "bg": "bul",
+    "sr": "srp",
+    "de": "deu",
+    "fr": "fra",
+    "it": "ita",
+    "es": "spa",
+    "pt": "por",
+    "nl": "nld",
+    "pl": "pol",
+    "cs": "ces",
+    "sv": "swe",
+    "fi": "fin",
+    "da": "dan",
+    "no": "nor",
+    "tr": "tur",
+    "el": "ell",
+    "ja": "jpn",
+    "ko": "kor",
+    "zh": "chi_sim",
+    "zho": "chi_sim",
+    "ar": "ara",
+    "he": "heb",
+    "hi": "hin",
     "kn": "kan",
 }
 
 # Tesseract's layout-analysis block types (tesserocr.PT) as result categories; rules and noise
 # carry nothing a reader wants and are dropped.
 _CATEGORIES = {
-    1: "Text", 2: "Section-header", 3: "Text", 4: "Formula", 5: "Formula", 6: "Table", 7: "Text",
-    8: "Caption", 9: "Picture", 10: "Picture", 11: "Picture",
+    1: "Text",
+    2: "Section-header",
+    3: "Text",
+    4: "Formula",
+    5: "Formula",
+    6: "Table",
+    7: "Text",
+    8: "Caption",
+    9: "Picture",
+    10: "Picture",
+    11: "Picture",
 }
 
 
@@ -129,8 +161,9 @@ class TesseractEngine(Engine):
         try:
             import tesserocr  # noqa: F401
         except ImportError as exc:
-            raise EngineUnavailable(self.name, f"tesserocr does not import: {exc}",
-                                    "pip install 'polyocr[classic]'") from exc
+            raise EngineUnavailable(
+                self.name, f"tesserocr does not import: {exc}", "pip install 'polyocr[classic]'"
+            ) from exc
         self._tessdata = find_tessdata()
         if self._tessdata is None:
             raise EngineUnavailable(self.name, "no tessdata directory found", _apt_fix(DEFAULT_LANGUAGES))
@@ -169,8 +202,7 @@ class TesseractEngine(Engine):
         from tesserocr import OEM, PSM, PyTessBaseAPI
 
         if self._api is None:
-            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO,
-                                      oem=OEM.LSTM_ONLY)
+            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO, oem=OEM.LSTM_ONLY)
         elif self._api_languages != languages:
             self._api.Init(path=f"{self._tessdata}/", lang=languages, oem=OEM.LSTM_ONLY)
             self._api.SetPageSegMode(PSM.AUTO)
@@ -192,8 +224,14 @@ class TesseractEngine(Engine):
             blocks = [_mapped(block, to_page) for block in blocks]
         width, height = page.image.size
         return PageResult(
-            page=page.number, source=page.source, width=width, height=height, engine=self.name,
-            language=languages, blocks=blocks, text=blocks_to_text(blocks),
+            page=page.number,
+            source=page.source,
+            width=width,
+            height=height,
+            engine=self.name,
+            language=languages,
+            blocks=blocks,
+            text=blocks_to_text(blocks),
         )
 
     def _blocks(self, api: Any, page: Page, task: Task) -> list[Block]:
@@ -225,10 +263,12 @@ class TesseractEngine(Engine):
 
 
 def _mapped(block: Block, box: Callable[[Box], Box]) -> Block:
-    return block.model_copy(update={
-        "bbox": box(block.bbox) if block.bbox is not None else None,
-        "children": [_mapped(child, box) for child in block.children],
-    })
+    return block.model_copy(
+        update={
+            "bbox": box(block.bbox) if block.bbox is not None else None,
+            "children": [_mapped(child, box) for child in block.children],
+        }
+    )
 
 
 def _lines(iterator: Any) -> list[Block]:

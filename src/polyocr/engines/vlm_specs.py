@@ -70,8 +70,9 @@ def image_only_processor(processor_cls: type) -> type:
     The subclass's signature lacks `video_processor`, so from_pretrained never looks for one.
     """
 
-    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
+    ) -> None:
         processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
     return type(f"{processor_cls.__name__}ImageOnly", (processor_cls,), {"__init__": __init__})
@@ -80,11 +81,25 @@ def image_only_processor(processor_cls: type) -> type:
 # ---------------------------------------------------------------------------- output parsers
 
 _LABELS = {c.lower(): c for c in CATEGORIES} | {
-    "paragraph": "Text", "plain text": "Text", "text": "Text", "heading": "Section-header",
-    "header": "Page-header", "footer": "Page-footer", "sub_title": "Section-header", "subtitle": "Section-header",
-    "image": "Picture", "figure": "Picture", "image_caption": "Caption", "table_caption": "Caption",
-    "figure_caption": "Caption", "equation": "Formula", "formula": "Formula", "list": "List-item",
-    "page_header": "Page-header", "page_footer": "Page-footer", "table_footnote": "Footnote",
+    "paragraph": "Text",
+    "plain text": "Text",
+    "text": "Text",
+    "heading": "Section-header",
+    "header": "Page-header",
+    "footer": "Page-footer",
+    "sub_title": "Section-header",
+    "subtitle": "Section-header",
+    "image": "Picture",
+    "figure": "Picture",
+    "image_caption": "Caption",
+    "table_caption": "Caption",
+    "figure_caption": "Caption",
+    "equation": "Formula",
+    "formula": "Formula",
+    "list": "List-item",
+    "page_header": "Page-header",
+    "page_footer": "Page-footer",
+    "table_footnote": "Footnote",
 }
 
 
@@ -122,8 +137,9 @@ def parse_qwen2_grounding(output: str, size: Size) -> list[Block]:
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(output)
         box = [int(m[k]) for k in ("x1", "y1", "x2", "y2")]
-        blocks.append(Block(bbox=scale_box(box, size, 1000), category=category(m["label"]),
-                            text=output[m.end():end].strip()))
+        blocks.append(
+            Block(bbox=scale_box(box, size, 1000), category=category(m["label"]), text=output[m.end() : end].strip())
+        )
     return blocks
 
 
@@ -150,8 +166,9 @@ def parse_qwen3_json(output: str, size: Size) -> list[Block]:
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
             continue
         label = str(item.get("label") or item.get("category") or "Text")
-        blocks.append(Block(bbox=scale_box(box, size, 1000), category=category(label),
-                            text=str(item.get("text") or "").strip()))
+        blocks.append(
+            Block(bbox=scale_box(box, size, 1000), category=category(label), text=str(item.get("text") or "").strip())
+        )
     return blocks
 
 
@@ -168,10 +185,10 @@ def parse_deepseek_grounding(output: str, size: Size) -> list[Block]:
         numbers = [int(v) for v in re.findall(r"\d+", m["boxes"])]
         if len(numbers) < 4:
             continue
-        quads = [numbers[j:j + 4] for j in range(0, len(numbers) - 3, 4)]
+        quads = [numbers[j : j + 4] for j in range(0, len(numbers) - 3, 4)]
         box = [min(q[0] for q in quads), min(q[1] for q in quads), max(q[2] for q in quads), max(q[3] for q in quads)]
         label = category(m["label"])
-        text = output[m.end():end].strip()
+        text = output[m.end() : end].strip()
         fmt = TextFormat.LATEX if label == "Formula" else TextFormat.MARKDOWN
         blocks.append(Block(bbox=scale_box(box, size, 999), category=label, text=text, format=fmt))
     return blocks
@@ -189,10 +206,15 @@ def _qwen_pixels(default_max: int) -> PixelKwargs:
     tokens; `default_max` caps it where OCR quality is still good, unless the plan says otherwise.
     """
 
-    def kwargs(sizes: list[Size], min_pixels: int | None, max_pixels: int | None,
-               own: Mapping[str, Any]) -> dict[str, Any]:
-        return {"size": {"shortest_edge": min_pixels or own.get("shortest_edge", 56 * 56),
-                         "longest_edge": max_pixels or min(default_max, own.get("longest_edge", default_max))}}
+    def kwargs(
+        sizes: list[Size], min_pixels: int | None, max_pixels: int | None, own: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "size": {
+                "shortest_edge": min_pixels or own.get("shortest_edge", 56 * 56),
+                "longest_edge": max_pixels or min(default_max, own.get("longest_edge", default_max)),
+            }
+        }
 
     return kwargs
 
@@ -200,8 +222,9 @@ def _qwen_pixels(default_max: int) -> PixelKwargs:
 GOT_TILE = 1024
 
 
-def _got_pixels(sizes: list[Size], min_pixels: int | None, max_pixels: int | None,
-                own: Mapping[str, Any]) -> dict[str, Any]:
+def _got_pixels(
+    sizes: list[Size], min_pixels: int | None, max_pixels: int | None, own: Mapping[str, Any]
+) -> dict[str, Any]:
     """GOT reads one 1024 px view; larger pages are cut into 1024 px patches plus a thumbnail.
 
     The choice is per batch (the processor takes one setting): a batch with any page larger than
@@ -213,8 +236,9 @@ def _got_pixels(sizes: list[Size], min_pixels: int | None, max_pixels: int | Non
     return {"crop_to_patches": crop, "max_patches": max_patches}
 
 
-def _deepseek_pixels(sizes: list[Size], min_pixels: int | None, max_pixels: int | None,
-                     own: Mapping[str, Any]) -> dict[str, Any]:
+def _deepseek_pixels(
+    sizes: list[Size], min_pixels: int | None, max_pixels: int | None, own: Mapping[str, Any]
+) -> dict[str, Any]:
     """DeepSeek-OCR-2 reads a 1024 px global view plus 2..6 tiles of 768 px (fixed by its learned queries)."""
     if max_pixels is None:
         return {}
@@ -270,7 +294,8 @@ QWEN3VL = VLMSpec(
         **QWEN_TEXT_PROMPTS,
         "layout": (
             "Locate every layout block of the document in reading order and output them as a JSON list; "
-            'each item has "bbox_2d": [x1, y1, x2, y2], "label" (one of: ' + ", ".join(CATEGORIES[:11])
+            'each item has "bbox_2d": [x1, y1, x2, y2], "label" (one of: '
+            + ", ".join(CATEGORIES[:11])
             + ') and "text".'
         ),
     },

@@ -93,8 +93,11 @@ def resolve_chain(spec: str | Sequence[str], task: Task, profile: Profile | None
     for name in names:
         readable = engine_class(name).scripts
         if needed and not needed & readable:
-            raise EngineUnavailable(name, f"it reads no {'/'.join(sorted(needed))} text, which "
-                                          f"{'+'.join(task.languages)} needs (it reads {', '.join(sorted(readable))})")
+            raise EngineUnavailable(
+                name,
+                f"it reads no {'/'.join(sorted(needed))} text, which "
+                f"{'+'.join(task.languages)} needs (it reads {', '.join(sorted(readable))})",
+            )
     return names
 
 
@@ -126,8 +129,11 @@ def _auto_chain(task: Task, profile: Profile) -> list[str]:
     classical = [n for n in CLASSICAL_ORDER if n in known and _reads(n, task) and _available(n, profile)]
     chain += sorted(classical, key=worst_cer)
     if not chain:
-        raise EngineUnavailable("auto", f"no engine that reads {'+'.join(task.languages)} can run here",
-                                "run `polyocr engines` to see why each one cannot")
+        raise EngineUnavailable(
+            "auto",
+            f"no engine that reads {'+'.join(task.languages)} can run here",
+            "run `polyocr engines` to see why each one cannot",
+        )
     return chain
 
 
@@ -193,8 +199,9 @@ class Router:
                 availability = engine.available(self.profile)
                 if not availability.ok:
                     raise EngineUnavailable(name, availability.reason, availability.fix)
-                plan = self.plans.get(name) or make_plan(engine, self.profile, self.config.plan_overrides(name),
-                                                         max_new_tokens=self.task.max_new_tokens)
+                plan = self.plans.get(name) or make_plan(
+                    engine, self.profile, self.config.plan_overrides(name), max_new_tokens=self.task.max_new_tokens
+                )
                 self._make_room(engine, plan)
                 before = device_free_bytes(plan.device)
                 engine.load(plan)
@@ -332,8 +339,14 @@ class Router:
         except EngineUnavailable as exc:
             seconds = (time.perf_counter() - start) / len(states)
             for state in states:
-                state.attempts.append(Attempt(engine=name, outcome=Outcome.UNAVAILABLE, seconds=seconds,
-                                              error=exc.reason + (f" (fix: {exc.fix})" if exc.fix else "")))
+                state.attempts.append(
+                    Attempt(
+                        engine=name,
+                        outcome=Outcome.UNAVAILABLE,
+                        seconds=seconds,
+                        error=exc.reason + (f" (fix: {exc.fix})" if exc.fix else ""),
+                    )
+                )
             return states
         base = slot.plan
 
@@ -348,7 +361,10 @@ class Router:
         return self._offer(name, states, 0, after_batch)
 
     def _offer(
-        self, name: str, states: list[_PageState], loop_step: int,
+        self,
+        name: str,
+        states: list[_PageState],
+        loop_step: int,
         after_batch: Callable[[list[_PageState]], None] | None = None,
     ) -> list[_PageState]:
         """The pages in batches of the engine's current batch size, which an out-of-memory retry
@@ -380,8 +396,14 @@ class Router:
                 raise RuntimeError(f"returned {len(results)} result(s) for {len(batch)} page(s)")
         except PageTimeout as exc:
             self._abandon(name, f"abandoned after it gave no answer within {exc.seconds:.1f} s")
-            _record(batch, name, Outcome.TIMEOUT, settings, start, f"no answer within {exc.seconds:.1f} s; "
-                    "engine abandoned for the rest of the run")
+            _record(
+                batch,
+                name,
+                Outcome.TIMEOUT,
+                settings,
+                start,
+                f"no answer within {exc.seconds:.1f} s; engine abandoned for the rest of the run",
+            )
             return batch
         except EngineUnavailable as exc:
             self._loaded.pop(name, None)
@@ -408,8 +430,15 @@ class Router:
                 continue
             reason = "; ".join(str(f) for f in failures)
             timed_out = result.generation is not None and result.generation.stop_reason == "timeout"
-            state.attempts.append(Attempt(engine=name, settings=settings, seconds=share, error=reason,
-                                          outcome=Outcome.TIMEOUT if timed_out else Outcome.REJECTED))
+            state.attempts.append(
+                Attempt(
+                    engine=name,
+                    settings=settings,
+                    seconds=share,
+                    error=reason,
+                    outcome=Outcome.TIMEOUT if timed_out else Outcome.REJECTED,
+                )
+            )
             state.consider_salvage(result, failures)
             if engine.kind != "classical" and not timed_out and {f.check for f in failures} & LOOP_CHECKS:
                 looping.append(state)
@@ -479,8 +508,15 @@ def _give_up(state: _PageState) -> PageResult:
         result.attempts = state.attempts
         return result
     page = state.page
-    return PageResult(page=page.number, source=page.source, width=page.image.width, height=page.image.height,
-                      status=PageStatus.FAILED, attempts=state.attempts, errors=errors or ["no engine in the chain"])
+    return PageResult(
+        page=page.number,
+        source=page.source,
+        width=page.image.width,
+        height=page.image.height,
+        status=PageStatus.FAILED,
+        attempts=state.attempts,
+        errors=errors or ["no engine in the chain"],
+    )
 
 
 def _pages_with_errors(source: Source, doc: DocumentResult) -> Iterator[Page]:

@@ -121,8 +121,11 @@ def _apply_file(config: RouterConfig, path: Path) -> None:
             raise ConfigFileError(origin, f"[engines.{engine}] must be a table")
         unknown = set(settings) - PLAN_FIELDS
         if unknown:
-            raise ConfigFileError(origin, f"[engines.{engine}] unknown key(s) {', '.join(sorted(unknown))} "
-                                      f"(known: {', '.join(sorted(PLAN_FIELDS))})")
+            raise ConfigFileError(
+                origin,
+                f"[engines.{engine}] unknown key(s) {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(PLAN_FIELDS))})",
+            )
         config.plans.setdefault(engine, {}).update(settings)
     config.origins.append(origin)
 

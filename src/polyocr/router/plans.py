@@ -38,8 +38,9 @@ def make_plan(
     attn, dtype, device = fields.pop("attention", None), fields.pop("dtype", None), fields.pop("device", None)
     parts = engine.supported_attention()
     supports = tuple(parts.get("", next(iter(parts.values()))))
-    decision = choose(engine.name, profile, attn=attn, dtype=dtype, device=device, supports=supports,
-                      fp16_stable=engine.fp16_stable)
+    decision = choose(
+        engine.name, profile, attn=attn, dtype=dtype, device=device, supports=supports, fp16_stable=engine.fp16_stable
+    )
     plan = decision.to_plan(**fields)
     dims = engine.model_dims(plan.dtype)
     if dims is None or not plan.device.startswith("cuda"):
@@ -47,8 +48,11 @@ def make_plan(
     cap = plan.max_pixels or DEFAULT_MAX_PIXELS
     limits = fit(dims, free_bytes(profile, plan.device), max_new_tokens=max_new_tokens, max_pixels=cap)
     if not limits.fits:
-        raise EngineUnavailable(engine.name, f"{plan.device}: {limits.reason}",
-                                "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu")
+        raise EngineUnavailable(
+            engine.name,
+            f"{plan.device}: {limits.reason}",
+            "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu",
+        )
     if limits.max_pixels < cap:
         plan.max_pixels = limits.max_pixels
     plan.batch_size = min(plan.batch_size, limits.batch_size)
@@ -60,8 +64,12 @@ def plan_settings(engine: Engine, plan: EnginePlan) -> dict[str, Any]:
     """What an Attempt records of the plan: the settings that could explain its outcome."""
     if engine.kind != "vlm":
         return {"device": plan.device} if plan.device != "cpu" else {}
-    settings: dict[str, Any] = {"device": plan.device, "dtype": plan.dtype, "attention": plan.attention,
-                                "batch_size": plan.batch_size}
+    settings: dict[str, Any] = {
+        "device": plan.device,
+        "dtype": plan.dtype,
+        "attention": plan.attention,
+        "batch_size": plan.batch_size,
+    }
     if plan.max_pixels is not None:
         settings["max_pixels"] = plan.max_pixels
     if plan.generation:

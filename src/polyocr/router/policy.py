@@ -32,8 +32,13 @@ LOOP_LADDER: tuple[dict[str, Any], ...] = (
 # Plan fields an engine reads at each recognize() call; changing only these needs no reload.
 PER_CALL_FIELDS = frozenset({"generation", "batch_size"})
 
-_OOM_MESSAGES = ("out of memory", "cuda_error_out_of_memory", "cublas_status_alloc_failed",
-                 "failed to allocate memory", "cannot allocate memory")
+_OOM_MESSAGES = (
+    "out of memory",
+    "cuda_error_out_of_memory",
+    "cublas_status_alloc_failed",
+    "failed to allocate memory",
+    "cannot allocate memory",
+)
 
 T = TypeVar("T")
 
@@ -87,12 +92,18 @@ def smaller_plan(plan: EnginePlan, page_pixels: int) -> EnginePlan | None:
     current = min(plan.max_pixels or page_pixels, page_pixels)
     if current > OOM_PIXEL_FLOOR:
         pixels = max(OOM_PIXEL_FLOOR, current // 2)
-        return replace(plan, max_pixels=pixels, reasons={
-            **plan.reasons, "max_pixels": f"halved to {pixels} after running out of memory at {current}"})
+        return replace(
+            plan,
+            max_pixels=pixels,
+            reasons={**plan.reasons, "max_pixels": f"halved to {pixels} after running out of memory at {current}"},
+        )
     if plan.batch_size > 1:
         batch = plan.batch_size // 2
-        return replace(plan, batch_size=batch, reasons={
-            **plan.reasons, "batch_size": f"halved to {batch} after running out of memory at the pixel floor"})
+        return replace(
+            plan,
+            batch_size=batch,
+            reasons={**plan.reasons, "batch_size": f"halved to {batch} after running out of memory at the pixel floor"},
+        )
     return None
 
 
@@ -102,8 +113,11 @@ def loop_plan(plan: EnginePlan, step: int) -> EnginePlan | None:
     if step >= len(LOOP_LADDER):
         return None
     settings = LOOP_LADDER[step]
-    return replace(plan, generation={**plan.generation, **settings}, reasons={
-        **plan.reasons, "generation": f"retry {step + 1} after a loop: {settings}"})
+    return replace(
+        plan,
+        generation={**plan.generation, **settings},
+        reasons={**plan.reasons, "generation": f"retry {step + 1} after a loop: {settings}"},
+    )
 
 
 def call_with_timeout(fn: Callable[[], T], seconds: float | None) -> T:

@@ -153,8 +153,12 @@ def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> Non
         limits = fit(dims, free_bytes(profile, main.device), max_new_tokens=16384)
         status.reasons["page size"] = limits.reason
         if not limits.fits:
-            raise ConfigError(status.name, "page size", limits.reason,
-                              "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu")
+            raise ConfigError(
+                status.name,
+                "page size",
+                limits.reason,
+                "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu",
+            )
     if len({d.attention for d in decisions.values()}) == 1:
         status.attention = main.attention
         return
@@ -177,8 +181,15 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             statuses.append(EngineStatus(name, "", False, reason, getattr(exc, "fix", "")))
             continue
-        status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix,
-                              scripts=sorted(engine.scripts), notes=engine.notes or engine.description)
+        status = EngineStatus(
+            name,
+            engine.kind,
+            availability.ok,
+            availability.reason,
+            availability.fix,
+            scripts=sorted(engine.scripts),
+            notes=engine.notes or engine.description,
+        )
         if availability.ok and engine.kind == "vlm":
             try:
                 _apply_decisions(status, engine, profile)

@@ -45,18 +45,21 @@ log = logging.getLogger("polyocr.server")
 T = TypeVar("T")
 
 _FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
-_MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8",
-                "txt": "text/plain; charset=utf-8"}
+_MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
 # Content types accepted, recognised by their first bytes (the loader then validates them fully).
 _MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"), (b"BM", "image/bmp"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"BM", "image/bmp"),
 )
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -68,10 +71,12 @@ class _TooLarge(Exception):
     """The body grew past the size cap while it was being read."""
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error",
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
-                        headers=headers)
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
+    )
 
 
 def sniff_content_type(data: bytes) -> str | None:
@@ -121,8 +126,11 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _error(413, f"request body is over the limit of {self.limit:,} bytes "
-                               "(the server's --max-request-mb)", "request_too_large")
+        response = _error(
+            413,
+            f"request body is over the limit of {self.limit:,} bytes (the server's --max-request-mb)",
+            "request_too_large",
+        )
         await response(scope, receive, send)
 
 
@@ -140,13 +148,32 @@ def _documented_body(description: str) -> dict[str, Any]:
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
         "format": {"type": "string", "enum": ["json", "md", "txt"]},
     }
-    return {"requestBody": {"required": True, "description": description, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}, **fields}}},
-        "application/json": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "description": "base64 content (or a base64 data: URL)"},
-            "filename": {"type": "string"}, **fields}}},
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}, **fields},
+                    }
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "description": "base64 content (or a base64 data: URL)"},
+                            "filename": {"type": "string"},
+                            **fields,
+                        },
+                    }
+                },
+            },
+        }
+    }
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -174,15 +201,21 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             service.close()
             store.close()
 
-    app = FastAPI(title="polyocr", version=__version__, lifespan=lifespan, docs_url="/docs",
-                  description="OCR of images and PDFs with polyocr's engines, jobs for long documents, "
-                              "and an OpenAI-compatible chat endpoint.")
+    app = FastAPI(
+        title="polyocr",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        description="OCR of images and PDFs with polyocr's engines, jobs for long documents, "
+        "and an OpenAI-compatible chat endpoint.",
+    )
     app.state.settings, app.state.service, app.state.store, app.state.runner = settings, service, store, runner
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
+        )
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
 
     @app.exception_handler(ApiError)
@@ -191,8 +224,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.exception_handler(_TooLarge)
     async def _too_large(_request: Request, _exc: _TooLarge) -> JSONResponse:
-        return _error(413, f"request body is over the limit of {settings.max_request_bytes:,} bytes",
-                      "request_too_large")
+        return _error(
+            413, f"request body is over the limit of {settings.max_request_bytes:,} bytes", "request_too_large"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -214,8 +248,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                "authentication_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
@@ -231,23 +269,31 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         elif ctype.startswith("application/json"):
             upload = _json_upload(await request.body())
         else:
-            raise ApiError(415, "send multipart/form-data with a 'file' field, or application/json with the "
-                                "file as base64 in 'file'", "unsupported_media_type")
+            raise ApiError(
+                415,
+                "send multipart/form-data with a 'file' field, or application/json with the file as base64 in 'file'",
+                "unsupported_media_type",
+            )
         for key, value in request.query_params.items():
             upload.fields.setdefault(key, value)
         if not upload.data:
             raise ApiError(400, f"{upload.filename}: the file is empty (0 bytes)")
         if sniff_content_type(upload.data) is None:
-            raise ApiError(415, f"{upload.filename}: content is not PDF, PNG, JPEG, TIFF, WebP or BMP "
-                                "(recognised by content, not by name)", "unsupported_media_type")
+            raise ApiError(
+                415,
+                f"{upload.filename}: content is not PDF, PNG, JPEG, TIFF, WebP or BMP "
+                "(recognised by content, not by name)",
+                "unsupported_media_type",
+            )
         return upload
 
     def params_from(fields: dict[str, str]) -> tuple[OCRParams, str]:
         try:
             task = TaskKind(fields.get("task") or TaskKind.LAYOUT.value)
         except ValueError:
-            raise ApiError(400, f"unknown task {fields.get('task')!r}; choose one of "
-                                f"{', '.join(t.value for t in TaskKind)}") from None
+            raise ApiError(
+                400, f"unknown task {fields.get('task')!r}; choose one of {', '.join(t.value for t in TaskKind)}"
+            ) from None
         languages = settings.languages
         if fields.get("language"):
             languages = tuple(p for p in fields["language"].replace(",", "+").split("+") if p)
@@ -270,25 +316,40 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if settings.allowed_engines is not None:
             refused = [name for name in chain if name not in settings.allowed_engines]
             if refused:
-                raise ApiError(403, f"engine(s) {', '.join(refused)} not enabled on this server (enabled: "
-                                    f"{', '.join(settings.allowed_engines)})", "permission_error")
+                raise ApiError(
+                    403,
+                    f"engine(s) {', '.join(refused)} not enabled on this server (enabled: "
+                    f"{', '.join(settings.allowed_engines)})",
+                    "permission_error",
+                )
         return chain
 
     async def run_admitted(fn: Callable[..., T], *args: Any) -> T:
         if not service.admit():
-            raise ApiError(429, f"server busy: {settings.capacity} request(s) already running or waiting; "
-                                "retry later", "rate_limit_error", {"Retry-After": "1"})
+            raise ApiError(
+                429,
+                f"server busy: {settings.capacity} request(s) already running or waiting; retry later",
+                "rate_limit_error",
+                {"Retry-After": "1"},
+            )
         future = service.submit_admitted(fn, *args)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout)
         except TimeoutError:
-            raise ApiError(504, f"OCR did not finish within the server's {settings.request_timeout:g} s "
-                                "request timeout; send long documents to POST /v1/jobs", "timeout") from None
+            raise ApiError(
+                504,
+                f"OCR did not finish within the server's {settings.request_timeout:g} s "
+                "request timeout; send long documents to POST /v1/jobs",
+                "timeout",
+            ) from None
         except InputError as exc:
             raise _input_error(exc) from None
 
-    @api.post("/ocr", summary="OCR one document and return its result",
-              openapi_extra=_documented_body("The document (image or PDF) and options."))
+    @api.post(
+        "/ocr",
+        summary="OCR one document and return its result",
+        openapi_extra=_documented_body("The document (image or PDF) and options."),
+    )
     async def ocr(request: Request) -> Response:
         upload = await read_upload(request)
         params, fmt = params_from(upload.fields)
@@ -299,22 +360,32 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         failed = sum(page.status == PageStatus.FAILED for page in doc.pages)
         return Response(body, media_type=_MEDIA_TYPES[fmt], headers={"X-Polyocr-Failed-Pages": str(failed)})
 
-    @api.post("/jobs", status_code=202, summary="Queue a long document; returns a job id at once",
-              openapi_extra=_documented_body("The document (image or PDF) and options."))
+    @api.post(
+        "/jobs",
+        status_code=202,
+        summary="Queue a long document; returns a job id at once",
+        openapi_extra=_documented_body("The document (image or PDF) and options."),
+    )
     async def submit_job(request: Request) -> JSONResponse:
         upload = await read_upload(request)
         params, _ = params_from(upload.fields)
         if store.count(JobStatus.QUEUED) >= settings.max_queued_jobs:
-            raise ApiError(429, f"job queue is full ({settings.max_queued_jobs} queued); retry later",
-                           "rate_limit_error", {"Retry-After": "5"})
+            raise ApiError(
+                429,
+                f"job queue is full ({settings.max_queued_jobs} queued); retry later",
+                "rate_limit_error",
+                {"Retry-After": "5"},
+            )
         try:
             pages = await asyncio.to_thread(service.page_count, upload.data, upload.filename)
         except InputError as exc:
             raise _input_error(exc) from None
         job = await asyncio.to_thread(store.create, upload.data, upload.filename, params.to_dict(), pages)
         runner.wake()
-        return JSONResponse({**job.public(settings.job_ttl), "url": f"/v1/jobs/{job.id}",
-                             "result_url": f"/v1/jobs/{job.id}/result"}, status_code=202)
+        return JSONResponse(
+            {**job.public(settings.job_ttl), "url": f"/v1/jobs/{job.id}", "result_url": f"/v1/jobs/{job.id}/result"},
+            status_code=202,
+        )
 
     @api.get("/jobs/{job_id}", summary="A job's status and progress")
     async def job_status(job_id: str) -> dict[str, Any]:
@@ -334,8 +405,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if job.status == JobStatus.FAILED:
             raise ApiError(409, f"job {job_id} failed: {job.error}", "job_failed")
         if job.status != JobStatus.DONE:
-            raise ApiError(409, f"job {job_id} is {job.status.value} ({job.pages_done}/{job.page_count} pages); "
-                                f"poll GET /v1/jobs/{job_id}", "job_not_done")
+            raise ApiError(
+                409,
+                f"job {job_id} is {job.status.value} ({job.pages_done}/{job.page_count} pages); "
+                f"poll GET /v1/jobs/{job_id}",
+                "job_not_done",
+            )
         text = await asyncio.to_thread(store.read_result, job_id)
         if fmt == "json":
             return Response(text, media_type=_MEDIA_TYPES["json"])
@@ -347,8 +422,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @api.get("/models", summary="Engines as OpenAI model ids (for clients that list models first)")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "polyocr"}
-                                           for name in engine_names()]}
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "owned_by": "polyocr"} for name in engine_names()],
+        }
 
     @api.post("/chat/completions", summary="OpenAI-compatible chat completion over one page image")
     async def chat(request: Request) -> JSONResponse:
@@ -360,8 +437,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         except ChatRequestError as exc:
             raise ApiError(400, str(exc)) from None
         if sniff_content_type(ask.image) is None:
-            raise ApiError(415, "the image is not PDF, PNG, JPEG, TIFF, WebP or BMP (recognised by content)",
-                           "unsupported_media_type")
+            raise ApiError(
+                415,
+                "the image is not PDF, PNG, JPEG, TIFF, WebP or BMP (recognised by content)",
+                "unsupported_media_type",
+            )
         engine = ask.model if ask.model in engine_names() else None
         params = OCRParams(chain_for(engine, ask.task, settings.languages), ask.task, settings.languages)
         transform = _cropper(ask) if ask.region else None
@@ -369,8 +449,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if doc.errors and not doc.pages:
             raise _unreadable(doc)
         if doc.pages[0].status == PageStatus.FAILED:
-            raise ApiError(502, "every engine failed on the image: " + "; ".join(doc.pages[0].errors),
-                           "engine_error")
+            raise ApiError(502, "every engine failed on the image: " + "; ".join(doc.pages[0].errors), "engine_error")
         return JSONResponse(completion(doc, ask, ask.model or ",".join(params.chain)))
 
     @app.get("/health", summary="Liveness: the process answers")
@@ -379,8 +458,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/ready", summary="Readiness (the default engine chain has loaded) and current load")
     async def ready() -> JSONResponse:
-        load = {"requests": service.admitted, "capacity": settings.capacity,
-                "jobs_queued": store.count(JobStatus.QUEUED)}
+        load = {
+            "requests": service.admitted,
+            "capacity": settings.capacity,
+            "jobs_queued": store.count(JobStatus.QUEUED),
+        }
         if service.ready:
             return JSONResponse({"ready": True, "engines": list(default_chain), **load})
         if settings.warm_up:
@@ -425,8 +507,9 @@ def _refusal(message: str) -> ApiError:
     return ApiError(422, message, "invalid_input")
 
 
-def _recognize_one_page(service: OCRService, ask: ChatAsk, params: OCRParams,
-                        transform: Callable[[Page], Page] | None) -> DocumentResult:
+def _recognize_one_page(
+    service: OCRService, ask: ChatAsk, params: OCRParams, transform: Callable[[Page], Page] | None
+) -> DocumentResult:
     """A chat request reads one image: a PDF or multi-page TIFF is refused rather than half-read."""
     if service.page_count(ask.image, "<image_url>") != 1:
         raise InputError("<image_url>", "has more than one page; send one page image per chat request")
@@ -442,8 +525,9 @@ def _cropper(ask: ChatAsk) -> Callable[[Page], Page]:
         x1, y1, x2, y2 = ask.region  # type: ignore[misc]
         box = (max(0, int(x1)), max(0, int(y1)), min(width, round(x2)), min(height, round(y2)))
         if box[2] <= box[0] or box[3] <= box[1]:
-            raise InputError("<image_url>", f"the grounding box {list(ask.region)} lies outside the "
-                                            f"{width}x{height} image")
+            raise InputError(
+                "<image_url>", f"the grounding box {list(ask.region)} lies outside the {width}x{height} image"
+            )
         return Page(image=page.image.crop(box), number=page.number, source=page.source, dpi=page.dpi)
 
     return crop
@@ -453,13 +537,24 @@ def _engine_rows(settings: ServerSettings) -> list[dict[str, Any]]:
     profile = get_profile()
     rows = []
     for name in engine_names():
-        row: dict[str, Any] = {"name": name, "kind": "", "available": False, "reason": "", "fix": "",
-                               "enabled": settings.allowed_engines is None or name in settings.allowed_engines}
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "",
+            "available": False,
+            "reason": "",
+            "fix": "",
+            "enabled": settings.allowed_engines is None or name in settings.allowed_engines,
+        }
         try:
             cls = engine_class(name)
             availability = create_engine(name).available(profile)
-            row.update(kind=cls.kind, description=cls.description, available=availability.ok,
-                       reason=availability.reason, fix=availability.fix)
+            row.update(
+                kind=cls.kind,
+                description=cls.description,
+                available=availability.ok,
+                reason=availability.reason,
+                fix=availability.fix,
+            )
         except PolyOCRError as exc:
             row.update(reason=getattr(exc, "reason", str(exc)), fix=getattr(exc, "fix", ""))
         rows.append(row)
@@ -471,6 +566,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
     import uvicorn
 
     if not settings.is_loopback and not settings.api_key:
-        log.warning("polyocr serve: listening on %s without an API key; anyone who can reach it can use it",
-                    settings.host)
+        log.warning(
+            "polyocr serve: listening on %s without an API key; anyone who can reach it can use it", settings.host
+        )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)

@@ -132,15 +132,26 @@ class OCRService:
         timeout = self.config.timeout if self.config.timeout is not None else self.settings.request_timeout
         return Task(kind=params.task, languages=params.languages, timeout=timeout)
 
-    def recognize(self, data: bytes, name: str, params: OCRParams, *,
-                  on_page: PageHook | None = None,
-                  transform: Callable[[Page], Page] | None = None) -> DocumentResult:
+    def recognize(
+        self,
+        data: bytes,
+        name: str,
+        params: OCRParams,
+        *,
+        on_page: PageHook | None = None,
+        transform: Callable[[Page], Page] | None = None,
+    ) -> DocumentResult:
         """OCR one upload in the calling worker thread; InputError if it cannot be opened."""
-        source = image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
-                              dpi=self.settings.dpi)
+        source = image_source(
+            data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages, dpi=self.settings.dpi
+        )
         if transform is not None:
-            source = Source(path=source.path, kind=source.kind, page_count=source.page_count,
-                            _pages=_mapped(source.pages(), transform))
+            source = Source(
+                path=source.path,
+                kind=source.kind,
+                page_count=source.page_count,
+                _pages=_mapped(source.pages(), transform),
+            )
         doc = self._router(params.chain).run_source(source, on_page=on_page, task=self.task(params))
         if any(a.outcome in _FORGETTING for page in doc.pages for a in page.attempts):
             self._forget(params.chain)
@@ -148,8 +159,9 @@ class OCRService:
 
     def page_count(self, data: bytes, name: str) -> int:
         """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
-        return image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
-                            dpi=self.settings.dpi).page_count
+        return image_source(
+            data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages, dpi=self.settings.dpi
+        ).page_count
 
     def start_warm_up(self, params: OCRParams, *, min_interval: float = 5.0) -> None:
         """Warm up in a worker unless one is under way or the last began under `min_interval` ago.
