@@ -48,8 +48,8 @@ def _default_pages() -> list[Path]:
 def _direct_seconds(page: Path, repeats: int) -> float:
     """Median seconds per page with the engine in this process, no HTTP."""
     from polyocr.documents import open_source
-    from polyocr.engines.base import Task
     from polyocr.router import Router
+    from polyocr.types import Task
 
     with Router(["tesseract"], Task(languages=("eng",))) as router:
         router.run_source(open_source(page))

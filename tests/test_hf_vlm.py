@@ -24,21 +24,24 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from polyocr.documents import Page  # noqa: E402
-from polyocr.engines.base import EnginePlan, Task, TaskKind, engine_class, engine_names  # noqa: E402
-from polyocr.engines.hf_vlm import HFVLMEngine  # noqa: E402
-from polyocr.engines.vlm_specs import (  # noqa: E402
-    SPECS,
-    parse_deepseek_grounding,
-    parse_qwen2_grounding,
-    parse_qwen3_json,
-)
+from polyocr.engines.base import engine_class, engine_names  # noqa: E402
+from polyocr.engines.hf.deepseek_ocr import parse_deepseek_grounding  # noqa: E402
+from polyocr.engines.hf.engine import HFVLMEngine  # noqa: E402
+from polyocr.engines.hf.qwen2vl import parse_qwen2_grounding  # noqa: E402
+from polyocr.engines.hf.qwen3vl import parse_qwen3_json  # noqa: E402
+from polyocr.engines.hf.spec import VLMSpec  # noqa: E402
 from polyocr.errors import EngineUnavailable  # noqa: E402
 from polyocr.results import PageStatus, TextFormat  # noqa: E402
+from polyocr.types import EnginePlan, Task, TaskKind  # noqa: E402
 from tiny_hf import BUILDERS  # noqa: E402
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 PAGE_IMAGE = EVAL / "tesseract_test" / "phototest.tif"
-NAMES = list(SPECS)
+NAMES = [n for n in engine_names() if issubclass(engine_class(n), HFVLMEngine)]
+
+
+def spec_of(name: str) -> VLMSpec:
+    return engine_class(name).spec  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def _engine(name: str, path: Path, attention: str = "sdpa", batch_size: int = 1)
 def test_end_to_end_on_a_real_page(name: str, checkpoints: dict[str, Path], pages: list[Page]) -> None:
     engine = _engine(name, checkpoints[name])
     assert engine.available(None).ok
-    spec = SPECS[name]
+    spec = spec_of(name)
     assert engine.attention == spec.implementation("sdpa")
     [result] = engine.recognize(pages[:1], Task(kind=TaskKind.LAYOUT, max_new_tokens=6))
     assert (result.engine, result.page, result.width, result.height) == (name, 1, 320, 240)
@@ -150,8 +153,8 @@ def test_missing_weights_make_engines_unavailable(tmp_path: Path, monkeypatch: p
         engine = engine_class(name)()
         availability = engine.available(None)
         assert not availability.ok
-        assert SPECS[name].repo_id in availability.reason
-        assert availability.fix == f"hf download {SPECS[name].repo_id}"
+        assert spec_of(name).repo_id in availability.reason
+        assert availability.fix == f"hf download {spec_of(name).repo_id}"
         with pytest.raises(EngineUnavailable, match=name):
             engine.load(EnginePlan())
         assert not engine_class(name)(model_path=tmp_path).available(None).ok
@@ -162,7 +165,7 @@ def test_registry_lists_the_five_engines() -> None:
     for name in NAMES:
         cls = engine_class(name)
         assert cls.name == name and cls.kind == "vlm"
-        assert (TaskKind.LAYOUT in cls.tasks) == ("layout" in SPECS[name].prompts)
+        assert (TaskKind.LAYOUT in cls.tasks) == ("layout" in spec_of(name).prompts)
 
 
 def test_weights_found_in_the_hugging_face_cache(
@@ -171,7 +174,7 @@ def test_weights_found_in_the_hugging_face_cache(
     """The hub's cache layout (models--org--name/refs/main -> snapshots/<commit>/) is found offline."""
     from huggingface_hub import constants
 
-    repo = tmp_path / ("models--" + SPECS["qwen2vl"].repo_id.replace("/", "--"))
+    repo = tmp_path / ("models--" + spec_of("qwen2vl").repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0123abcd")
     shutil.copytree(checkpoints["qwen2vl"], repo / "snapshots" / "0123abcd")
@@ -216,14 +219,14 @@ def test_benchmark_runs_the_engines_attention() -> None:
     module_spec = importlib.util.spec_from_file_location("bench_hf_vlm_gpu", path)
     bench = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(bench)
-    assert {name: spec.implementation("sdpa") for name, spec in SPECS.items()} == bench.ATTENTION
-    assert set(bench.CONFIGS) == set(SPECS)
-    assert all(bench.CONFIGS[name][0] == spec.repo_id for name, spec in SPECS.items())
+    assert {name: spec.implementation("sdpa") for name, spec in ((n, spec_of(n)) for n in NAMES)} == bench.ATTENTION
+    assert set(bench.CONFIGS) == set(NAMES)
+    assert all(bench.CONFIGS[name][0] == spec.repo_id for name, spec in ((n, spec_of(n)) for n in NAMES))
 
 
 def test_got_vision_never_gets_sdpa() -> None:
-    assert SPECS["got"].implementation("sdpa") == {"": "eager", "vision_config": "eager", "text_config": "sdpa"}
-    assert SPECS["deepseek-ocr"].implementation("flash_attention_2")["vision_config"] == "sdpa"
+    assert spec_of("got").implementation("sdpa") == {"": "eager", "vision_config": "eager", "text_config": "sdpa"}
+    assert spec_of("deepseek-ocr").implementation("flash_attention_2")["vision_config"] == "sdpa"
     # The runtime chooses for the language model (""), the vision part shows its own choices.
     assert engine_class("got").supported_attention() == {
         "": ("flash_attention_2", "sdpa", "eager"),
@@ -297,8 +300,11 @@ def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path],
 def test_cuda_plans_compile_a_static_cache(checkpoints: dict[str, Path]) -> None:
     engine = _engine("qwen2vl", checkpoints["qwen2vl"])
     task = Task(max_new_tokens=8)
-    assert "cache_implementation" not in engine.generation_settings(task)
+    assert "cache_implementation" not in engine.generation_settings(task, 300)
     engine.plan = EnginePlan(device="cuda")
-    assert engine.generation_settings(task)["cache_implementation"] == "static"
+    settings = engine.generation_settings(task, 300)
+    assert settings["cache_implementation"] == "static"
+    # The static cache's length is rounded up as for dots (engines/vlm.py), so decoding products align.
+    assert settings["max_cache_len"] == 512
     engine.plan = EnginePlan(device="cuda", generation={"cache_implementation": "dynamic"})
-    assert "cache_implementation" not in engine.generation_settings(task)
+    assert "cache_implementation" not in engine.generation_settings(task, 300)

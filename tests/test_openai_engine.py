@@ -16,7 +16,7 @@ import pytest
 
 from polyocr.documents import Page
 from polyocr.documents.loader import image_source
-from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine
+from polyocr.engines.base import create_engine
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER, OpenAIServerEngine
 from polyocr.errors import EngineError, EngineUnavailable
@@ -24,6 +24,7 @@ from polyocr.results import DocumentResult, Outcome, PageStatus
 from polyocr.router import Router
 from polyocr.runtime.probe import Profile
 from polyocr.server.settings import ServerSettings
+from polyocr.types import EnginePlan, Task, TaskKind
 from test_server_support import (
     free_port,
     running_server,

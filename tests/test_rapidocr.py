@@ -17,10 +17,12 @@ from PIL import Image
 from polyocr.bench.metrics import cer
 from polyocr.documents import Page
 from polyocr.engines import rapidocr as rapidocr_module
-from polyocr.engines.base import CYRILLIC, LATIN, EnginePlan, Task, TaskKind, create_engine, engine_class
+from polyocr.engines.base import create_engine, engine_class
 from polyocr.engines.rapidocr import RapidOCREngine, TextLine, paragraphs, reading_order
 from polyocr.errors import EngineError
 from polyocr.runtime.probe import get_profile
+from polyocr.scripts import CYRILLIC, LATIN
+from polyocr.types import EnginePlan, Task, TaskKind
 
 TEXT_CROP = (0, 830, 1396, 1570)  # all the text of old_books_eng/h015.png, without the margins
 

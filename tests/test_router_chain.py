@@ -13,12 +13,14 @@ from PIL import Image, ImageDraw
 
 from polyocr.documents import Page
 from polyocr.engines import base
-from polyocr.engines.base import LATIN, Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError
 from polyocr.results import Block, Generation, Outcome, PageResult, PageStatus
 from polyocr.router import Router, RouterConfig, summarize
 from polyocr.router.policy import LOOP_LADDER, OOM_PIXEL_FLOOR, is_oom, smaller_plan
 from polyocr.runtime.probe import Profile, TorchInfo
+from polyocr.scripts import LATIN
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 GOOD_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 LOOP_TEXT = "the table row " * 200
@@ -39,11 +41,8 @@ class Double(Engine):
     """Answers GOOD_TEXT; subclasses fail in one way. Every load/close/call goes into EVENTS."""
 
     name: ClassVar[str] = "double"
-    kind: ClassVar[str] = "vlm"
+    kind: ClassVar[EngineKind] = EngineKind.VLM
     scripts: ClassVar[frozenset[str]] = frozenset({LATIN, "Cyrillic"})
-
-    def __init__(self) -> None:
-        self.plan = EnginePlan()
 
     def available(self, profile: Profile) -> Availability:
         return Availability.yes()
@@ -194,7 +193,9 @@ DOUBLES = (
 @pytest.fixture(autouse=True)
 def doubles(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for cls in DOUBLES:
-        monkeypatch.setitem(base._REGISTRY, cls.name, f"{__name__}:{cls.__name__}")
+        monkeypatch.setitem(
+            base._REGISTRY, cls.name, base.EngineEntry(cls.name, f"{__name__}:{cls.__name__}", cls.kind)
+        )
     EVENTS.clear()
     RELEASE.clear()
     yield
@@ -284,7 +285,7 @@ def test_a_loop_is_retried_with_repetition_controls_then_temperature() -> None:
 def test_the_plan_is_restored_after_a_loop_retry() -> None:
     with Router(["looper"], Task(kind=TaskKind.TEXT), profile=PROFILE) as router:
         router.recognize_pages([page(1)])
-        assert router._loaded["looper"].engine.plan.generation == {}
+        assert router.pool.engine("looper").plan.generation == {}
 
 
 def test_endless_loop_falls_back_and_partial_answer_is_kept_when_nothing_does_better() -> None:

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from polyocr.documents import Page, load_pages
-from polyocr.engines.base import Task, TaskKind
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, Generation, PageResult, PageStatus
 from polyocr.router import checks
 from polyocr.router.checks import PageContext, estimate_glyphs, run_checks
-from polyocr.router.scripts import script_counts, scripts_for
+from polyocr.scripts import script_counts, scripts_for
+from polyocr.types import Task, TaskKind
 
 OUTPUTS = Path(__file__).resolve().parent / "fixtures" / "outputs"
 TESSERACT = [json.loads(line) for line in (OUTPUTS / "tesseract-eval.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -3,6 +3,7 @@ user's say through --engine, polyocr.toml and POLYOCR_* variables."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from polyocr.engines import base
-from polyocr.engines.base import CYRILLIC, HAN, LATIN, Task, TaskKind
-from polyocr.errors import EngineUnavailable
+from polyocr.errors import ConfigFileError, EngineUnavailable
 from polyocr.router import load_config, resolve_chain
-from polyocr.router.config import ConfigFileError
 from polyocr.runtime.probe import GPU, Profile, TorchInfo
+from polyocr.scripts import CYRILLIC, HAN, LATIN
+from polyocr.types import Task, TaskKind
 from test_router_chain import Double
 
 CPU = Profile(recorded="hand-written: CPU only", torch=TorchInfo(version="2.13.0"))
@@ -67,7 +68,9 @@ class FakeRapid(Double):
 def gpu_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registry entries of the VLMs replaced by doubles whose weights are 'present'."""
     for cls in (FakeDots, FakeQwen, FakePaddle, FakeGot, FakeRapid):
-        monkeypatch.setitem(base._REGISTRY, cls.name, f"{__name__}:{cls.__name__}")
+        # the real entry (kind, rank, recorded error rates) pointing at the double
+        entry = dataclasses.replace(base.engine_entry(cls.name), target=f"{__name__}:{cls.__name__}")
+        monkeypatch.setitem(base._REGISTRY, cls.name, entry)
     for name in ("qwen3vl", "deepseek-ocr"):
         monkeypatch.delitem(base._REGISTRY, name, raising=False)
     yield

@@ -188,8 +188,8 @@ def test_a_worker_never_holds_two_copies_of_a_vlm(tmp_path) -> None:
 
 def test_one_router_serves_every_task_with_the_engines_it_loaded(tmp_path) -> None:
     from polyocr.documents import load_pages
-    from polyocr.engines.base import TaskKind
     from polyocr.server.service import OCRParams, OCRService
+    from polyocr.types import TaskKind
 
     service = OCRService(ServerSettings(job_dir=tmp_path))
     page = load_pages(SAMPLE_PDF)[1].image.crop((0, 0, 1280, 330))

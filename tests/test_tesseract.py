@@ -19,10 +19,11 @@ from PIL import Image
 from polyocr.bench.metrics import cer
 from polyocr.documents import Page
 from polyocr.engines import tesseract as tesseract_module
-from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine, engine_class
+from polyocr.engines.base import create_engine, engine_class
 from polyocr.engines.tesseract import TesseractEngine, find_tessdata, tesseract_languages
 from polyocr.errors import EngineError
 from polyocr.runtime.probe import get_profile
+from polyocr.types import EnginePlan, Task, TaskKind
 
 ENGLISH_CROP = (0, 800, 1396, 1600)  # all the text of old_books_eng/h015.png, without the margins
 

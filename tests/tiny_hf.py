@@ -91,7 +91,7 @@ def _ids(tokenizer: object, *tokens: str) -> list[int]:
 
 
 def build_qwen2vl(path: Path) -> Path:
-    from polyocr.engines.vlm_specs import image_only_processor
+    from polyocr.engines.hf.spec import image_only_processor
 
     tok = train_tokenizer(QWEN_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_CHAT)
     image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -119,7 +119,7 @@ def build_qwen2vl(path: Path) -> Path:
 
 
 def build_qwen3vl(path: Path) -> Path:
-    from polyocr.engines.vlm_specs import image_only_processor
+    from polyocr.engines.hf.spec import image_only_processor
 
     tok = train_tokenizer(QWEN_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_CHAT)
     image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")

@@ -15,10 +15,10 @@ from polyocr.documents import (
     load_pages,
     open_source,
 )
-from polyocr.engines.base import EnginePlan, Task, TaskKind
 from polyocr.errors import InputError
 from polyocr.results import DocumentResult
 from polyocr.router import Router, load_config, resolve_chain
+from polyocr.types import EnginePlan, Task, TaskKind
 
 
 def ocr(

@@ -20,10 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs, open_source
-from polyocr.engines.base import Task, TaskKind
 from polyocr.errors import PolyOCRError
 from polyocr.formats import FORMATS, render, suffix_for
 from polyocr.results import DocumentResult, PageStatus, json_schema_text
+from polyocr.types import Task, TaskKind
 
 app = typer.Typer(
     add_completion=False,
@@ -224,7 +224,7 @@ def engines(
     """List every engine, whether it can run here, and why not."""
     from dataclasses import asdict
 
-    from polyocr.runtime.doctor import engine_statuses
+    from polyocr.doctor import engine_statuses
     from polyocr.runtime.probe import get_profile
 
     statuses = engine_statuses(get_profile())
@@ -251,7 +251,7 @@ def doctor(
     ] = False,
 ) -> None:
     """What this machine can run (devices, kernels that ran, each engine's settings) and the fix for each problem."""
-    from polyocr.runtime.doctor import build_report, render_report
+    from polyocr.doctor import build_report, render_report
 
     report = build_report(full=full)
     if as_json:

@@ -23,10 +23,11 @@ from rich.table import Table
 from polyocr.bench.manifest import Item, read_manifest, select
 from polyocr.bench.metrics import ErrorCount, bag_of_words_errors, char_errors, total, word_errors
 from polyocr.documents import load_pages
-from polyocr.engines.base import Engine, EnginePlan, Task, TaskKind, create_engine
+from polyocr.engines.base import Engine, create_engine
 from polyocr.errors import EngineUnavailable, InputError
 from polyocr.formats.text import blocks_to_text
 from polyocr.runtime.probe import get_profile
+from polyocr.types import EnginePlan, Task, TaskKind
 
 GROUPINGS = ("language", "folder")
 

@@ -37,11 +37,12 @@ from polyocr.bench.manifest import Item, read_manifest, select
 from polyocr.bench.metrics import total
 from polyocr.bench.speed import RSSPeak, percentile
 from polyocr.documents import Page
-from polyocr.engines.base import Engine, Task, TaskKind, create_engine, engine_names
+from polyocr.engines.base import Engine, create_engine, engine_names
 from polyocr.errors import EngineUnavailable, InputError, PolyOCRError
 from polyocr.results import Outcome, PageResult, PageStatus
 from polyocr.router import Router, resolve_chain
 from polyocr.runtime.probe import get_profile
+from polyocr.types import Task, TaskKind
 
 AUTO = "auto"
 

@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from polyocr.engines.base import Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.results import Block, DocumentResult, Generation, PageResult, PageStatus, TextFormat
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     import httpx
@@ -78,13 +79,15 @@ def _env_number(name: str, default: float, minimum: float) -> float:
 class OpenAIServerEngine(Engine):
     name: ClassVar[str] = "openai"
     description: ClassVar[str] = "A vLLM (or other OpenAI-compatible) server, or another polyocr server"
-    kind: ClassVar[str] = "remote"
+    kind: ClassVar[EngineKind] = EngineKind.REMOTE
+    takes_model_path: ClassVar[bool] = True  # the served model's name
     notes: ClassVar[str] = (
         f"set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY}); `polyocr vllm-command MODEL` prints "
         "the vLLM command for this machine"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._client: httpx.Client | None = None
         self._slots = threading.BoundedSemaphore(1)
         self.url = ""
@@ -119,7 +122,7 @@ class OpenAIServerEngine(Engine):
         if not url:
             raise EngineUnavailable(self.name, f"{ENV_URL} is not set", f"export {ENV_URL}=http://HOST:PORT")
         self.url = url.removesuffix("/v1")
-        self.model = plan.model_path or os.environ.get(ENV_MODEL, "").strip()
+        self.model = plan.model_path or self.model_path or os.environ.get(ENV_MODEL, "").strip()
         self.concurrency = int(_env_number(ENV_CONCURRENCY, 4, 1))
         self.timeout = _env_number(ENV_TIMEOUT, 600.0, 0.001)
         self.retries = int(_env_number(ENV_RETRIES, 3, 0))

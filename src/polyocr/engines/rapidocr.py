@@ -20,20 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from polyocr.engines.base import (
-    HAN,
-    KANA,
-    LATIN,
-    Availability,
-    Engine,
-    EnginePlan,
-    Task,
-    TaskKind,
-)
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, PageResult
-from polyocr.router.scripts import scripts_for
+from polyocr.scripts import HAN, KANA, LATIN, scripts_for
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -75,14 +67,15 @@ def _installation() -> Availability:
 class RapidOCREngine(Engine):
     name: ClassVar[str] = "rapidocr"
     description: ClassVar[str] = "RapidOCR (PP-OCRv6 on onnxruntime, bundled models): CPU, offline, text lines"
-    kind: ClassVar[str] = "classical"
+    kind: ClassVar[EngineKind] = EngineKind.CLASSICAL
     scripts: ClassVar[frozenset[str]] = frozenset({LATIN, HAN, KANA})
     tasks: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT, TaskKind.LAYOUT, TaskKind.REGION})
     notes: ClassVar[str] = (
         "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian (a Russian-only task is refused)"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._ocr: Any = None
         self._lock = threading.Lock()
 

@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from polyocr.documents.deskew import Box, box_mapper, skew_angle, straighten
-from polyocr.engines.base import (
-    ANY_SCRIPT,
-    Availability,
-    Engine,
-    EnginePlan,
-    Task,
-    TaskKind,
-)
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, PageResult
 from polyocr.runtime.probe import tessdata_dirs
+from polyocr.scripts import ANY_SCRIPT
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -121,11 +116,12 @@ def _apt_fix(missing: Sequence[str]) -> str:
 class TesseractEngine(Engine):
     name: ClassVar[str] = "tesseract"
     description: ClassVar[str] = "Tesseract 5 (tesserocr): CPU, offline, layout-analysis blocks"
-    kind: ClassVar[str] = "classical"
+    kind: ClassVar[EngineKind] = EngineKind.CLASSICAL
     scripts: ClassVar[frozenset[str]] = ANY_SCRIPT
     notes: ClassVar[str] = "reads the languages whose traineddata is installed (default eng+rus)"
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._api: Any = None
         self._api_languages: str | None = None
         self._tessdata: Path | None = None

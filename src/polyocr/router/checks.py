@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from polyocr.documents import Page
-from polyocr.engines.base import Task, TaskKind
 from polyocr.results import PageResult, PageStatus
-from polyocr.router.scripts import script_counts, scripts_for
+from polyocr.scripts import script_counts, scripts_for
+from polyocr.types import Task, TaskKind
 
 # Below this many glyph-like marks a page counts as blank: empty output is then the right answer.
 BLANK_PAGE_GLYPHS = 30

@@ -25,22 +25,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from polyocr.engines.base import EnginePlan
-from polyocr.errors import PolyOCRError
+from polyocr.errors import ConfigFileError
+from polyocr.types import EnginePlan
 
 CONFIG_NAME = "polyocr.toml"
 
 # EnginePlan fields a config file may set for an engine (reasons are the router's, not the user's).
 PLAN_FIELDS = frozenset(f.name for f in fields(EnginePlan)) - {"reasons"}
-
-
-class ConfigFileError(PolyOCRError):
-    """A config file or variable that cannot be used; names where it came from and why."""
-
-    def __init__(self, origin: str, reason: str):
-        self.origin = origin
-        self.reason = reason
-        super().__init__(f"{origin}: {reason}")
 
 
 @dataclass

@@ -20,14 +20,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from polyocr.engines.base import TaskKind
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER
+from polyocr.errors import ChatRequestError
 from polyocr.results import DocumentResult, PageStatus
-
-
-class ChatRequestError(ValueError):
-    """A chat request polyocr cannot answer; the message says what to send instead."""
+from polyocr.types import TaskKind
 
 
 @dataclass(frozen=True)

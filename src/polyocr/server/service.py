@@ -23,11 +23,12 @@ from PIL import Image, ImageDraw
 
 from polyocr.documents import Page, Source
 from polyocr.documents.loader import image_source
-from polyocr.engines.base import Task, TaskKind, engine_class
+from polyocr.engines.base import engine_class
 from polyocr.errors import EngineUnavailable
 from polyocr.results import DocumentResult, Outcome
 from polyocr.router import Router, RouterConfig
 from polyocr.server.settings import ServerSettings
+from polyocr.types import EngineKind, Task, TaskKind
 
 T = TypeVar("T")
 ROUTERS_PER_WORKER = 4
@@ -206,7 +207,7 @@ def _heavy(chain: tuple[str, ...]) -> frozenset[str]:
     heavy = set()
     for name in chain:
         try:
-            if engine_class(name).kind == "vlm":
+            if engine_class(name).kind == EngineKind.VLM:
                 heavy.add(name)
         except EngineUnavailable:
             continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from polyocr.engines.base import TaskKind
+from polyocr.types import TaskKind
 
 
 class PromptMode(StrEnum):

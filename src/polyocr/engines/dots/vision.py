@@ -29,6 +29,7 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
 from polyocr.engines.dots.config import DotsVisionConfig
+from polyocr.errors import VisionAttentionUnavailable
 
 VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eager")
 
@@ -37,10 +38,6 @@ VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eage
 EAGER_SCORE_BUDGET = 64 * 1024 * 1024
 
 ROTARY_THETA = 10000.0
-
-
-class VisionAttentionUnavailable(RuntimeError):
-    """A vision attention implementation that cannot run on this device and dtype, and why."""
 
 
 def _segments(cu_seqlens: torch.Tensor) -> list[tuple[int, int]]:
@@ -133,9 +130,7 @@ def rotary_position_ids(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
     for t, h, w in grid_thw.tolist():
         rows = torch.arange(h).unsqueeze(1).expand(h, w)
         cols = torch.arange(w).unsqueeze(0).expand(h, w)
-        window = [
-            x.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).flatten() for x in (rows, cols)
-        ]
+        window = [x.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).flatten() for x in (rows, cols)]
         ids.append(torch.stack(window, dim=-1).repeat(t, 1))
     return torch.cat(ids)
 
@@ -275,9 +270,9 @@ class DotsVisionTransformer(nn.Module):
         dtype = self.patch_embed.patchifier.proj.weight.dtype
         x = self.patch_embed(pixel_values.to(dtype))
         sizes = grid_thw[:, 1] * grid_thw[:, 2]
-        cu_seqlens = F.pad(
-            torch.repeat_interleave(sizes, grid_thw[:, 0]).cumsum(0, dtype=torch.int32), (1, 0)
-        ).to(x.device)
+        cu_seqlens = F.pad(torch.repeat_interleave(sizes, grid_thw[:, 0]).cumsum(0, dtype=torch.int32), (1, 0)).to(
+            x.device
+        )
         if int(cu_seqlens[-1]) != x.shape[0]:
             raise ValueError(f"grid_thw {grid_thw.tolist()} covers {int(cu_seqlens[-1])} patches, got {x.shape[0]}")
         head_dim = self.config.embed_dim // self.config.num_attention_heads

@@ -1,4 +1,4 @@
-"""Writing systems: which scripts a task's languages use, and which script a piece of text is in.
+"""Writing systems, shared by every layer: which scripts a task's languages use, and which script a piece of text is in.
 
 The router needs both directions: to keep an engine that cannot read Cyrillic away from Russian
 pages, and to notice an engine that answered a Russian page in Chinese. Unicode character names
@@ -12,9 +12,12 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-from polyocr.engines.base import CYRILLIC, HAN, HANGUL, KANA, LATIN
+LATIN, CYRILLIC, GREEK, ARABIC, HEBREW = "Latin", "Cyrillic", "Greek", "Arabic", "Hebrew"
+HAN, KANA, HANGUL, KANNADA, DEVANAGARI = "Han", "Kana", "Hangul", "Kannada", "Devanagari"
 
-GREEK, ARABIC, HEBREW, KANNADA, DEVANAGARI = "Greek", "Arabic", "Hebrew", "Kannada", "Devanagari"
+# Every script named here: what an engine that reads any script (Tesseract with the traineddata,
+# the multilingual VLMs) declares.
+ANY_SCRIPT = frozenset({LATIN, CYRILLIC, GREEK, ARABIC, HEBREW, HAN, KANA, HANGUL, KANNADA, DEVANAGARI})
 
 _LATIN_LANGUAGES = (
     "en",

@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from polyocr.errors import ConfigError
+from polyocr.engines.base import Engine, create_engine, engine_names
+from polyocr.errors import ConfigError, EngineUnavailable
+from polyocr.router.plans import make_plan
 from polyocr.runtime.attention import TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
-from polyocr.runtime.memory import fit, free_bytes
 from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
+from polyocr.types import EngineKind
 
 
 @dataclass
@@ -135,43 +137,38 @@ def _attention_findings(profile: Profile) -> list[Finding]:
     return findings
 
 
-def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> None:
-    """Fill a VLM's device, dtype and attention as `choose` decides them, per sub-model.
+def _apply_decisions(status: EngineStatus, engine: Engine, profile: Profile) -> None:
+    """Fill a VLM's device, dtype, attention and page size with the plan the router would make
+    (router.plans.make_plan), and show each sub-model whose attention differs from the main one.
 
     An engine tells what it implements through `supported_attention()` (sub-model -> names, best
     first; "" is the whole model) and whether it is stable in float16 through `fp16_stable`.
     """
-    parts = engine.supported_attention()
+    try:
+        plan = make_plan(engine, profile)
+    except EngineUnavailable as exc:  # not even the smallest page fits this device
+        raise ConfigError(status.name, "page size", exc.reason, exc.fix) from exc
+    status.device, status.dtype, status.reasons = plan.device, plan.dtype, dict(plan.reasons)
+    if "max_pixels" in status.reasons:
+        status.reasons["page size"] = status.reasons.pop("max_pixels")
+    parts = {part: s for part, s in engine.supported_attention().items() if part}
     fp16_stable = engine.fp16_stable
     decisions = {
         part: choose(status.name, profile, supports=tuple(s), fp16_stable=fp16_stable) for part, s in parts.items()
     }
-    main = decisions.get("") or next(iter(decisions.values()))
-    status.device, status.dtype, status.reasons = main.device, main.dtype, dict(main.reasons)
-    dims = engine.model_dims(main.dtype)
-    if dims is not None and main.device.startswith("cuda"):
-        limits = fit(dims, free_bytes(profile, main.device), max_new_tokens=16384)
-        status.reasons["page size"] = limits.reason
-        if not limits.fits:
-            raise ConfigError(
-                status.name,
-                "page size",
-                limits.reason,
-                "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu",
-            )
-    if len({d.attention for d in decisions.values()}) == 1:
-        status.attention = main.attention
+    differing = {part: d for part, d in decisions.items() if d.attention != plan.attention}
+    if not differing:
+        status.attention = plan.attention
         return
-    status.attention = ", ".join(f"{part or 'model'}: {d.attention}" for part, d in decisions.items())
-    for part, decision in decisions.items():
-        if part and decision.attention != main.attention:
-            status.reasons[f"attention ({part})"] = decision.reasons["attention"]
+    status.attention = ", ".join(
+        [f"model: {plan.attention}"] + [f"{part}: {d.attention}" for part, d in decisions.items()]
+    )
+    for part, decision in differing.items():
+        status.reasons[f"attention ({part})"] = decision.reasons["attention"]
 
 
 def engine_statuses(profile: Profile) -> list[EngineStatus]:
     """Every registered engine: can it run here, and with which device, dtype and attention."""
-    from polyocr.engines.base import create_engine, engine_names
-
     statuses = []
     for name in engine_names():
         try:
@@ -190,12 +187,12 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
             scripts=sorted(engine.scripts),
             notes=engine.notes or engine.description,
         )
-        if availability.ok and engine.kind == "vlm":
+        if availability.ok and engine.kind == EngineKind.VLM:
             try:
                 _apply_decisions(status, engine, profile)
             except ConfigError as exc:
                 status.available, status.reason, status.fix = False, exc.reason, exc.fix
-        elif availability.ok and engine.kind == "classical":
+        elif availability.ok and engine.kind == EngineKind.CLASSICAL:
             status.device = "cpu"
         statuses.append(status)
     return statuses
