@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.documents import Page
 from polyocr.documents.loader import image_source
 from polyocr.engines.base import create_engine
@@ -23,7 +24,6 @@ from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.results import DocumentResult, Outcome, PageStatus
 from polyocr.router import Router
 from polyocr.runtime.probe import Profile
-from polyocr.server.settings import ServerSettings
 from polyocr.types import EnginePlan, Task, TaskKind
 from test_server_support import (
     free_port,

@@ -11,12 +11,13 @@ from typing import ClassVar
 import pytest
 from PIL import Image, ImageDraw
 
+from polyocr.config import RouterConfig
 from polyocr.documents import Page
 from polyocr.engines import base
 from polyocr.engines.base import Engine
 from polyocr.errors import EngineError
 from polyocr.results import Block, Generation, Outcome, PageResult, PageStatus
-from polyocr.router import Router, RouterConfig, summarize
+from polyocr.router import Router, summarize
 from polyocr.router.policy import LOOP_LADDER, OOM_PIXEL_FLOOR, is_oom, smaller_plan
 from polyocr.runtime.probe import Profile, TorchInfo
 from polyocr.scripts import LATIN

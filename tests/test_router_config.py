@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from polyocr.config import load_config
 from polyocr.engines import base
 from polyocr.errors import ConfigFileError, EngineUnavailable
-from polyocr.router import load_config, resolve_chain
+from polyocr.router import resolve_chain
 from polyocr.runtime.probe import GPU, Profile, TorchInfo
 from polyocr.scripts import CYRILLIC, HAN, LATIN
 from polyocr.types import Task, TaskKind

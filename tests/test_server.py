@@ -9,10 +9,10 @@ import threading
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER
 from polyocr.results import DocumentResult
-from polyocr.server.settings import ServerSettings
 from test_server_support import encode, running_server, text_image, text_pdf, text_png, wait_until
 
 pytest.importorskip("tesserocr")

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.results import DocumentResult
 from polyocr.server.jobs import JobStatus, JobStore
-from polyocr.server.settings import ServerSettings
 from test_server_support import free_port, running_server, spawn_server, stop, text_pdf, wait_ready, wait_until
 
 pytest.importorskip("tesserocr")

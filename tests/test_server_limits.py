@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from conftest import SAMPLE_PDF
+from polyocr.config import ServerSettings, server_settings
 from polyocr.results import DocumentResult
-from polyocr.server.settings import ServerSettings
 from test_server_support import running_server, text_pdf, text_png, wait_until
 
 pytest.importorskip("tesserocr")
@@ -137,7 +137,8 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
 
 def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLYOCR_API_KEY", "from-env")
-    assert ServerSettings().api_key == "from-env" and ServerSettings(api_key="given").api_key == "given"
+    assert server_settings().api_key == "from-env" and server_settings(api_key="given").api_key == "given"
+    assert ServerSettings().api_key is None  # the environment is read by polyocr.config, once
 
 
 def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,8 +22,8 @@ import httpx
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
 
+from polyocr.config import ServerSettings
 from polyocr.server.app import create_app
-from polyocr.server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = ("The quick brown fox", "jumps over the lazy dog", "Invoice 4217 total 93")

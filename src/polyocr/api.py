@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from polyocr.config import load_config
 from polyocr.documents import (
     DEFAULT_DPI,
     DEFAULT_MAX_PAGES,
@@ -17,7 +18,7 @@ from polyocr.documents import (
 )
 from polyocr.errors import InputError
 from polyocr.results import DocumentResult
-from polyocr.router import Router, load_config, resolve_chain
+from polyocr.router import Router, resolve_chain
 from polyocr.types import EnginePlan, Task, TaskKind
 
 

@@ -79,8 +79,9 @@ def ocr(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
+    from polyocr.config import load_config
     from polyocr.formats.overlay import draw_overlay
-    from polyocr.router import Router, RunSummary, load_config, resolve_chain
+    from polyocr.router import Router, RunSummary, resolve_chain
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -423,45 +424,55 @@ def schema() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback wants --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    engine: Annotated[str, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = "auto",
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1); beyond loopback wants --api-key.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = None,
     allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")] = None,
-    lang: Annotated[str, typer.Option(help="Default languages, joined by +.")] = "eng+rus",
+    lang: Annotated[str | None, typer.Option(help="Default languages, joined by + (default eng+rus).")] = None,
     api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")] = None,
     cors: Annotated[str | None, typer.Option(help="Origins allowed by CORS, a,b (default: CORS off).")] = None,
-    workers: Annotated[int, typer.Option(help="Pages recognised at once; each holds its own engines.")] = 1,
-    queue: Annotated[int, typer.Option(help="Requests that may wait for a worker before 429.")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds per synchronous request before 504.")] = 300.0,
-    max_request_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 50.0,
-    max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = 200,
-    max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = 50_000_000,
+    workers: Annotated[
+        int | None, typer.Option(help="Pages recognised at once; each holds its own engines (1).")
+    ] = None,
+    queue: Annotated[int | None, typer.Option(help="Requests that may wait for a worker before 429 (8).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per synchronous request before 504 (300).")] = None,
+    max_request_mb: Annotated[float | None, typer.Option(help="Largest request body, MiB (50).")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Refuse documents with more pages (200).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Refuse pages with more pixels (50,000,000).")] = None,
     job_dir: Annotated[
         Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")
     ] = None,
-    job_ttl: Annotated[float, typer.Option(help="Hours a finished job is kept.")] = 24.0,
+    job_ttl: Annotated[float | None, typer.Option(help="Hours a finished job is kept (24).")] = None,
 ) -> None:
-    """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs."""
+    """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs.
+
+    Unset options come from polyocr.toml's [server] section, then the defaults.
+    """
+    from polyocr.config import server_settings
     from polyocr.server.app import serve as run_server
-    from polyocr.server.settings import ServerSettings, default_job_dir
+
+    def names(value: str | None) -> tuple[str, ...] | None:
+        return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
 
     try:
-        settings = ServerSettings(
+        settings = server_settings(
             host=host,
             port=port,
             engine=engine,
-            languages=_languages(lang),
+            languages=_languages(lang) if lang is not None else None,
             api_key=api_key,
-            allowed_engines=tuple(n.strip() for n in allow_engines.split(",") if n.strip()) if allow_engines else None,
-            cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
+            allowed_engines=names(allow_engines),
+            cors_origins=names(cors),
             workers=workers,
             queue_size=queue,
             request_timeout=timeout,
-            max_request_bytes=int(max_request_mb * 1024 * 1024),
+            max_request_bytes=int(max_request_mb * 1024 * 1024) if max_request_mb is not None else None,
             max_pages=max_pages,
             max_pixels=max_pixels,
-            job_dir=job_dir or default_job_dir(),
-            job_ttl=job_ttl * 3600,
+            job_dir=job_dir,
+            job_ttl=job_ttl * 3600 if job_ttl is not None else None,
         )
         run_server(settings)
     except (PolyOCRError, ValueError) as exc:

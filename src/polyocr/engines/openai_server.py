@@ -1,7 +1,7 @@
 """An engine that sends pages to a server: any OpenAI-compatible one, or another polyocr.
 
-Configuration, one way for every caller (the CLI and the server build their plans themselves), by
-environment variables:
+Configuration (polyocr.config.OpenAIConfig): polyocr.toml's [openai] section (url, model, api_key,
+concurrency, timeout, retries), overridden by environment variables:
 
     POLYOCR_OPENAI_URL          the server, e.g. http://127.0.0.1:8001 (a trailing /v1 is accepted)
     POLYOCR_OPENAI_MODEL        the served model name (vLLM's --served-model-name); for a polyocr
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -40,8 +39,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
+from polyocr.config import OPENAI_ENV, OpenAIConfig, openai_config
 from polyocr.engines.base import Engine
-from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.errors import ConfigFileError, EngineError, EngineUnavailable
 from polyocr.results import Block, DocumentResult, Generation, PageResult, PageStatus, TextFormat
 from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
@@ -53,9 +53,7 @@ if TYPE_CHECKING:
 
 # dots.ocr's clients put this before the prompt (without it vLLM inserts a newline there).
 DOTS_IMAGE_MARKER = "<|img|><|imgpad|><|endofimg|>"
-ENV_URL, ENV_MODEL, ENV_KEY = "POLYOCR_OPENAI_URL", "POLYOCR_OPENAI_MODEL", "POLYOCR_OPENAI_API_KEY"
-ENV_CONCURRENCY, ENV_TIMEOUT = "POLYOCR_OPENAI_CONCURRENCY", "POLYOCR_OPENAI_TIMEOUT"
-ENV_RETRIES = "POLYOCR_OPENAI_RETRIES"
+ENV_URL, ENV_MODEL, ENV_KEY = OPENAI_ENV["url"], OPENAI_ENV["model"], OPENAI_ENV["api_key"]
 BACKOFF_SECONDS = 0.5
 _FINISH = {"length": "max_tokens", "stop": "eos"}
 _GENERIC_PROMPTS = {
@@ -63,17 +61,6 @@ _GENERIC_PROMPTS = {
     TaskKind.LAYOUT: "Convert this document page to Markdown, in reading order. Output only the Markdown.",
     TaskKind.REGION: "Read all the text in this image in reading order. Output only the text.",
 }
-
-
-def _env_number(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise EngineUnavailable("openai", f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise EngineUnavailable("openai", f"{name}={raw!r} is below {minimum:g}")
-    return value
 
 
 class OpenAIServerEngine(Engine):
@@ -101,8 +88,14 @@ class OpenAIServerEngine(Engine):
         self.generation: dict[str, Any] = {}
         self.max_pixels: int | None = None
 
+    def _config(self) -> OpenAIConfig:
+        try:
+            return openai_config()
+        except ConfigFileError as exc:
+            raise EngineUnavailable(self.name, str(exc)) from exc
+
     def available(self, profile: Profile) -> Availability:
-        url = os.environ.get(ENV_URL, "").strip()
+        url = self._config().url
         if not url:
             return Availability.no(
                 f"{ENV_URL} is not set",
@@ -118,18 +111,19 @@ class OpenAIServerEngine(Engine):
     def load(self, plan: EnginePlan) -> None:
         import httpx
 
-        url = os.environ.get(ENV_URL, "").strip().rstrip("/")
+        config = self._config()
+        url = config.url.rstrip("/")
         if not url:
             raise EngineUnavailable(self.name, f"{ENV_URL} is not set", f"export {ENV_URL}=http://HOST:PORT")
         self.url = url.removesuffix("/v1")
-        self.model = plan.model_path or self.model_path or os.environ.get(ENV_MODEL, "").strip()
-        self.concurrency = int(_env_number(ENV_CONCURRENCY, 4, 1))
-        self.timeout = _env_number(ENV_TIMEOUT, 600.0, 0.001)
-        self.retries = int(_env_number(ENV_RETRIES, 3, 0))
+        self.model = plan.model_path or self.model_path or config.model
+        self.concurrency = config.concurrency
+        self.timeout = config.timeout
+        self.retries = config.retries
         self.generation = dict(plan.generation)
         self.max_pixels = plan.max_pixels
         self._slots = threading.BoundedSemaphore(self.concurrency)
-        key = os.environ.get(ENV_KEY, "").strip()
+        key = config.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
             base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout, connect=10.0)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from polyocr.config import RouterConfig
 from polyocr.engines.base import Engine, create_engine
 from polyocr.errors import ConfigError, EngineUnavailable, PageTimeout
-from polyocr.router.config import RouterConfig
 from polyocr.router.plans import make_plan
 from polyocr.router.policy import is_oom
 from polyocr.runtime.probe import Profile

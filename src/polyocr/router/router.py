@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from polyocr import defaults
+from polyocr.config import RouterConfig
 from polyocr.documents import Page, Source
 from polyocr.errors import ConfigError, EngineUnavailable, InputError, PageTimeout
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Attempt, DocumentResult, Outcome, PageResult, PageStatus
 from polyocr.router.checks import CHECKS, LOOP_CHECKS, SOFT_CHECKS, Check, Failure, PageContext, run_checks
-from polyocr.router.config import RouterConfig
 from polyocr.router.plans import make_plan, plan_settings
 from polyocr.router.policy import History, decide, is_oom
 from polyocr.router.pool import EnginePool, call_with_timeout, free_memory

@@ -28,18 +28,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyocr import __version__
+from polyocr.config import ServerSettings, load_config
 from polyocr.documents import Page
 from polyocr.engines.base import create_engine, engine_class, engine_names
 from polyocr.errors import ChatRequestError, InputError, PolyOCRError
 from polyocr.formats import FORMATS, render
 from polyocr.results import DocumentResult, PageStatus
-from polyocr.router import load_config, resolve_chain
+from polyocr.router import resolve_chain
 from polyocr.runtime.probe import get_profile
 from polyocr.server.chat import ChatAsk, completion, parse_chat
 from polyocr.server.jobs import JobStatus, JobStore
 from polyocr.server.runner import JobRunner
 from polyocr.server.service import OCRParams, OCRService
-from polyocr.server.settings import ServerSettings
 from polyocr.types import Task, TaskKind
 
 log = logging.getLogger("polyocr.server")

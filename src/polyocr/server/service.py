@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 from PIL import Image, ImageDraw
 
+from polyocr.config import RouterConfig, ServerSettings
 from polyocr.documents import Page, Source
 from polyocr.documents.loader import image_source
 from polyocr.engines.base import engine_class
 from polyocr.errors import EngineUnavailable
 from polyocr.results import DocumentResult, Outcome
-from polyocr.router import Router, RouterConfig
-from polyocr.server.settings import ServerSettings
+from polyocr.router import Router
 from polyocr.types import EngineKind, Task, TaskKind
 
 T = TypeVar("T")
