@@ -19,11 +19,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs, open_source
+from polyocr import defaults
+from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs
 from polyocr.errors import PolyOCRError
 from polyocr.formats import FORMATS, render, suffix_for
 from polyocr.results import DocumentResult, PageStatus, json_schema_text
-from polyocr.types import Task, TaskKind
+from polyocr.types import TaskKind
 
 app = typer.Typer(
     add_completion=False,
@@ -58,7 +59,7 @@ class _RunStats:
 def ocr(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
-    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "eng+rus",
+    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
     task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
@@ -66,7 +67,9 @@ def ocr(
     overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")] = False,
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
-    max_new_tokens: Annotated[int, typer.Option(help="Token limit per page for generative engines.")] = 16384,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Token limit per page for generative engines.")
+    ] = defaults.MAX_NEW_TOKENS,
     model: Annotated[
         Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")
     ] = None,
@@ -79,9 +82,9 @@ def ocr(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
-    from polyocr.config import load_config
+    from polyocr.api import RunOptions, open_input, prepare_router
     from polyocr.formats.overlay import draw_overlay
-    from polyocr.router import Router, RunSummary, resolve_chain
+    from polyocr.router import RunSummary
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -94,20 +97,25 @@ def ocr(
     if not files:
         err.print("[red]error:[/red] no input documents found")
         raise typer.Exit(2)
+    options = RunOptions(
+        engine=engine,
+        task=task,
+        languages=lang,
+        dpi=dpi,
+        max_pixels=max_pixels,
+        max_pages=max_pages,
+        max_new_tokens=max_new_tokens,
+        timeout=timeout,
+        model=model,
+        device=device,
+        dtype=dtype,
+        attn=attn,
+    )
     try:
-        config = load_config(engine, timeout)
-        task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens, timeout=config.timeout)
-        chain = resolve_chain(config.engines, task_obj)
+        router = prepare_router(options)
     except PolyOCRError as exc:
         _error(exc)
         raise typer.Exit(2) from None
-    if model is not None:
-        if config.engines == ["auto"]:
-            raise typer.BadParameter("name the engine the checkpoint is for with --engine", param_hint="--model")
-        config.plans.setdefault(chain[0], {})["model_path"] = str(model)
-    overrides = {k: v for k, v in (("device", device), ("dtype", dtype), ("attention", attn)) if v}
-    for name in chain:
-        config.plans.setdefault(name, {}).update(overrides)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     stats = _RunStats()
@@ -124,18 +132,12 @@ def ocr(
         disable=quiet,
         transient=False,
     )
-    router = Router(chain, task_obj, config=config)
-    try:
-        router.preflight()
-    except PolyOCRError as exc:
-        _error(exc)
-        raise typer.Exit(2) from None
     with router, progress:
         bar = progress.add_task("pages", total=None, rate="")
         documents: list[DocumentResult] = []
         for path in files:
             try:
-                source = open_source(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+                source = open_input(path, options)
             except PolyOCRError as exc:
                 _error(exc)
                 stats.failed_inputs += 1

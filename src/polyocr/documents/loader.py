@@ -16,11 +16,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from polyocr import defaults
 from polyocr.errors import InputError
 
-DEFAULT_DPI = 200
-DEFAULT_MAX_PIXELS = 150_000_000  # per page; guards against decompression bombs
-DEFAULT_MAX_PAGES = 1000  # per PDF or TIFF, unless raised
+DEFAULT_DPI = defaults.DPI
+DEFAULT_MAX_PIXELS = defaults.INPUT_MAX_PIXELS  # per page; guards against decompression bombs
+DEFAULT_MAX_PAGES = defaults.MAX_PAGES  # per PDF or TIFF, unless raised
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
 DOCUMENT_SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
