@@ -202,7 +202,7 @@ class _ChainAsEngine(Engine):
     """
 
     def __init__(self, spec: str, run: EngineRun):
-        self.name = spec
+        self.name = spec  # type: ignore[misc]  # a chain spec stands where an engine's name would
         self.run = run
         self.last: list[PageResult] = []
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}

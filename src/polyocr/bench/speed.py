@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -216,14 +217,9 @@ def measure_vlm(
     for batch in batches:
         inputs = subject.inputs(batch)
         full = time_call(
-            lambda inputs=inputs: _generate(subject, inputs, new_tokens, options),
-            device,
-            warmup=warmup,
-            repeats=repeats,
+            partial(_generate, subject, inputs, new_tokens, options), device, warmup=warmup, repeats=repeats
         )
-        first = time_call(
-            lambda inputs=inputs: _generate(subject, inputs, 1, options), device, warmup=warmup, repeats=repeats
-        )
+        first = time_call(partial(_generate, subject, inputs, 1, options), device, warmup=warmup, repeats=repeats)
         decode[batch] = max(full.median_ms - first.median_ms, 0.0) / (new_tokens - 1)
         pages[batch] = batch / (full.median_ms / 1000.0)
         peaks[batch] = full.peak_bytes
@@ -375,6 +371,7 @@ def run_speed(
             where = f"; its GPU numbers come from {OTHER_SCRIPTS[name]}" if name in OTHER_SCRIPTS else ""
             raise ValueError(f"no speed model for engine {name!r} (have: {', '.join(SPEED_BUILDERS)}){where}")
     results = []
+    subject: SpeedSubject | None = None
     for name in names:
         for attention in attentions or ["sdpa"]:
             try:

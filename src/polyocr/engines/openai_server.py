@@ -209,8 +209,8 @@ class OpenAIServerEngine(Engine):
         """polyocr's own API; a region is cut out here (the API takes whole pages) and its boxes moved back."""
         image, kind, origin = page.image, task.kind, (0.0, 0.0)
         if task.kind == TaskKind.REGION and task.region is not None:
-            box = tuple(round(v) for v in task.region)
-            image, kind, origin = page.image.crop(box), TaskKind.TEXT, (float(box[0]), float(box[1]))
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            image, kind, origin = page.image.crop((x1, y1, x2, y2)), TaskKind.TEXT, (float(x1), float(y1))
         data = {"task": kind.value, "language": "+".join(task.languages), "format": "json"}
         if self.model:
             data["engine"] = self.model
@@ -255,7 +255,8 @@ class OpenAIServerEngine(Engine):
         image = page.image
         region = task.region if task.kind == TaskKind.REGION else None
         if region is not None and self.family != "dots":
-            image = image.crop(tuple(round(v) for v in region))
+            x1, y1, x2, y2 = (round(v) for v in region)
+            image = image.crop((x1, y1, x2, y2))
         sent = self._fit(image)
         prompt = self._prompt(task, region, sent.size, image.size)
         body: dict[str, Any] = {

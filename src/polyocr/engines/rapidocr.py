@@ -122,7 +122,8 @@ class RapidOCREngine(Engine):
         dx = dy = 0.0
         if task.kind == TaskKind.REGION and task.region is not None:
             dx, dy = task.region[0], task.region[1]
-            image = image.crop(tuple(round(v) for v in task.region))
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            image = image.crop((x1, y1, x2, y2))
         output = self._ocr(image)
         lines = []
         if output.txts:

@@ -296,15 +296,20 @@ def _unit(iterator: Any, level: int, category: str) -> Block | None:
     if box is None or not text:
         return None
     confidence = max(0.0, min(1.0, iterator.Confidence(level) / 100.0))
-    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Block(bbox=(x1, y1, x2, y2), category=category, text=text, confidence=confidence)
 
 
 def _attach_lines(blocks: list[Block], lines: list[Block]) -> None:
     """Give each block the lines whose centre lies inside it (Tesseract's blocks do not overlap)."""
     for line in lines:
+        if line.bbox is None:
+            continue
         x1, y1, x2, y2 = line.bbox
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         for block in blocks:
+            if block.bbox is None:
+                continue
             bx1, by1, bx2, by2 = block.bbox
             if bx1 <= cx <= bx2 and by1 <= cy <= by2 and block.category != "Picture":
                 block.children.append(line)
@@ -323,4 +328,5 @@ def _block(item: Any, level: int, with_text: bool) -> Block | None:
         if not text:
             return None
         confidence = max(0.0, min(1.0, item.Confidence(level) / 100.0))
-    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Block(bbox=(x1, y1, x2, y2), category=category, text=text, confidence=confidence)

@@ -36,6 +36,9 @@ def draw_overlay(image: Image.Image, result: PageResult) -> Image.Image:
         x1, y1, x2, y2 = block.bbox
         draw.rectangle((x1, y1, x2, y2), outline=(*colour, 255), fill=(*colour, 40), width=width)
         draw.text(
-            (x1 + width, max(0, y1 - font.size - width)), f"{index} {block.category}", fill=(*colour, 255), font=font
+            (x1 + width, max(0, y1 - getattr(font, "size", 10) - width)),
+            f"{index} {block.category}",
+            fill=(*colour, 255),
+            font=font,
         )
     return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")

@@ -193,6 +193,7 @@ def repeated_ngrams(result: PageResult, ctx: PageContext) -> str | None:
 
 def repeated_blocks(result: PageResult, ctx: PageContext) -> str | None:
     blocks = [b for b in result.blocks if b.category not in ("Word", "Line")]
+    keys: list[tuple[str, object]]
     if _expects_text(ctx.task):
         keys = [(b.category, " ".join(b.text.split())) for b in blocks if len(b.text.strip()) >= 4]
     else:

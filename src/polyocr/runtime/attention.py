@@ -132,7 +132,7 @@ def _choose_device(engine: str, profile: Profile, device: str | None) -> tuple[s
     if not gpu_build:
         version = torch.version if torch else "(not installed)"
         raise ConfigError(engine, setting, f"torch {version} is a CPU-only build", TORCH_CUDA_FIX)
-    if torch.error:
+    if torch is not None and torch.error:
         raise ConfigError(engine, setting, torch.error, cuda_fix(profile))
     if not profile.gpus:
         raise ConfigError(

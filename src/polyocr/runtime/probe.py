@@ -504,7 +504,8 @@ def probe(*, kernels: bool | None = None) -> Profile:
         try:
             step(profile)
         except Exception as exc:  # a probe bug must not take polyocr down; report it instead
-            profile.errors.append(f"{getattr(step, 'func', step).__name__}: {_first_line(exc)}")
+            name = getattr(getattr(step, "func", step), "__name__", repr(step))
+            profile.errors.append(f"{name}: {_first_line(exc)}")
     profile.probe_seconds = round(time.perf_counter() - start, 3)
     return profile
 

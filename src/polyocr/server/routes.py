@@ -195,7 +195,7 @@ def _cropper(ask: ChatAsk) -> Callable[[Page], Page]:
         box = (max(0, int(x1)), max(0, int(y1)), min(width, round(x2)), min(height, round(y2)))
         if box[2] <= box[0] or box[3] <= box[1]:
             raise InputError(
-                "<image_url>", f"the grounding box {list(ask.region)} lies outside the {width}x{height} image"
+                "<image_url>", f"the grounding box {[x1, y1, x2, y2]} lies outside the {width}x{height} image"
             )
         return Page(image=page.image.crop(box), number=page.number, source=page.source, dpi=page.dpi)
 

@@ -34,7 +34,7 @@ from transformers.masking_utils import sdpa_mask
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
 from polyocr.engines import vlm
-from polyocr.engines.dots.config import DotsOCRConfig
+from polyocr.engines.dots.config import DotsOCRConfig, DotsVisionConfig
 from polyocr.engines.dots.vision import DotsVisionTransformer
 from polyocr.errors import EngineError
 
@@ -143,6 +143,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
 
     def __init__(self, config: DotsOCRConfig):
         super().__init__(config)
+        assert isinstance(config.vision_config, DotsVisionConfig)  # DotsOCRConfig converts it when built
         self.vision_tower = DotsVisionTransformer(config.vision_config)
 
     def set_vision_attention(self, name: str) -> None:
@@ -210,7 +211,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
         return inputs
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         path: str | Path,
         *,

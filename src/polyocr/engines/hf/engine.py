@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from polyocr.engines import vlm
 from polyocr.engines.base import Engine
@@ -114,7 +114,7 @@ class HFVLMEngine(Engine):
             processor_cls = image_only_processor(processor_cls)
         self.plan = plan
         self.attention = spec.implementation(plan.attention)
-        self._processor = processor_cls.from_pretrained(weights, local_files_only=True)
+        self._processor = cast(Any, processor_cls).from_pretrained(weights, local_files_only=True)
         self._processor.tokenizer.padding_side = "left"  # generation appends on the right
         self._model = (
             model_cls.from_pretrained(

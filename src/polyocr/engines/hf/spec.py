@@ -11,7 +11,7 @@ Nothing here imports torch or transformers at import time, so `polyocr engines` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +73,14 @@ def image_only_processor(processor_cls: type) -> type:
     def __init__(
         self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
     ) -> None:
-        processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        processor_cls.__init__(  # type: ignore[misc]  # the base class's own __init__, on purpose
+            self,
+            image_processor,
+            tokenizer,
+            None,
+            chat_template=chat_template,
+            **kwargs,
+        )
 
     return type(f"{processor_cls.__name__}ImageOnly", (processor_cls,), {"__init__": __init__})
 
@@ -109,7 +116,7 @@ def category(label: str) -> str:
     return _LABELS.get(key) or _LABELS.get(key.replace("_", "-")) or _LABELS.get(key.replace("_", " "), "Text")
 
 
-def scale_box(box: list[float], size: Size, norm: float) -> tuple[float, float, float, float]:
+def scale_box(box: Sequence[float], size: Size, norm: float) -> tuple[float, float, float, float]:
     """A box in 0..norm relative coordinates to page pixels, ordered and clamped to the page."""
     width, height = size
     x1, y1, x2, y2 = (float(v) for v in box[:4])
