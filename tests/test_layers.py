@@ -1,9 +1,9 @@
 """The house rules of docs/architecture.md, checked on the source: which layer may import which.
 
 Ground floor (types, scripts, defaults, errors, results, config) imports nothing above it; runtime/
-never imports engines/; runtime/ and engines/ never import router, server, bench, batch, cli or doctor; one engine never imports
-another except through engines/base.py and engines/vlm.py (a model family's shared module, such as
-engines/hf/engine.py and spec.py, counts as part of that family).
+never imports engines/; runtime/ and engines/ never import router, server, bench, batch, cli or
+doctor; one engine never imports another except through engines/base.py and engines/vlm.py (a model
+family's shared module, such as engines/hf/engine.py and spec.py, counts as part of that family).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
@@ -104,9 +103,9 @@ def test_cli_prints_the_command_alone_on_stdout() -> None:
 
 def test_run_without_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    log = io.StringIO()
-    assert run_and_wait(build_command("rednote-hilab/dots.ocr", _profile()), wait_seconds=5, log=log) == 127
-    assert "not installed" in log.getvalue() and "pip install 'vllm>=0.11'" in log.getvalue()
+    said: list[str] = []
+    assert run_and_wait(build_command("rednote-hilab/dots.ocr", _profile()), wait_seconds=5, say=said.append) == 127
+    assert "not installed" in said[0] and "pip install 'vllm>=0.11'" in said[0]
 
 
 _FAKE_VLLM = """#!{python}
@@ -128,7 +127,7 @@ def test_run_starts_vllm_and_waits_for_health(monkeypatch: pytest.MonkeyPatch, t
     fake.write_text(_FAKE_VLLM.format(python=sys.executable))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    log = io.StringIO()
+    said: list[str] = []
     command = build_command("rednote-hilab/dots.ocr", _profile(), port=free_port())
-    assert run_and_wait(command, wait_seconds=30, log=log, poll_seconds=0.2) == 0
-    assert "vLLM is up at" in log.getvalue()
+    assert run_and_wait(command, wait_seconds=30, say=said.append, poll_seconds=0.2) == 0
+    assert any("vLLM is up at" in line for line in said)

@@ -7,11 +7,12 @@ that `polyocr ocr page.png > page.txt` stays clean.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,6 +34,34 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@app.callback()
+def _options(
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="What polyocr logs on stderr: debug (every retry and fallback), info (engine loads), warning or error."
+        ),
+    ] = "warning",
+) -> None:
+    """OCR documents with whichever engine works best on this machine."""
+    if log_level not in LOG_LEVELS:
+        raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    configure_logging(log_level)
+
+
+def configure_logging(level: str) -> None:
+    """polyocr's loggers on the CLI's stderr console, so log lines and the progress bar do not collide."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("polyocr")
+    logger.handlers = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def main() -> None:
@@ -349,42 +378,63 @@ def bench(
     specs = [name.strip() for name in engine_list.split(",") if name.strip()]
     out_dir.mkdir(parents=True, exist_ok=True)
     if speed:
-        from polyocr.bench.speed import run_speed, speed_markdown, write_speed
-
-        try:
-            results = run_speed(
-                specs,
-                device=device,
-                attentions=[a for a in attention.split(",") if a],
-                new_tokens=new_tokens,
-                repeats=repeats,
-                on_result=None
-                if quiet
-                else lambda r: err.print(f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"),
-            )
-        except (PolyOCRError, ValueError) as exc:
-            _error(exc)
-            raise typer.Exit(2) from None
-        command = (
-            f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
-            f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
-            + (f" --device {device}" if device else "")
-        )
-        write_speed(results, out_dir, command=command)
-        sys.stdout.write(speed_markdown(results, command=command))
+        _bench_speed(specs, out_dir, device, attention, new_tokens, repeats, quiet)
         return
-    from polyocr.bench.report import markdown, write_report
-    from polyocr.bench.runner import AUTO, run_bench
-    from polyocr.bench.synthetic import generate
-    from polyocr.engines.base import engine_names
-
     sets = list(datasets or [])
     if synth is not None:
+        from polyocr.bench.synthetic import generate
+
         generate(synth, count, seed, dpi=dpi)
         sets.append(synth)
     if not sets:
         err.print("[red]error:[/red] give at least one dataset directory, or --synth DIR")
         raise typer.Exit(2)
+    command = " ".join(
+        ["polyocr bench", *map(str, datasets or []), "--engines", "{engines}"]
+        + ([f"--limit {limit}"] if limit is not None else [])
+        + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else [])
+    )
+    _bench_datasets(sets, specs, limit, out_dir, command, quiet)
+
+
+def _bench_speed(
+    specs: list[str], out_dir: Path, device: str | None, attention: str, new_tokens: int, repeats: int, quiet: bool
+) -> None:
+    """`bench --speed`: VLM engines timed with random weights; speed.md and speed.json."""
+    from polyocr.bench.speed import run_speed, speed_markdown, write_speed
+
+    def report(r: Any) -> None:
+        err.print(f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page")
+
+    try:
+        results = run_speed(
+            specs,
+            device=device,
+            attentions=[a for a in attention.split(",") if a],
+            new_tokens=new_tokens,
+            repeats=repeats,
+            on_result=None if quiet else report,
+        )
+    except (PolyOCRError, ValueError) as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    command = (
+        f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
+        f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
+        + (f" --device {device}" if device else "")
+    )
+    write_speed(results, out_dir, command=command)
+    sys.stdout.write(speed_markdown(results, command=command))
+
+
+def _bench_datasets(
+    sets: list[Path], specs: list[str], limit: int | None, out_dir: Path, command: str, quiet: bool
+) -> None:
+    """`bench` over datasets: quality and speed per engine spec; exit code 2 when nothing was measured."""
+    from polyocr.bench.report import markdown, write_report
+    from polyocr.bench.runner import AUTO, run_bench
+    from polyocr.engines.base import engine_names
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -405,11 +455,7 @@ def bench(
         except PolyOCRError as exc:
             _error(exc)
             raise typer.Exit(2) from None
-    result.command = " ".join(
-        ["polyocr bench", *map(str, datasets or []), "--engines", ",".join(r.spec for r in result.runs)]
-        + ([f"--limit {limit}"] if limit is not None else [])
-        + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else [])
-    )
+    result.command = command.replace("{engines}", ",".join(r.spec for r in result.runs))
     paths = write_report(result, out_dir)
     sys.stdout.write(markdown(result))
     if not quiet:
@@ -507,4 +553,4 @@ def vllm_command(
     for warning in command.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if run:
-        raise typer.Exit(run_and_wait(command, wait_seconds=wait))
+        raise typer.Exit(run_and_wait(command, wait_seconds=wait, say=lambda text: err.print(escape(text))))

@@ -220,27 +220,37 @@ def _gib(n: int) -> str:
 def render_report(report: Report, console: Console) -> None:
     """The report as Rich tables: machine, GPUs, attention kernels, engines, then problems and fixes."""
     p = report.profile
+    console.print(_machine_table(p))
+    if p.gpus:
+        console.print(_gpu_table(p))
+    if p.attention:
+        console.print(_attention_table(p))
+    else:
+        console.print(f"attention kernels: {escape(p.attention_note)}")
+    console.print(_engine_table(report.engines))
+    if not report.findings:
+        console.print("[green]no problems found[/green]")
+    for finding in report.findings:
+        console.print(f"[yellow]problem:[/yellow] {escape(finding.problem)}\n  [cyan]fix:[/cyan] {escape(finding.fix)}")
+
+
+def _torch_text(p: Profile) -> str:
     torch = p.torch
     if torch is None:
-        torch_text = "[red]not installed[/red]"
-    else:
-        build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
-        torch_text = escape(f"{torch.version} ({build})") + (
-            f" [red]{escape(torch.error)}[/red]" if torch.error else ""
-        )
+        return "[red]not installed[/red]"
+    build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
+    return escape(f"{torch.version} ({build})") + (f" [red]{escape(torch.error)}[/red]" if torch.error else "")
+
+
+def _machine_table(p: Profile) -> Table:
     machine = Table(title="polyocr doctor", show_header=False)
     machine.add_column(style="bold")
     machine.add_column(overflow="fold")
-    machine.add_row(
-        "system",
-        escape(
-            f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, "
-            f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}"
-        ),
-    )
-    machine.add_row("torch", torch_text)
-    if torch is not None and torch.arch_list:
-        machine.add_row("kernel images", escape(" ".join(torch.arch_list)))
+    memory = f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}"
+    machine.add_row("system", escape(f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, {memory}"))
+    machine.add_row("torch", _torch_text(p))
+    if p.torch is not None and p.torch.arch_list:
+        machine.add_row("kernel images", escape(" ".join(p.torch.arch_list)))
     installed = [f"{name} {version}" for name, version in p.packages.items() if version and name != "torch"]
     machine.add_row("packages", escape(", ".join(installed) or "none"))
     languages = ", ".join(p.tessdata_languages)
@@ -249,48 +259,42 @@ def render_report(report: Report, console: Console) -> None:
     machine.add_row("HF cache", escape(f"{p.hf_cache}: {', '.join(p.hf_cache_models) or 'no model weights'}"))
     steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in p.timings.items())
     machine.add_row("probe", escape(f"{p.recorded}; {p.probe_seconds:.2f} s" + (f" ({steps})" if steps else "")))
-    console.print(machine)
-    if p.gpus:
-        gpus = Table(title="GPUs")
-        for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
-            gpus.add_column(column, overflow="fold")
-        for gpu in p.gpus:
-            kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {escape(gpu.error or '')}"
-            gpus.add_row(
-                str(gpu.index),
-                escape(gpu.name),
-                gpu.sm,
-                f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}",
-                "yes" if gpu.bf16 else "no",
-                kernels,
-            )
-        console.print(gpus)
-    if p.attention:
-        dtype = next(iter(p.attention.values())).dtype
-        attention = Table(title=f"attention kernels on {p.attention_device} ({dtype}, vs a float64 reference)")
-        for column in ("path", "ran", "relative error", "error"):
-            attention.add_column(column, overflow="fold")
-        for name in ATTENTION_PATHS:
-            check = p.attention.get(name)
-            if check is None:
-                continue
-            error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
-            attention.add_row(
-                name, "[green]yes[/green]" if check.ran else "[red]no[/red]", error, escape(check.error or "")
-            )
-        console.print(attention)
-    else:
-        console.print(f"attention kernels: {escape(p.attention_note)}")
+    return machine
+
+
+def _gpu_table(p: Profile) -> Table:
+    gpus = Table(title="GPUs")
+    for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
+        gpus.add_column(column, overflow="fold")
+    for gpu in p.gpus:
+        kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {escape(gpu.error or '')}"
+        memory = f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}"
+        gpus.add_row(str(gpu.index), escape(gpu.name), gpu.sm, memory, "yes" if gpu.bf16 else "no", kernels)
+    return gpus
+
+
+def _attention_table(p: Profile) -> Table:
+    dtype = next(iter(p.attention.values())).dtype
+    attention = Table(title=f"attention kernels on {p.attention_device} ({dtype}, vs a float64 reference)")
+    for column in ("path", "ran", "relative error", "error"):
+        attention.add_column(column, overflow="fold")
+    for name in ATTENTION_PATHS:
+        check = p.attention.get(name)
+        if check is None:
+            continue
+        error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
+        ran = "[green]yes[/green]" if check.ran else "[red]no[/red]"
+        attention.add_row(name, ran, error, escape(check.error or ""))
+    return attention
+
+
+def _engine_table(statuses: list[EngineStatus]) -> Table:
     engines = Table(title="engines")
     for column in ("engine", "kind", "runs here", "device / dtype / attention", "why"):
         engines.add_column(column, overflow="fold")
-    for e in report.engines:
+    for e in statuses:
         settings = " / ".join(s for s in (e.device, e.dtype, e.attention) if s)
         why = "\n".join(f"{k}: {v}" for k, v in e.reasons.items()) or e.reason
         runs = "[green]yes[/green]" if e.available else "[red]no[/red]"
         engines.add_row(escape(e.name), escape(e.kind), runs, escape(settings), escape(why))
-    console.print(engines)
-    if not report.findings:
-        console.print("[green]no problems found[/green]")
-    for finding in report.findings:
-        console.print(f"[yellow]problem:[/yellow] {escape(finding.problem)}\n  [cyan]fix:[/cyan] {escape(finding.fix)}")
+    return engines

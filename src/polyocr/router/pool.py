@@ -10,8 +10,10 @@ time unless the device has room for twice the largest one loaded.
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +27,7 @@ from polyocr.runtime.probe import Profile
 from polyocr.types import EngineKind, EnginePlan
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def free_memory() -> None:
@@ -137,18 +140,31 @@ class EnginePool:
             plan = self.plan_for(engine)
             self._make_room(engine, plan)
             before = device_free_bytes(plan.device)
+            started = time.perf_counter()
             engine.load(plan)
         except EngineUnavailable as exc:
             self._unavailable[name] = exc.reason
+            log.info("engine %s cannot run: %s", name, exc.reason)
             raise
         except ConfigError as exc:
             self._unavailable[name] = str(exc)
+            log.info("engine %s cannot run: %s", name, exc)
             raise
         except Exception as exc:  # a broken checkpoint or an OOM while loading: skip the engine
             if is_oom(exc):
                 free_memory()
             self._unavailable[name] = f"failed to load: {type(exc).__name__}: {exc}"
+            log.warning("engine %s %s", name, self._unavailable[name])
             raise EngineUnavailable(name, self._unavailable[name]) from exc
+        log.info(
+            "engine %s loaded in %.1f s (%s, %s, attention %s, batch %d)",
+            name,
+            time.perf_counter() - started,
+            plan.device,
+            plan.dtype,
+            plan.attention,
+            plan.batch_size,
+        )
         after = device_free_bytes(plan.device)
         resident = before - after if before is not None and after is not None else None
         self._loaded[name] = Slot(engine, plan, resident)
@@ -166,6 +182,7 @@ class EnginePool:
         if free is not None and largest and free > 2 * largest:
             return  # room for a model as large as the largest one loaded, with as much again to run it
         for name in others:
+            log.info("engine %s closed to make room for %s", name, engine.name)
             self._loaded.pop(name).engine.close()
         free_memory()
 
@@ -183,12 +200,14 @@ class EnginePool:
             except Exception as exc:  # the engine cannot run with these settings: drop it for this run
                 del self._loaded[name]
                 self._unavailable[name] = f"could not reload with new settings: {type(exc).__name__}: {exc}"
+                log.warning("engine %s %s", name, self._unavailable[name])
                 return False
         slot.plan = plan
         return True
 
     def drop(self, name: str, reason: str) -> None:
         """An engine that said during a call that it cannot go on: never used again this run."""
+        log.warning("engine %s dropped for the rest of the run: %s", name, reason)
         self._loaded.pop(name, None)
         self._unavailable[name] = reason
 

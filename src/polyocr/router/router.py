@@ -12,6 +12,7 @@ accept, retry with a new plan, or pass on, and the router carries that out. Engi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from polyocr.runtime.probe import Profile, get_profile
 from polyocr.types import EngineKind, EnginePlan, Task
 
 PageCallback = Callable[[Page, PageResult], None]
+log = logging.getLogger(__name__)
 
 WINDOW_PAGES = defaults.WINDOW_PAGES
 
@@ -180,8 +182,10 @@ class Router:
                 pixels = max(state.page.image.width * state.page.image.height for state in pages)
                 decision = decide(outcome, History(loop_step, pixels), plan)
                 if decision.plan is None or not self.pool.set_plan(name, decision.plan):
+                    log.debug("%s: out of memory with nothing left to shrink; %d page(s) passed on", name, len(pages))
                     passed_on += pages
                     continue
+                log.debug("%s: out of memory; retrying %s", name, decision.plan.reasons)
                 work.append((pages, loop_step))
                 continue
             if results is None:
@@ -192,6 +196,13 @@ class Router:
                 can_retry = self.pool.engine(name).kind != EngineKind.CLASSICAL
                 decision = decide(Outcome.REJECTED, History(loop_step, looped=True, can_retry_loops=can_retry), plan)
                 if decision.plan is not None and self.pool.set_plan(name, decision.plan):
+                    log.debug(
+                        "%s: %d page(s) looped; retry %d: %s",
+                        name,
+                        len(looping),
+                        loop_step + 1,
+                        decision.plan.generation,
+                    )
                     work.append((looping, loop_step + 1))
                 else:
                     passed_on += looping

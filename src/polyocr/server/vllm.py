@@ -17,17 +17,19 @@ The choices, each with its reason in the notes printed beside the command:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from polyocr.runtime.probe import GPU, Profile
+
+log = logging.getLogger(__name__)
 
 GIB = 1024**3
 MIN_VLLM_FOR_DOTS = (0, 11, 0)
@@ -168,13 +170,19 @@ def build_command(
 
 
 def run_and_wait(
-    command: VllmCommand, *, wait_seconds: float, log: TextIO = sys.stderr, poll_seconds: float = 2.0
+    command: VllmCommand,
+    *,
+    wait_seconds: float,
+    say: Callable[[str], None] = log.warning,
+    poll_seconds: float = 2.0,
 ) -> int:
-    """Start vLLM, wait for its /health, then stay in the foreground until it exits; its exit code."""
+    """Start vLLM, wait for its /health, then stay in the foreground until it exits; its exit code.
+
+    `say` reports progress to the user (the CLI passes its own stderr printer)."""
     import httpx
 
     if shutil.which("vllm") is None:
-        print(f"vllm is not installed (no `vllm` on PATH): {INSTALL_HINT}", file=log)
+        say(f"vllm is not installed (no `vllm` on PATH): {INSTALL_HINT}")
         return 127
     process = subprocess.Popen(command.argv)
     deadline = time.monotonic() + wait_seconds
@@ -182,17 +190,17 @@ def run_and_wait(
         while process.poll() is None:
             try:
                 if httpx.get(f"{command.url}/health", timeout=2.0).status_code == 200:
-                    print(f"vLLM is up at {command.url} (model {command.served_name}); Ctrl-C stops it", file=log)
+                    say(f"vLLM is up at {command.url} (model {command.served_name}); Ctrl-C stops it")
                     return process.wait()
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                print(f"vLLM did not answer {command.url}/health within {wait_seconds:g} s; stopping it", file=log)
+                say(f"vLLM did not answer {command.url}/health within {wait_seconds:g} s; stopping it")
                 process.terminate()
                 process.wait(30)
                 return 1
             time.sleep(poll_seconds)
-        print(f"vLLM exited with code {process.returncode} before it was ready (see its log above)", file=log)
+        say(f"vLLM exited with code {process.returncode} before it was ready (see its log above)")
         return process.returncode or 1
     except KeyboardInterrupt:
         process.terminate()
