@@ -79,3 +79,14 @@ def test_schema_is_valid_json() -> None:
     run = polyocr("schema")
     assert run.returncode == 0
     assert json.loads(run.stdout)["title"] == "polyocr DocumentResult"
+
+
+def test_fetch_says_why_it_cannot_download_offline() -> None:
+    """HF_HUB_OFFLINE is set in the tests, as on a machine without the hub: a clear error, exit 2."""
+    result = polyocr("fetch", "qwen2vl")
+    assert result.returncode == 2
+    assert "could not download Qwen/Qwen2-VL-2B-Instruct" in result.stderr
+    unknown = polyocr("fetch", "no-such")
+    assert unknown.returncode == 2 and "neither an engine" in unknown.stderr
+    classical = polyocr("fetch", "tesseract")
+    assert classical.returncode == 2 and "no published weights" in classical.stderr

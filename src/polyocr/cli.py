@@ -528,6 +528,36 @@ def serve(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def fetch(
+    model: Annotated[str, typer.Argument(help="An engine name (dots, qwen2vl, ...) or a hub repository id.")],
+) -> None:
+    """Download a model's published weights into the Hugging Face cache, where its engine finds them.
+
+    The one command of polyocr that uses the network; only configs, tokenizer files and safetensors
+    weights are fetched, never a repository's code.
+    """
+    from polyocr.engines.base import engine_class, engine_names
+    from polyocr.engines.vlm import fetch_weights, is_repo_id
+
+    if model in engine_names():
+        repo_id = engine_class(model).repo_id
+        if not repo_id:
+            _error(f"engine {model!r} has no published weights to fetch")
+            raise typer.Exit(2)
+    elif is_repo_id(model):
+        repo_id = model
+    else:
+        _error(f"{model!r} is neither an engine ({', '.join(engine_names())}) nor a hub repository id (owner/name)")
+        raise typer.Exit(2)
+    try:
+        path = fetch_weights(model, repo_id)
+    except PolyOCRError as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    out.print(escape(str(path)))
+
+
 @app.command("vllm-command")
 def vllm_command(
     model: Annotated[str, typer.Argument(help="dots.ocr or a Qwen-VL: hub id or local checkpoint folder.")],

@@ -49,6 +49,7 @@ class Engine:
     notes: ClassVar[str] = ""  # limits a user should know, shown by `polyocr engines`
     fp16_stable: ClassVar[bool] = False  # float16 is a safe fallback where the device lacks bfloat16
     takes_model_path: ClassVar[bool] = False  # a checkpoint (or a served model's name) can be named
+    repo_id: ClassVar[str] = ""  # the hub repository of its published weights (`polyocr fetch`)
 
     def __init__(self, model_path: str | None = None) -> None:
         if model_path is not None and not self.takes_model_path:

@@ -93,6 +93,26 @@ def resolve_checkpoint(engine: str, path_or_repo_id: str | Path, download: bool 
         ) from exc
 
 
+# What `polyocr fetch` downloads of a checkpoint: configs, tokenizer files, templates and the
+# safetensors weights; never a repository's Python files (polyocr runs no remote code).
+FETCH_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "LICENSE*", "README*")
+
+
+def fetch_weights(engine: str, repo_id: str) -> Path:
+    """Download a checkpoint into the Hugging Face cache (huggingface_hub shows the progress); the
+    snapshot's directory. EngineUnavailable naming the reason when the hub cannot be reached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(FETCH_PATTERNS)))
+    except Exception as exc:  # offline (HF_HUB_OFFLINE), no network, gated, not found: all say why
+        raise EngineUnavailable(
+            engine,
+            f"could not download {repo_id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "check the network and HF_HUB_OFFLINE, or download it elsewhere and pass --model DIR",
+        ) from exc
+
+
 def static_cache_length(prompt_tokens: int, max_new_tokens: int, multiple: int = STATIC_CACHE_MULTIPLE) -> int:
     """transformers' own static cache length (the last token is never cached), rounded up to `multiple`."""
     needed = prompt_tokens + max_new_tokens - 1

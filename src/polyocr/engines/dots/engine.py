@@ -51,6 +51,7 @@ class DotsEngine(Engine):
     description = "dots.ocr (rednote-hilab, 3B VLM): layout, text, HTML tables and LaTeX formulas in one pass"
     kind = EngineKind.VLM
     takes_model_path = True
+    repo_id = REPO_ID
     scripts = ANY_SCRIPT
     tasks = frozenset(TaskKind)
     notes: ClassVar[str] = (

@@ -48,6 +48,7 @@ class HFVLMEngine(Engine):
         cls.description = spec.description
         cls.scripts = spec.scripts
         cls.notes = spec.notes
+        cls.repo_id = spec.repo_id
         cls.tasks = frozenset(
             {TaskKind.TEXT, TaskKind.REGION}
             | ({TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set())
