@@ -342,9 +342,19 @@ def dots_subject(
 
 
 SPEED_BUILDERS: dict[str, Callable[..., SpeedSubject]] = {"dots": dots_subject}
-OTHER_SCRIPTS = {
-    name: "benchmarks/bench_hf_vlm_gpu.py" for name in ("qwen2vl", "qwen3vl", "got", "deepseek-ocr", "paddleocr-vl")
-}
+
+
+def _other_script(name: str) -> str | None:
+    """Where a registered engine without a speed model gets its GPU numbers: the transformers VLMs
+    (engines/hf/) from benchmarks/bench_hf_vlm_gpu.py."""
+    from polyocr.engines.base import engine_entry
+    from polyocr.errors import EngineUnavailable
+
+    try:
+        target = engine_entry(name).target
+    except EngineUnavailable:
+        return None
+    return "benchmarks/bench_hf_vlm_gpu.py" if target.startswith("polyocr.engines.hf.") else None
 
 
 def run_speed(
@@ -368,7 +378,8 @@ def run_speed(
     names = engines or list(SPEED_BUILDERS)
     for name in names:
         if name not in SPEED_BUILDERS:
-            where = f"; its GPU numbers come from {OTHER_SCRIPTS[name]}" if name in OTHER_SCRIPTS else ""
+            other = _other_script(name)
+            where = f"; its GPU numbers come from {other}" if other else ""
             raise ValueError(f"no speed model for engine {name!r} (have: {', '.join(SPEED_BUILDERS)}){where}")
     results = []
     subject: SpeedSubject | None = None
