@@ -73,6 +73,14 @@ def _error(message: object) -> None:
     err.print(f"[red]error:[/red] {escape(str(message))}")
 
 
+def _progress(quiet: bool, *, rate: bool = False) -> Progress:
+    """The progress bar on stderr: what is being read, done / total, the rate when asked, elapsed."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    return Progress(*columns, TimeElapsedColumn(), console=err, disable=quiet, transient=False)
+
+
 def _languages(value: str) -> tuple[str, ...]:
     return tuple(part for part in value.replace(",", "+").split("+") if part)
 
@@ -151,16 +159,7 @@ def ocr(
     summary = RunSummary()
     start = time.perf_counter()
     used_names: set[str] = set()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-        transient=False,
-    )
+    progress = _progress(quiet, rate=True)
     with router, progress:
         bar = progress.add_task("pages", total=None, rate="")
         documents: list[DocumentResult] = []
@@ -310,14 +309,7 @@ def eval_(
     """
     from polyocr.bench.evaluate import run_eval, summary_table
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-    )
+    progress = _progress(quiet)
     with progress:
         bar = progress.add_task(f"eval {engine}", total=None)
         try:
@@ -435,14 +427,7 @@ def _bench_datasets(
     from polyocr.bench.runner import AUTO, run_bench
     from polyocr.engines.base import engine_names
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-    )
+    progress = _progress(quiet)
     with progress:
         bar = progress.add_task("bench", total=None)
         try:

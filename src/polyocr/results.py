@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
 
-# Block categories: dots.ocr's layout classes, plus the granularities classical engines report.
-CATEGORIES = (
+# Block categories: dots.ocr's layout classes (the published prompt's list), plus the granularities
+# classical engines report.
+LAYOUT_CATEGORIES = (
     "Caption",
     "Footnote",
     "Formula",
@@ -28,9 +29,8 @@ CATEGORIES = (
     "Table",
     "Text",
     "Title",
-    "Line",
-    "Word",
 )
+CATEGORIES = (*LAYOUT_CATEGORIES, "Line", "Word")
 
 
 class TextFormat(StrEnum):

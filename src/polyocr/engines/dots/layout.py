@@ -20,21 +20,9 @@ from html.parser import HTMLParser
 from typing import Any
 
 from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, TextFormat
+from polyocr.results import LAYOUT_CATEGORIES, Block, TextFormat
 
-CATEGORIES = (
-    "Caption",
-    "Footnote",
-    "Formula",
-    "List-item",
-    "Page-footer",
-    "Page-header",
-    "Picture",
-    "Section-header",
-    "Table",
-    "Text",
-    "Title",
-)
+CATEGORIES = LAYOUT_CATEGORIES  # the published prompt_layout_all_en list (dots/prompts.py)
 _CANONICAL = {c.lower(): c for c in CATEGORIES}
 _FORMATS = {"Table": TextFormat.HTML, "Formula": TextFormat.LATEX, "Picture": TextFormat.PLAIN}
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?|\n?```\s*$")

@@ -6,7 +6,7 @@ import re
 
 from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.spec import QWEN_COMMON, QWEN_TEXT_PROMPTS, Size, VLMSpec, category, qwen_pixels, scale_box
-from polyocr.results import CATEGORIES, Block
+from polyocr.results import LAYOUT_CATEGORIES, Block
 
 _QWEN2_BOX = re.compile(
     r"<\|object_ref_start\|>(?P<label>.*?)<\|object_ref_end\|>\s*"
@@ -40,7 +40,7 @@ QWEN2VL = VLMSpec(
         "layout": (
             "Find every layout block of the document in reading order. For each block output "
             "<|object_ref_start|>category<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|> "
-            "followed by the block's text, where category is one of: " + ", ".join(CATEGORIES[:11]) + "."
+            "followed by the block's text, where category is one of: " + ", ".join(LAYOUT_CATEGORIES) + "."
         ),
     },
     parse_layout=parse_qwen2_grounding,

@@ -8,7 +8,7 @@ from typing import Any
 
 from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.spec import QWEN_COMMON, QWEN_TEXT_PROMPTS, Size, VLMSpec, category, qwen_pixels, scale_box
-from polyocr.results import CATEGORIES, Block
+from polyocr.results import LAYOUT_CATEGORIES, Block
 
 
 def parse_qwen3_json(output: str, size: Size) -> list[Block]:
@@ -52,7 +52,7 @@ QWEN3VL = VLMSpec(
         "layout": (
             "Locate every layout block of the document in reading order and output them as a JSON list; "
             'each item has "bbox_2d": [x1, y1, x2, y2], "label" (one of: '
-            + ", ".join(CATEGORIES[:11])
+            + ", ".join(LAYOUT_CATEGORIES)
             + ') and "text".'
         ),
     },
