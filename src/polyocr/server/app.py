@@ -40,11 +40,13 @@ from polyocr.server.jobs import JobStatus, JobStore
 from polyocr.server.runner import JobRunner
 from polyocr.server.service import OCRParams, OCRService
 from polyocr.server.settings import ServerSettings
+from polyocr.server.ui import mount_ui
 from polyocr.types import Task, TaskKind
 
 log = logging.getLogger("polyocr.server")
 T = TypeVar("T")
 
+MIN_DPI, MAX_DPI = 50.0, 600.0  # a request's PDF resolution (the page-pixel cap still applies)
 _FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
 _MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
 # Content types accepted, recognised by their first bytes (the loader then validates them fully).
@@ -148,6 +150,7 @@ def _documented_body(description: str) -> dict[str, Any]:
         "task": {"type": "string", "enum": [t.value for t in TaskKind]},
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
         "format": {"type": "string", "enum": ["json", "md", "txt"]},
+        "dpi": {"type": "number", "description": f"PDF rendering resolution, {MIN_DPI:g} to {MAX_DPI:g}"},
     }
     return {
         "requestBody": {
@@ -305,7 +308,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         fmt = _FORMAT_ALIASES.get(fmt, fmt)
         if fmt not in FORMATS:
             raise ApiError(400, f"unknown format {fields.get('format')!r}; choose one of {', '.join(FORMATS)}")
-        return OCRParams(chain_for(fields.get("engine"), task, languages), task, languages), fmt
+        dpi = _dpi(fields.get("dpi"))
+        return OCRParams(chain_for(fields.get("engine"), task, languages), task, languages, dpi), fmt
 
     def chain_for(engine: str | None, task: TaskKind, languages: tuple[str, ...]) -> tuple[str, ...]:
         if not engine:
@@ -378,7 +382,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 {"Retry-After": "5"},
             )
         try:
-            pages = await asyncio.to_thread(service.page_count, upload.data, upload.filename)
+            pages = await asyncio.to_thread(service.page_count, upload.data, upload.filename, params.dpi)
         except InputError as exc:
             raise _input_error(exc) from None
         job = await asyncio.to_thread(store.create, upload.data, upload.filename, params.to_dict(), pages)
@@ -471,7 +475,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse({"ready": False, "reason": service.ready_reason, **load}, status_code=503)
 
     app.include_router(api)
+    mount_ui(app)
     return app
+
+
+def _dpi(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        dpi = float(value)
+    except ValueError:
+        dpi = float("nan")
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise ApiError(400, f"invalid dpi {value!r}; use a number from {MIN_DPI:g} to {MAX_DPI:g}")
+    return dpi
 
 
 def _json_upload(raw: bytes) -> _Upload:
@@ -488,7 +505,7 @@ def _json_upload(raw: bytes) -> _Upload:
         data = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, f"'file' is not valid base64: {exc}") from None
-    fields = {k: str(payload[k]) for k in ("engine", "task", "language", "format") if payload.get(k) is not None}
+    fields = {k: str(payload[k]) for k in ("engine", "task", "language", "format", "dpi") if payload.get(k) is not None}
     return _Upload(data, str(payload.get("filename") or "upload"), fields)
 
 
