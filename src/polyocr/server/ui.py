@@ -51,6 +51,13 @@ STATIC = Path(__file__).with_name("static")
 _MEDIA = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
 _TOKENS = re.compile(r"\s+|[^\s]+")
 MAX_COMPARE_CHARS = 100_000  # per side; a word diff of longer texts is not worth its time
+# Engine output is shown as HTML (sanitised by DOMPurify); the policy is a second wall: only the
+# package's own scripts run, and nothing is loaded from anywhere else. Inline styles stay allowed
+# for Temml's MathML.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 _render_lock = threading.Lock()  # page images are rendered one document at a time
 
 
@@ -90,7 +97,9 @@ def mount_ui(app: FastAPI) -> None:
 
     @page.get("/")
     async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC / "index.html", headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+        )
 
     api = APIRouter(prefix="/ui/api", include_in_schema=False)
 
