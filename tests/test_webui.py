@@ -32,6 +32,7 @@ if not Path(CHROMIUM).is_file():
     pytest.skip("Debian's chromium is not installed (make install adds it)", allow_module_level=True)
 
 TIMEOUT_MS = 60_000
+IMAGE_LOADED = "() => (img => img?.complete && img.naturalWidth > 0)(document.querySelector('#page-wrap img'))"
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_upload_watch_look_download_and_come_back(server: str, page, eval_dir: P
     # Every box with a bbox is drawn where the JSON says, over an image of the page's own size.
     assert _same_boxes(_drawn_boxes(page), _expected_boxes(doc, 1))
     assert page.get_attribute("#page-wrap svg", "viewBox") == f"0 0 {first.width} {first.height}"
-    page.wait_for_function("() => document.querySelector('#page-wrap img')?.naturalWidth > 0")
+    page.wait_for_function(IMAGE_LOADED)
     natural = page.evaluate(
         "[document.querySelector('#page-wrap img').naturalWidth,"
         " document.querySelector('#page-wrap img').naturalHeight]"
@@ -197,6 +198,8 @@ def test_upload_watch_look_download_and_come_back(server: str, page, eval_dir: P
     assert page.locator("#strip button.ok").count() == 3
     page.click('#strip button[data-page="3"]')
     page.wait_for_function("() => document.querySelector('#txt').innerText.includes('Page 3')")
+    page.wait_for_selector('#page-wrap svg[aria-label$="page 3"]', state="attached")
+    page.wait_for_function(IMAGE_LOADED)
     pdf_doc = DocumentResult.from_json(httpx.get(f"{server}/v1/jobs/{pdf_id}/result", timeout=30).content)
     assert _same_boxes(_drawn_boxes(page), _expected_boxes(pdf_doc, 3))
     assert "page=3" in page.url and f"job={pdf_id}" in page.url
@@ -206,6 +209,7 @@ def test_upload_watch_look_download_and_come_back(server: str, page, eval_dir: P
     page.goto("about:blank")
     page.goto(url)
     page.wait_for_function("() => document.querySelector('#txt')?.innerText.includes('Page 3')")
+    page.wait_for_function(IMAGE_LOADED)  # drawn from the cache: the API's fetch above deleted the upload
     assert page.locator(".job").count() == 2
     assert page.locator('#strip button[aria-current="page"]').get_attribute("data-page") == "3"
     page.screenshot(path=str(shots / "webui-pdf.png"), full_page=True)

@@ -487,18 +487,6 @@ function pageImage(jobId, number) {
 async function pageFigure(wrap, jobId, page, blocks, engine, { extraClass = "", onSelect = null } = {}) {
   wrap.replaceChildren();
   wrap.style.aspectRatio = `${page.width || 1} / ${page.height || 1}`;
-  try {
-    const { url } = await pageImage(jobId, page.page);
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = `Page ${page.page} of the document`;
-    wrap.append(img);
-  } catch (err) {
-    const note = document.createElement("p");
-    note.className = "missing";
-    note.textContent = `No page image: ${err.message}`;
-    wrap.append(note);
-  }
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${page.width} ${page.height}`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -535,7 +523,22 @@ async function pageFigure(wrap, jobId, page, blocks, engine, { extraClass = "", 
     }
     svg.append(rect);
   });
-  wrap.append(svg);
+  wrap.append(svg); // the boxes at once; the image goes under them when it arrives
+  const key = `${jobId}/${page.page}`;
+  wrap.dataset.image = key;
+  try {
+    const { url } = await pageImage(jobId, page.page);
+    if (wrap.dataset.image !== key) return svg; // another page was asked for meanwhile
+    const img = document.createElement("img");
+    img.alt = `Page ${page.page} of the document`;
+    img.src = url;
+    wrap.prepend(img);
+  } catch (err) {
+    const note = document.createElement("p");
+    note.className = "missing";
+    note.textContent = `No page image: ${err.message}`;
+    wrap.prepend(note);
+  }
   return svg;
 }
 
