@@ -19,6 +19,7 @@ from polyocr.config import ServerSettings
 from polyocr.server.context import ServerContext
 from polyocr.server.http import BodyLimit, install_error_handlers
 from polyocr.server.routes import api, probes
+from polyocr.server.ui import mount_ui
 
 log = logging.getLogger("polyocr.server")
 
@@ -52,6 +53,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     install_error_handlers(app, settings.max_request_bytes)
     app.include_router(api)
     app.include_router(probes)
+    mount_ui(app)
     return app
 
 

@@ -17,7 +17,15 @@ from polyocr.config import RouterConfig, ServerSettings, load_config
 from polyocr.errors import InputError, PolyOCRError
 from polyocr.formats import FORMATS
 from polyocr.router import resolve_chain
-from polyocr.server.http import FORMAT_ALIASES, ApiError, Upload, input_error, json_upload, sniff_content_type
+from polyocr.server.http import (
+    FORMAT_ALIASES,
+    ApiError,
+    Upload,
+    input_error,
+    json_upload,
+    request_dpi,
+    sniff_content_type,
+)
 from polyocr.server.jobs import JobStore
 from polyocr.server.runner import JobRunner
 from polyocr.server.service import OCRParams, OCRService
@@ -116,7 +124,8 @@ class ServerContext:
         fmt = FORMAT_ALIASES.get(fmt, fmt)
         if fmt not in FORMATS:
             raise ApiError(400, f"unknown format {fields.get('format')!r}; choose one of {', '.join(FORMATS)}")
-        return OCRParams(self.chain_for(fields.get("engine"), task, languages), task, languages), fmt
+        dpi = request_dpi(fields.get("dpi"))
+        return OCRParams(self.chain_for(fields.get("engine"), task, languages), task, languages, dpi), fmt
 
     def chain_for(self, engine: str | None, task: TaskKind, languages: tuple[str, ...]) -> tuple[str, ...]:
         if not engine:

@@ -25,6 +25,7 @@ from polyocr.types import TaskKind
 
 log = logging.getLogger("polyocr.server")
 
+MIN_DPI, MAX_DPI = 50.0, 600.0  # a request's PDF resolution (the page-pixel cap still applies)
 FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
 MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
 # Content types accepted, recognised by their first bytes (the loader then validates them fully).
@@ -128,6 +129,7 @@ def documented_body(description: str) -> dict[str, Any]:
         "task": {"type": "string", "enum": [t.value for t in TaskKind]},
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
         "format": {"type": "string", "enum": ["json", "md", "txt"]},
+        "dpi": {"type": "number", "description": f"PDF rendering resolution, {MIN_DPI:g} to {MAX_DPI:g}"},
     }
     return {
         "requestBody": {
@@ -171,8 +173,21 @@ def json_upload(raw: bytes) -> Upload:
         data = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, f"'file' is not valid base64: {exc}") from None
-    fields = {k: str(payload[k]) for k in ("engine", "task", "language", "format") if payload.get(k) is not None}
+    fields = {k: str(payload[k]) for k in ("engine", "task", "language", "format", "dpi") if payload.get(k) is not None}
     return Upload(data, str(payload.get("filename") or "upload"), fields)
+
+
+def request_dpi(value: str | None) -> float | None:
+    """A request's PDF resolution, or None for the server's; 400 outside MIN_DPI..MAX_DPI (or NaN)."""
+    if not value:
+        return None
+    try:
+        dpi = float(value)
+    except ValueError:
+        dpi = float("nan")
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise ApiError(400, f"invalid dpi {value!r}; use a number from {MIN_DPI:g} to {MAX_DPI:g}")
+    return dpi
 
 
 def input_error(exc: InputError) -> ApiError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -141,6 +142,10 @@ class JobStore:
     def result_path(self, job_id: str) -> Path:
         return self.results / f"{job_id}.json"
 
+    def pages_path(self, job_id: str) -> Path:
+        """Where the web page's rendered page images of a job are cached (removed with the job)."""
+        return self.directory / "pages" / job_id
+
     def create(self, data: bytes, filename: str, params: dict[str, Any], page_count: int) -> Job:
         job_id = uuid.uuid4().hex
         _write_atomic(self.upload_path(job_id), data)
@@ -233,6 +238,7 @@ class JobStore:
         for job_id in ids:
             self.upload_path(job_id).unlink(missing_ok=True)
             self.result_path(job_id).unlink(missing_ok=True)
+            shutil.rmtree(self.pages_path(job_id), ignore_errors=True)
         return ids
 
     def close(self) -> None:

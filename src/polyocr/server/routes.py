@@ -72,7 +72,7 @@ async def submit_job(request: Request) -> JSONResponse:
             {"Retry-After": "5"},
         )
     try:
-        pages = await asyncio.to_thread(ctx.service.page_count, upload.data, upload.filename)
+        pages = await asyncio.to_thread(ctx.service.page_count, upload.data, upload.filename, params.dpi)
     except InputError as exc:
         raise input_error(exc) from None
     job = await asyncio.to_thread(ctx.store.create, upload.data, upload.filename, params.to_dict(), pages)

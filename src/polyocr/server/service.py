@@ -43,13 +43,17 @@ class OCRParams:
     chain: tuple[str, ...]
     task: TaskKind = TaskKind.LAYOUT
     languages: tuple[str, ...] = ("eng", "rus")
+    dpi: float | None = None  # PDF rendering resolution; None: the server's --dpi
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chain": list(self.chain), "task": self.task.value, "languages": list(self.languages)}
+        data: dict[str, Any] = {"chain": list(self.chain), "task": self.task.value, "languages": list(self.languages)}
+        if self.dpi is not None:
+            data["dpi"] = self.dpi
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OCRParams:
-        return cls(tuple(data["chain"]), TaskKind(data["task"]), tuple(data["languages"]))
+        return cls(tuple(data["chain"]), TaskKind(data["task"]), tuple(data["languages"]), data.get("dpi"))
 
 
 class OCRService:
@@ -143,9 +147,7 @@ class OCRService:
         transform: Callable[[Page], Page] | None = None,
     ) -> DocumentResult:
         """OCR one upload in the calling worker thread; InputError if it cannot be opened."""
-        source = image_source(
-            data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages, dpi=self.settings.dpi
-        )
+        source = self.open(data, name, params.dpi)
         if transform is not None:
             source = Source(
                 path=source.path,
@@ -158,11 +160,19 @@ class OCRService:
             self._forget(params.chain)
         return doc
 
-    def page_count(self, data: bytes, name: str) -> int:
-        """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
+    def open(self, data: bytes, name: str, dpi: float | None = None) -> Source:
+        """An upload opened under the server's limits (PDF pages rendered at `dpi` or the server's)."""
         return image_source(
-            data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages, dpi=self.settings.dpi
-        ).page_count
+            data,
+            name,
+            max_pixels=self.settings.max_pixels,
+            max_pages=self.settings.max_pages,
+            dpi=dpi if dpi is not None else self.settings.dpi,
+        )
+
+    def page_count(self, data: bytes, name: str, dpi: float | None = None) -> int:
+        """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
+        return self.open(data, name, dpi).page_count
 
     def start_warm_up(self, params: OCRParams, *, min_interval: float = 5.0) -> None:
         """Warm up in a worker unless one is under way or the last began under `min_interval` ago.
