@@ -144,11 +144,6 @@ ENTRIES: tuple[EngineEntry, ...] = (
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}
 
 
-def register(entry: EngineEntry) -> None:
-    """Register an engine (a plug-in's, or a test's) under `entry.name`."""
-    _REGISTRY[entry.name] = entry
-
-
 def engine_names() -> list[str]:
     return list(_REGISTRY)
 
