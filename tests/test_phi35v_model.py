@@ -340,6 +340,12 @@ def test_the_wte_alias_and_shards_load(checkpoint: Path, model: Phi35VForCausalL
     )
     loaded = Phi35VForCausalLM.from_pretrained(alias)
     assert torch.equal(loaded.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    buffer = "model.vision_embed_tokens.img_processor.vision_model.embeddings.position_ids"
+    saved = _copy(checkpoint, tmp_path / "buffer", lambda s: s.update({buffer: torch.arange(577)[None]}))
+    assert torch.equal(Phi35VForCausalLM.from_pretrained(saved).lm_head.weight, model.lm_head.weight)
+    wrong = _copy(checkpoint, tmp_path / "wrong", lambda s: s.update({buffer: torch.zeros(1, 577, dtype=torch.long)}))
+    with pytest.raises(CheckpointError, match=r"position_ids is not 0\.\.576"):
+        Phi35VForCausalLM.from_pretrained(wrong)
     sharded = build_tiny_phi35v(tmp_path / "sharded", shards=3)
     assert len(list(sharded.glob("*.safetensors"))) == 3
     again = Phi35VForCausalLM.from_pretrained(sharded)

@@ -49,6 +49,24 @@ PREFIX = "model.vision_embed_tokens."
 # it onto embed_tokens). It is accepted only in place of `model.embed_tokens.weight`.
 WTE_ALIAS = "model.vision_embed_tokens.wte.weight"
 EMBED = "model.embed_tokens.weight"
+POSITION_IDS = PREFIX + "img_processor.vision_model.embeddings.position_ids"
+
+
+def _sources(directory: Path, found: dict[str, tuple[Path, list[int]]]) -> dict[str, tuple[Path, str]]:
+    """Model tensor name -> (file, name stored in the checkpoint): the published names themselves, the
+    `wte` alias in place of a missing `model.embed_tokens.weight`, and without a saved CLIP
+    `position_ids` buffer (a computed arange that older transformers releases kept in state dicts;
+    refused if it holds anything else)."""
+    sources = {name: (file, name) for name, (file, _) in found.items()}
+    if WTE_ALIAS in sources and EMBED not in sources:
+        sources[EMBED] = sources.pop(WTE_ALIAS)
+    if POSITION_IDS in sources:
+        file, _ = sources.pop(POSITION_IDS)
+        with safe_open(file, framework="pt") as handle:
+            ids = handle.get_tensor(POSITION_IDS)
+        if not torch.equal(ids.flatten(), torch.arange(ids.numel(), dtype=ids.dtype)):
+            raise vlm.CheckpointError(ENGINE, directory, f"{POSITION_IDS} is not 0..{ids.numel() - 1}")
+    return sources
 
 
 class CLIPHolder(nn.Module):
@@ -234,23 +252,18 @@ class Phi35VForCausalLM(Phi3ForCausalLM):
         model.vision.img_processor.vision_model.config._attn_implementation = attn_implementation
         expected = {name: list(t.shape) for name, t in model.state_dict().items()}
         found = vlm.checkpoint_tensors(ENGINE, directory)
-        renamed = dict(found)
-        if WTE_ALIAS in renamed and EMBED not in renamed:
-            renamed[EMBED] = renamed.pop(WTE_ALIAS)
-        problems = vlm.mismatches(expected, {name: shape for name, (_, shape) in renamed.items()})
+        sources = _sources(directory, found)
+        problems = vlm.mismatches(expected, {name: found[stored][1] for name, (_, stored) in sources.items()})
         if problems:
             raise vlm.CheckpointError(ENGINE, directory, f"does not match the Phi-3.5-Vision architecture: {problems}")
         model.to_empty(device=device)
         targets = model.state_dict()
-        sources = {name: (file, name) for name, (file, _) in found.items()}
-        if WTE_ALIAS in sources and EMBED not in found:
-            sources[EMBED] = sources.pop(WTE_ALIAS)
         with torch.no_grad():
             for file in sorted({file for file, _ in sources.values()}):
                 with safe_open(file, framework="pt", device=str(device)) as handle:
-                    for name, (where, original) in sources.items():
+                    for name, (where, stored) in sources.items():
                         if where == file:
-                            targets[name].copy_(handle.get_tensor(original))
+                            targets[name].copy_(handle.get_tensor(stored))
         model.reset_buffers(device)
         if (directory / "generation_config.json").exists():
             model.generation_config = GenerationConfig.from_pretrained(directory)
