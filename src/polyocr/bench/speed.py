@@ -344,7 +344,7 @@ def dots_subject(
 SPEED_BUILDERS: dict[str, Callable[..., SpeedSubject]] = {"dots": dots_subject}
 OTHER_SCRIPTS = {
     name: "benchmarks/bench_hf_vlm_gpu.py" for name in ("qwen2vl", "qwen3vl", "got", "deepseek-ocr", "paddleocr-vl")
-}
+} | {"phi35v": "benchmarks/bench_phi35v_gpu.py"}
 
 
 def run_speed(

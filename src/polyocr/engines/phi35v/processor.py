@@ -172,6 +172,7 @@ class Phi35VProcessor:
         image_token_id: int,
         num_crops: int = NUM_CROPS,
         add_bos_token: bool | None = None,
+        add_eos_token: bool | None = None,
         eos_token_ids: Sequence[int] = (),
         source: str = "Phi-3.5-Vision checkpoint",
     ):
@@ -181,6 +182,7 @@ class Phi35VProcessor:
         self.num_crops = num_crops
         self.source = source
         self.add_bos_token = add_bos_token
+        self.add_eos_token = add_eos_token
         found = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if found != image_token_id:
             raise EngineError(
@@ -212,26 +214,32 @@ class Phi35VProcessor:
         eos: list[int] = []
         for value in (generation.get("eos_token_id"), config.get("eos_token_id")):
             eos += [value] if isinstance(value, int) else list(value or [])
-        bos = settings.get("add_bos_token")
+        bos, eos_flag = settings.get("add_bos_token"), settings.get("add_eos_token")
         return cls(
             tokenizer,
             image_token_id=image_token_id,
             num_crops=num_crops or int(preprocessor.get("num_crops") or NUM_CROPS),
             add_bos_token=bos if isinstance(bos, bool) else None,
+            add_eos_token=eos_flag if isinstance(eos_flag, bool) else None,
             eos_token_ids=eos,
             source=str(root),
         )
 
     def _chunk_ids(self, text: str) -> list[int]:
         """One chunk as the reference tokenizes it (`tokenizer(chunk).input_ids`), honouring
-        tokenizer_config.json's add_bos_token as transformers' Llama tokenizer does."""
+        tokenizer_config.json's add_bos_token / add_eos_token as transformers' Llama tokenizer does."""
         ids = list(self.tokenizer(text).input_ids)
-        bos = self.tokenizer.bos_token_id
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
         if bos is not None and self.add_bos_token is not None:
             if self.add_bos_token and ids[:1] != [bos]:
                 ids = [bos, *ids]
             elif not self.add_bos_token and ids[:1] == [bos]:
                 ids = ids[1:]
+        if eos is not None and self.add_eos_token is not None:
+            if self.add_eos_token and ids[-1:] != [eos]:
+                ids = [*ids, eos]
+            elif not self.add_eos_token and ids[-1:] == [eos]:
+                ids = ids[:-1]
         return ids
 
     def prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:
