@@ -204,3 +204,26 @@ def test_cli_ocr_with_the_original_checkpoint(pair: tuple[Path, Path], tmp_path:
     assert result.exit_code == 0, result.output
     [page] = json.loads(result.stdout)["pages"]
     assert page["engine"] == "got" and page["generation"]["prompt_tokens"] > 256
+
+
+def test_server_runs_the_original_checkpoint(pair: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    """The server reads the original checkpoint's path from polyocr.toml; a per-page timeout bounds
+    random-weight generation (the server asks for the default token budget)."""
+    import httpx
+
+    from polyocr.config import ServerSettings
+    from polyocr.results import DocumentResult
+    from test_server_support import encode, running_server
+
+    original, _ = pair
+    config = tmp_path / "polyocr.toml"
+    config.write_text(f'[router]\ntimeout = 2\n\n[engines.got]\nmodel_path = "{original}"\n')
+    monkeypatch.setenv("POLYOCR_CONFIG", str(config))
+    settings = ServerSettings(engine="got", languages=("eng",), job_dir=tmp_path / "jobs", warm_up=False)
+    with running_server(settings) as url, httpx.Client(base_url=url, timeout=120) as client:
+        response = client.post("/v1/ocr", files={"file": ("page.png", encode(_image()))}, data={"task": "text"})
+        assert response.status_code == 200, response.text
+        [page] = DocumentResult.model_validate_json(response.content).pages
+        attempts = [a for a in page.attempts if a.engine == "got"]
+        assert attempts and all(a.settings["device"] == "cpu" for a in attempts)
+        assert all(a.settings["attention"] == "sdpa" for a in attempts)

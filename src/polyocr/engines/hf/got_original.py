@@ -257,7 +257,9 @@ def convert_tokenizer(directory: Path) -> Any:
         pad_token=end,
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
-        clean_up_tokenization_spaces=True,
+        # The script says True; transformers 5 ignores it for BPE tokenizers (it would strip spaces before
+        # punctuation) and warns, so it is False here, which is what runs either way.
+        clean_up_tokenization_spaces=False,
     )
     first = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[0])
     if first != len(ranks):
