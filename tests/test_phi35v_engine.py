@@ -116,13 +116,16 @@ def test_decoding_steps_reuse_the_cache(engine: Phi35VEngine) -> None:
     assert events[2:] == [1] * (result.generation.generated_tokens - 1)
 
 
-def test_pixel_budget_sets_the_crops(checkpoint: Path) -> None:
+def test_pixel_budget_lowers_the_crops(checkpoint: Path) -> None:
     engine = _engine(checkpoint)
     image = _page((1654, 2339)).image
     assert engine.inputs([image]).pixel_values.shape[1] == 5  # the checkpoint's num_crops 4, plus the global view
-    engine.plan = EnginePlan(max_pixels=336 * 336 * 16)
+    engine.plan = EnginePlan(max_pixels=336 * 336 * 16)  # a larger budget does not raise it
+    assert engine.inputs([image]).pixel_values.shape[1] == 5
+    engine.plan = EnginePlan(max_pixels=336 * 336 * 2)  # a GPU short of memory: two crop slots; an A4 page
+    # then fits one (scale 2 would need 2 * ceil(2 / 1.41) = 4 crops), as the reference computes
     batch = engine.inputs([image])
-    assert batch.pixel_values.shape[1] == 17 and batch.image_sizes.tolist() == [[1344, 1008]]
+    assert batch.pixel_values.shape[1] == 3 and batch.image_sizes.tolist() == [[336, 336]]
     engine.plan = EnginePlan(max_pixels=1000)
     assert engine.inputs([image]).pixel_values.shape[1] == 2  # at least one crop
 

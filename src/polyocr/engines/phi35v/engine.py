@@ -37,9 +37,9 @@ FETCH_FIX = f"hf download {REPO_ID}  (about 8.3 GB in bf16), or pass --model DIR
 # The instruction is polyocr's (the model card gives the chat format, not an OCR prompt; see processor.py).
 TEXT_PROMPT = "Read all the text in the image in reading order. Output only the text."
 CROP_PIXELS = 336 * 336
-# The model card: "num_crops=4 for multi-frame and num_crops=16 for single-frame" gives the best results;
-# the published preprocessor_config.json says 4, the default here. A plan's pixel budget sets it, up to 16.
-MAX_CROPS = 16
+# The model card suggests "num_crops=4 for multi-frame and num_crops=16 for single-frame"; the
+# published preprocessor_config.json says 4, which is what runs (set "num_crops" there for 16). A
+# plan's pixel budget (max_pixels) can only lower it.
 _REQUIRED = ("torch", "transformers", "safetensors", "tokenizers")
 # plan.attention -> transformers' name, for the decoder and the CLIP tower alike; the rest run sdpa.
 _ATTENTION = {"sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash_attention_2"}
@@ -54,7 +54,7 @@ class Phi35VEngine(Engine):
     tasks = frozenset({TaskKind.TEXT, TaskKind.REGION})
     notes: ClassVar[str] = (
         "text only: no layout mode (no boxes or categories), so never asked for layout; English-centred; "
-        "pages read as up to 4 crops of 336 px plus a global view (a plan's max_pixels allows up to 16)"
+        "pages read as the checkpoint's num_crops (4) crops of 336 px plus a global view; max_pixels lowers it"
     )
 
     def __init__(self, model_path: str | None = None) -> None:
@@ -93,10 +93,11 @@ class Phi35VEngine(Engine):
         )
 
     def num_crops(self, default: int) -> int:
-        """The crop budget: the checkpoint's own, or what the plan's pixel budget allows (1..16)."""
+        """The crop budget: the checkpoint's own, lowered to what the plan's pixel budget allows (at
+        least one crop). The budget only lowers it: the router sets max_pixels when GPU memory is short."""
         if self.plan.max_pixels is None:
             return default
-        return max(1, min(MAX_CROPS, self.plan.max_pixels // CROP_PIXELS))
+        return max(1, min(default, self.plan.max_pixels // CROP_PIXELS))
 
     def load(self, plan: EnginePlan) -> None:
         import torch
