@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from polyocr.config import ServerSettings
 
+from polyocr.config import ServerSettings
 from polyocr.formats import FORMATS, render
 from polyocr.results import DocumentResult
 from polyocr.server.ui import compare_texts, page_view

@@ -346,7 +346,7 @@ SPEED_BUILDERS: dict[str, Callable[..., SpeedSubject]] = {"dots": dots_subject}
 
 def _other_script(name: str) -> str | None:
     """Where a registered engine without a speed model gets its GPU numbers: the transformers VLMs
-    (engines/hf/) from benchmarks/bench_hf_vlm_gpu.py."""
+    (engines/hf/) from benchmarks/bench_hf_vlm_gpu.py, Phi-3.5-Vision from bench_phi35v_gpu.py."""
     from polyocr.engines.base import engine_entry
     from polyocr.errors import EngineUnavailable
 
@@ -354,7 +354,8 @@ def _other_script(name: str) -> str | None:
         target = engine_entry(name).target
     except EngineUnavailable:
         return None
-    return "benchmarks/bench_hf_vlm_gpu.py" if target.startswith("polyocr.engines.hf.") else None
+    scripts = {"polyocr.engines.hf.": "bench_hf_vlm_gpu.py", "polyocr.engines.phi35v.": "bench_phi35v_gpu.py"}
+    return next((f"benchmarks/{script}" for prefix, script in scripts.items() if target.startswith(prefix)), None)
 
 
 def run_speed(

@@ -116,7 +116,8 @@ class EngineEntry:
 # Order of the VLMs for "auto" on a GPU, with the evidence it rests on: dots.ocr first (layout,
 # tables, formulas and every script in one pass), then by OmniDocBench v1.5 overall score as
 # published: PaddleOCR-VL 92.56 (arXiv:2510.14528), DeepSeek-OCR 86.46 (OmniDocBench leaderboard);
-# Qwen3-VL-2B, Qwen2-VL-2B and GOT-OCR 2.0 have no published v1.5 score and follow, newest first.
+# Qwen3-VL-2B, Qwen2-VL-2B and GOT-OCR 2.0 have no published v1.5 score and follow, newest first;
+# Phi-3.5-Vision (no published v1.5 score either, and no layout mode) comes last.
 # No VLM has been measured on polyocr's own pages (only random weights run here).
 # Classical engines: character error rate per script on the development set (`polyocr eval`,
 # 2026-11-23: the eng rows for Latin, the rus row for Cyrillic); RapidOCR reads no Cyrillic at all.
@@ -137,6 +138,8 @@ ENTRIES: tuple[EngineEntry, ...] = (
                 "no published OmniDocBench v1.5 score"),
     EngineEntry("got", "polyocr.engines.hf.got:GotOcr2Engine", EngineKind.VLM, 5,
                 "no published OmniDocBench v1.5 score; oldest"),
+    EngineEntry("phi35v", "polyocr.engines.phi35v.engine:Phi35VEngine", EngineKind.VLM, 6,
+                "no published OmniDocBench v1.5 score; text only (no layout mode)"),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
 )  # fmt: skip

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyocr.errors import EngineUnavailable
+from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.types import EnginePlan, Task
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -181,3 +181,73 @@ def split_generation(
     if len(tokens) >= max_new_tokens:
         return list(tokens), "max_tokens", len(tokens)
     return list(tokens), "timeout", len(tokens)
+
+
+# ---------------------------------------------------------------------------- strict loading
+# For the native ports (engines/phi35v, the original GOT checkpoint in engines/hf/got_original.py):
+# a checkpoint must hold exactly the tensors the architecture has, with the same shapes; anything
+# missing, unexpected or mis-shaped is an error naming the tensors, instead of the silent random
+# initialisation that makes a wrong checkpoint emit plausible garbage. (dots/model.py has its own
+# copy from before these helpers existed.)
+
+NAMES_SHOWN = 8
+
+
+class CheckpointError(EngineError):
+    """A checkpoint directory whose tensors do not match the engine's architecture."""
+
+    def __init__(self, engine: str, path: str | Path, reason: str):
+        self.path = str(path)
+        super().__init__(engine, f"checkpoint {self.path}: {reason}")
+
+
+def listing(kind: str, names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    more = f" (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else ""
+    return f"{len(names)} {kind}: {shown}{more}"
+
+
+def checkpoint_tensors(engine: str, directory: Path) -> dict[str, tuple[Path, list[int]]]:
+    """Every tensor of a safetensors checkpoint (one file, or shards with an index): file and shape."""
+    import json
+
+    from safetensors import safe_open
+
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.exists():
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    else:
+        weight_map = {}
+        files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(engine, directory, "no *.safetensors weight files")
+    found: dict[str, tuple[Path, list[int]]] = {}
+    for file in files:
+        if not file.exists():
+            raise CheckpointError(engine, directory, f"the index names {file.name}, which is missing")
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                if key in found:
+                    raise CheckpointError(engine, directory, f"tensor {key} is in {found[key][0].name} and {file.name}")
+                found[key] = (file, list(handle.get_slice(key).get_shape()))
+    misplaced = sorted(k for k, name in weight_map.items() if k not in found or found[k][0].name != name)
+    if misplaced:
+        raise CheckpointError(
+            engine, directory, "the index disagrees with the shards; " + listing("tensors", misplaced)
+        )
+    return found
+
+
+def mismatches(expected: dict[str, list[int]], found: dict[str, list[int]]) -> str:
+    """'' when the names and shapes agree, else the missing, unexpected and mis-shaped tensors, named."""
+    problems = {
+        "missing tensors": sorted(set(expected) - set(found)),
+        "unexpected tensors": sorted(set(found) - set(expected)),
+        "mis-shaped tensors": [
+            f"{name} (checkpoint {found[name]}, model {shape})"
+            for name, shape in sorted(expected.items())
+            if name in found and found[name] != shape
+        ],
+    }
+    return "; ".join(listing(kind, names) for kind, names in problems.items() if names)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from polyocr.engines import vlm
 from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.spec import ALL_ATTENTION, WITHOUT_FLASH, Size, VLMSpec, category, scale_box
 from polyocr.results import Block, TextFormat
@@ -62,9 +65,59 @@ DEEPSEEK_OCR = VLMSpec(
     markdown_format=TextFormat.MARKDOWN,
     pixel_kwargs=_deepseek_pixels,
     scripts=frozenset({LATIN, CYRILLIC, HAN, KANA, HANGUL, GREEK, ARABIC}),
-    notes="boxes are relative (0..999); a 1024 px global view plus 2..6 tiles of 768 px",
+    notes=(
+        "boxes are relative (0..999); a 1024 px global view plus 2..6 tiles of 768 px; "
+        "DeepSeek-OCR v1 (deepseek-ai/DeepSeek-OCR) is not supported: it needs remote code"
+    ),
 )
+
+# DeepSeek-OCR v1 (deepseek-ai/DeepSeek-OCR) cannot be served natively: its vision encoder is SAM ViT-B
+# plus CLIP ViT-L (`model.vision_model.transformer.layers.N.self_attn.qkv_proj`), while transformers'
+# deepseek_ocr2 classes pair SAM with a Qwen2-style encoder with learnt queries (DeepseekOcr2VisionEncoder;
+# no CLIP anywhere in models/deepseek_ocr2, checked in transformers 5.23.0 and the 5.24.0 wheel). A
+# native DeepseekOcr (v1) port exists only in transformers' repository history
+# (src/transformers/models/deepseek_ocr, convert_deepseek_ocr_weights_to_hf.py), in no release.
+V1_REPO = "deepseek-ai/DeepSeek-OCR"
+V1_FIX = f"use deepseek-ocr (DeepSeek-OCR-2): hf download {DEEPSEEK_OCR.repo_id}"
+REMOTE_V2_REPO = "deepseek-ai/DeepSeek-OCR-2"
+
+
+def remote_code_checkpoint(directory: Path) -> str:
+    """Why a DeepSeek-OCR checkpoint in its remote-code layout cannot load here ('' for the native one)."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(config, dict):
+        return ""
+    archs = [str(a) for a in config.get("architectures") or []]
+    code = " ".join(str(v) for v in (config.get("auto_map") or {}).values())
+    if "DeepseekOCRForCausalLM" in archs or re.search(r"modeling_deepseekocr\.", code):
+        return (
+            f"{directory} is DeepSeek-OCR v1 ({V1_REPO}), which runs only with its remote code: its SAM + CLIP-L "
+            "encoder has no native transformers class (deepseek_ocr2 pairs SAM with a Qwen2 encoder)"
+        )
+    if config.get("model_type") == "deepseek_vl_v2":
+        return (
+            f"{directory} is DeepSeek-OCR in its remote-code layout ({REMOTE_V2_REPO}); "
+            f"the native classes load the converted {DEEPSEEK_OCR.repo_id}"
+        )
+    return ""
 
 
 class DeepseekOcrEngine(HFVLMEngine):
     spec = DEEPSEEK_OCR
+
+    def _weights(self, model_path: str | None) -> Path | None:
+        found = super()._weights(model_path)
+        return None if found is not None and remote_code_checkpoint(found) else found
+
+    def _no_weights(self, model_path: str | None) -> tuple[str, str]:
+        """A remote-code checkpoint (named, or the only one in the cache) is named with the fix."""
+        candidates = [vlm.find_weights(model_path, self.spec.repo_id)] if model_path else []
+        candidates += [] if model_path else [vlm.cached_snapshot(V1_REPO), vlm.cached_snapshot(REMOTE_V2_REPO)]
+        for candidate in candidates:
+            reason = remote_code_checkpoint(candidate) if candidate is not None else ""
+            if reason:
+                return reason, V1_FIX
+        return super()._no_weights(model_path)

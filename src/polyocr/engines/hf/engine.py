@@ -115,19 +115,19 @@ class HFVLMEngine(Engine):
             processor_cls = image_only_processor(processor_cls)
         self.plan = plan
         self.attention = spec.implementation(plan.attention)
-        self._processor = cast(Any, processor_cls).from_pretrained(weights, local_files_only=True)
+        self._processor, self._model = self._load_parts(weights, processor_cls, model_cls, getattr(torch, plan.dtype))
         self._processor.tokenizer.padding_side = "left"  # generation appends on the right
-        self._model = (
-            model_cls.from_pretrained(
-                weights,
-                dtype=getattr(torch, plan.dtype),
-                attn_implementation=dict(self.attention),
-                local_files_only=True,
-            )
-            .to(plan.device)
-            .eval()
-        )
+        self._model = self._model.to(plan.device).eval()
         self._stop_ids = self._stop_token_ids()
+
+    def _load_parts(self, weights: Path, processor_cls: type, model_cls: Any, dtype: Any) -> tuple[Any, Any]:
+        """The processor and the model of a checkpoint in transformers' layout; an engine whose model
+        also comes in another published layout (GOT-OCR2's original checkpoint) overrides this."""
+        processor = cast(Any, processor_cls).from_pretrained(weights, local_files_only=True)
+        model = model_cls.from_pretrained(
+            weights, dtype=dtype, attn_implementation=dict(self.attention), local_files_only=True
+        )
+        return processor, model
 
     def _stop_token_ids(self) -> list[int]:
         tokenizer = self._processor.tokenizer

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from polyocr.engines import vlm
+from polyocr.engines.hf import got_original
 from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.spec import ALL_ATTENTION, Size, VLMSpec
 from polyocr.results import TextFormat
@@ -53,4 +56,21 @@ GOT = VLMSpec(
 
 
 class GotOcr2Engine(HFVLMEngine):
+    """Either checkpoint: transformers' stepfun-ai/GOT-OCR-2.0-hf, or the original ucaslcl/GOT-OCR2_0
+    (remote-code layout) mapped onto the same native model by got_original.py."""
+
     spec = GOT
+
+    def _weights(self, model_path: str | None) -> Path | None:
+        found = vlm.find_weights(model_path, self.spec.repo_id)
+        return found if found or model_path else vlm.cached_snapshot(got_original.ORIGINAL_REPO)
+
+    def _no_weights(self, model_path: str | None) -> tuple[str, str]:
+        reason, fix = super()._no_weights(model_path)
+        return f"{reason} (nor of the original {got_original.ORIGINAL_REPO})", fix
+
+    def _load_parts(self, weights: Path, processor_cls: type, model_cls: Any, dtype: Any) -> tuple[Any, Any]:
+        if not got_original.is_original(weights):
+            return super()._load_parts(weights, processor_cls, model_cls, dtype)
+        model = got_original.load_model(weights, dtype=dtype, attention=self.attention)
+        return got_original.load_processor(weights), model
