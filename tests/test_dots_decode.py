@@ -154,3 +154,18 @@ def test_engine_with_the_slot_decoder_reads_pages_as_generate_does(tmp_path: Pat
     sampled = DotsEngine(checkpoint)
     sampled.load(EnginePlan(max_pixels=28 * 28 * 48, generation={"decoder": "slots", "temperature": 0.7}))
     assert not sampled._uses_slots()  # sampling goes to transformers' generate
+
+
+def test_vision_sdpa_backends_are_chosen_by_name(model: DotsOCRForCausalLM) -> None:
+    pixels = torch.randn(16, PATCH)
+    grid = torch.tensor([[1, 4, 4]])
+    with torch.no_grad():
+        default = model.vision_tower(pixels, grid)
+        model.vision_tower.set_sdpa_backends(["math"])  # the one backend every CPU has
+        try:
+            chosen = model.vision_tower(pixels, grid)
+        finally:
+            model.vision_tower.set_sdpa_backends(None)
+    torch.testing.assert_close(chosen, default, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown SDPA backend"):
+        model.vision_tower.set_sdpa_backends(["fastest"])

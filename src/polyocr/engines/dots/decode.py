@@ -248,13 +248,20 @@ class SlotDecoder:
                 self.stats.fallback = f"torch.compile failed, eager kernels: {type(exc).__name__}: {str(exc)[:200]}"
                 step = self._eager_step
         self._warm(step)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
+        for candidate in dict.fromkeys((step, self._eager_step)):
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    candidate()
+            except Exception as exc:  # capture refused: try the eager kernels, then run without a graph
+                self.stats.fallback += f"; CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}"
+                torch.cuda.synchronize(self.device)
+                continue
+            self._step = graph.replay
+            self.stats.step_mode = "compile+graph" if candidate is not self._eager_step else "graph"
+            break
         self.col.zero_()
         torch.cuda.synchronize(self.device)
-        self._step = graph.replay
-        self.stats.step_mode = "compile+graph" if step is not self._eager_step else "graph"
         self.stats.compile_s += time.perf_counter() - began
 
     def _warm(self, step: Callable[[], None]) -> None:

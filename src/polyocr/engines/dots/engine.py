@@ -133,6 +133,14 @@ class DotsEngine(Engine):
             vision_attention=plan.attention if plan.attention in _VISION_ATTENTION else "sdpa",
             device=plan.device,
         )
+        backends = plan.generation.get("vision_sdpa")  # e.g. "cudnn,flash": torch SDPA backends, in order
+        if backends:
+            names = backends.split(",") if isinstance(backends, str) else list(backends)
+            try:
+                self.model.vision_tower.set_sdpa_backends([n.strip() for n in names])
+            except ValueError as exc:
+                raise EngineError(self.name, str(exc)) from exc
+        self._decoder = None
         self.plan = plan
 
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:

@@ -19,7 +19,8 @@ column ids are generated in the same order, and the merger fuses groups of 4 con
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import cache
 from itertools import pairwise
 
@@ -37,6 +38,22 @@ VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eage
 EAGER_SCORE_BUDGET = 64 * 1024 * 1024
 
 ROTARY_THETA = 10000.0
+
+
+# torch's SDPA backends by the names used in plan settings and benchmarks ("sdpa" picks among them).
+SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
+
+
+def sdpa_backends(names: Sequence[str]) -> list:
+    """torch.nn.attention.SDPBackend values for names of SDPA_BACKENDS, in priority order."""
+    from torch.nn.attention import SDPBackend
+
+    table = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown SDPA backend(s) {', '.join(unknown)} (known: {', '.join(SDPA_BACKENDS)})")
+    return [table[n] for n in names]
 
 
 class VisionAttentionUnavailable(RuntimeError):
@@ -258,6 +275,13 @@ class DotsVisionTransformer(nn.Module):
         )
         self.merger = DotsPatchMerger(config)
         self.attention = attention
+        # With "sdpa": torch's backends to use, in priority order (None: torch's own choice).
+        self.sdpa_backends: tuple[str, ...] | None = None
+
+    def set_sdpa_backends(self, names: Sequence[str] | None) -> None:
+        if names:
+            sdpa_backends(names)  # validates the names
+        self.sdpa_backends = tuple(names) if names else None
 
     def set_attention(self, name: str) -> None:
         """Switch the attention implementation, refusing one that does not run on this device and dtype."""
@@ -284,6 +308,10 @@ class DotsVisionTransformer(nn.Module):
         angles = rotary_angles(grid_thw, head_dim, self.config.spatial_merge_size, x.device)
         rotary = (angles.cos().unsqueeze(1), angles.sin().unsqueeze(1))  # once, shared by all blocks
         attention = _ATTENTION[self.attention]
-        for block in self.blocks:
-            x = block(x, cu_seqlens, rotary, attention)
+        backends = self.sdpa_backends if self.attention == "sdpa" else None
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(sdpa_backends(backends), set_priority=True) if backends else nullcontext():
+            for block in self.blocks:
+                x = block(x, cu_seqlens, rotary, attention)
         return self.merger(self.post_trunk_norm(x))
