@@ -174,6 +174,7 @@ class Bench:
 
     # -- 2. the decoding step ------------------------------------------------------------------------
 
+    @torch.no_grad()
     def decode(self) -> dict:
         engine = self.engine(1)
         model = engine.model
@@ -208,7 +209,7 @@ class Bench:
             decoder.pos.fill_(prompt)
             decoder.count.fill_(1)
             decoder.limit.fill_(10**9)
-            steps = 8 if self.tiny else 200
+            steps = 8 if self.tiny else 50 if mode == "eager" else 200
             for _ in range(5):
                 decoder._step()
             sync()
@@ -332,13 +333,13 @@ class Bench:
         count = 4 if self.tiny else 16
         task = Task(kind=TaskKind.LAYOUT, max_new_tokens=new)
         runs = {}
-        for batch in (1, count, "eager"):  # "eager": batch 1, no CUDA graph, no compile, first 4 pages
+        for batch in (1, count, "eager"):  # "eager": batch 1, no CUDA graph, no compile, first 2 pages
             forced = 8 if self.tiny else 512  # the throughput section's engines, so their compiled steps
             if batch == "eager":
                 engine = self.engine(1, min_new_tokens=forced, compile=False, graphs=False)
             else:
                 engine = self.engine(batch, min_new_tokens=forced)
-            page_list = pages(4 if batch == "eager" else count, self.tiny, start=100)
+            page_list = pages(2 if batch == "eager" else count, self.tiny, start=100)
             prompts = [engine._prompt(p, engine._shape(p), task, TASK_LAYOUT) for p in page_list]
             longest = max(
                 len(engine.processor.prompt_ids(pr, engine._shape(p).token_count))

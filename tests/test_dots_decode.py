@@ -75,6 +75,7 @@ def test_pages_joining_and_leaving_get_generates_tokens(
         assert got[i].stop_reason == ("eos" if tokens[-1] in eos else "max_tokens")
         assert got[i].prompt_tokens == pages[i]["input_ids"].shape[1] and not got[i].nonfinite
     assert decoder.stats.prefills == 5 and decoder.stats.step_mode == "eager"
+    assert not decoder.k[0].requires_grad  # no autograd graph kept across steps (it filled an H200 once)
 
 
 def test_continuous_refill_needs_fewer_steps_than_a_static_batch(model: DotsOCRForCausalLM) -> None:

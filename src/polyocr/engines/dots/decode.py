@@ -232,6 +232,7 @@ class SlotDecoder:
         self.tokens.copy_(torch.where(self.active, chosen, self.tokens))
         self.active.copy_(self.active & ~done)
 
+    @torch.no_grad()
     def _build(self) -> None:
         """On CUDA: compile (optionally) and capture the step as a CUDA graph, with all rows idle."""
         self._built = True
@@ -248,7 +249,8 @@ class SlotDecoder:
                 self.stats.fallback = f"torch.compile failed, eager kernels: {type(exc).__name__}: {str(exc)[:200]}"
                 step = self._eager_step
         self._warm(step)
-        for candidate in dict.fromkeys((step, self._eager_step)):
+        eager = step == self._eager_step  # bound methods: equal, never identical
+        for candidate, compiled in dict.fromkeys(((step, not eager), (self._eager_step, False))):
             try:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
@@ -258,7 +260,7 @@ class SlotDecoder:
                 torch.cuda.synchronize(self.device)
                 continue
             self._step = graph.replay
-            self.stats.step_mode = "compile+graph" if candidate is not self._eager_step else "graph"
+            self.stats.step_mode = "compile+graph" if compiled else "graph"
             break
         self.col.zero_()
         torch.cuda.synchronize(self.device)
@@ -275,6 +277,7 @@ class SlotDecoder:
 
     # -- prefill and admission -------------------------------------------------------------------
 
+    @torch.no_grad()
     def _prefill(self, request: Request) -> _Staged:
         model = self.model
         began = time.perf_counter()
@@ -355,6 +358,7 @@ class SlotDecoder:
 
     # -- the loop --------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def run(self, requests: Iterable[Request], on_finish: Callable[[Finished], None] | None = None) -> list[Finished]:
         """Decode every request (pulled lazily, when a row or the look-ahead has room); results in
         the order pages finished, each with its key."""
