@@ -120,6 +120,7 @@ class Bench:
         if key in self._engines:
             engine = self._engines[key]
             engine.model.vision_tower.set_sdpa_backends(backends.split(",") if backends else None)
+            engine.model.vision_tower.set_fused(bool(generation.get("vision_fused")))
             return engine
         engine = DotsEngine(model_path=self.checkpoint)
         base = next(iter(self._engines.values()), None)
@@ -133,6 +134,7 @@ class Bench:
         else:
             engine.model, engine.processor, engine.plan = base.model, base.processor, plan
         engine.model.vision_tower.set_sdpa_backends(backends.split(",") if backends else None)
+        engine.model.vision_tower.set_fused(bool(generation.get("vision_fused")))
         self._engines[key] = engine
         return engine
 
@@ -170,6 +172,39 @@ class Bench:
             row["variants"].append(variant)
             log("vision", variant)
         tower.set_sdpa_backends(None)
+        # Fused blocks: norms, rotary, SwiGLU and residuals through torch.compile (dynamic patch count).
+        tower.set_fused(True)
+        try:
+            with torch.inference_mode():
+                began = time.perf_counter()
+                tower(pixels, grid)
+                sync()
+                compile_s = time.perf_counter() - began
+                seconds, peak, got = timed(lambda: tower(pixels, grid), 2 if self.tiny else 6, self.cuda)
+                other = engine.processor.prepare(pages(2, self.tiny)[1].image)  # another size: no recompile
+                began = time.perf_counter()
+                tower(
+                    torch.from_numpy(other.pixel_values).to(self.device),
+                    torch.tensor([other.grid_thw], device=self.device),
+                )
+                sync()
+                other_s = time.perf_counter() - began
+            error = ((got.float() - want).norm() / want.norm()).item()
+            variant = {
+                "sdpa_backend": "torch default, fused blocks (torch.compile)",
+                "ms": round(seconds * 1000, 1),
+                "peak_above_weights_gib": round(peak / GIB, 2),
+                "rel_error_vs_float32": float(f"{error:.2e}"),
+                "first_call_compile_s": round(compile_s, 1),
+                "other_page_size_first_call_s": round(other_s, 2),
+                "other_grid": list(other.grid_thw),
+            }
+        except Exception as exc:
+            variant = {"sdpa_backend": "fused blocks", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            traceback.print_exc()
+        tower.set_fused(False)
+        row["variants"].append(variant)
+        log("vision", variant)
         return row
 
     # -- 2. the decoding step ------------------------------------------------------------------------
@@ -259,14 +294,17 @@ class Bench:
             ("slots, continuous, overlap, cudnn vision", 32, {"overlap": True, "vision_sdpa": "cudnn,flash"}),
             ("slots, continuous, overlap, cudnn vision", 64, {"overlap": True, "vision_sdpa": "cudnn,flash"}),
             ("generate (transformers static cache, the old default)", 16, {"decoder": "generate"}),
+            ("slots, continuous, overlap, fused vision", 64, {"overlap": True, "vision_fused": True}),
+            ("slots, continuous, fused vision", 64, {"vision_fused": True}),
         ]
         if self.tiny:
             variants = [(v[0], min(v[1], 4), v[2]) for v in (*variants[:4], variants[-1])]
         skip = set(self.args.skip_variants or [])
+        only = set(self.args.only_variants or [])
         rows = []
         task = Task(kind=TaskKind.LAYOUT, max_new_tokens=new)
         for label, batch, settings in variants:
-            if f"{label}@{batch}" in skip:
+            if f"{label}@{batch}" in skip or (only and f"{label}@{batch}" not in only):
                 continue
             engine = self.engine(batch, min_new_tokens=new, **settings)
             many = count if batch > 1 else max(2, count // 16)
@@ -377,21 +415,20 @@ class Bench:
     def variable(self) -> dict:
         top = 16 if self.tiny else 2000
         low = 4 if self.tiny else 200
-        count = self.args.pages
+        count = min(self.args.pages, 32)
         rng = np.random.default_rng(7)
         # No recorded length distribution reaches this machine: log-uniform over [200, 2000] stands in for one.
         lengths = [int(x) for x in np.exp(rng.uniform(math.log(low), math.log(top), size=count))]
-        batch = 4 if self.tiny else 32
+        batch = 4 if self.tiny else self.args.variable_batch
         page_list = pages(count, self.tiny, start=300)
         rows = []
         for label, refill, order in (
             ("static batch, arrival order", "static", "arrival"),
             ("static batch, sorted by length (oracle)", "static", "sorted"),
             ("continuous", "continuous", "arrival"),
-            ("continuous, overlap", "continuous", "arrival"),
         ):
             overlap = label.endswith("overlap")
-            engine = self.engine(batch, overlap=overlap, refill=refill, vision_sdpa=self.args.vision_sdpa or "")
+            engine = self.engine(batch, overlap=overlap, refill=refill, compile=bool(self.args.variable_compile))
             task = Task(kind=TaskKind.LAYOUT, max_new_tokens=top)
             prompts = [engine._prompt(p, engine._shape(p), task, TASK_LAYOUT) for p in page_list]
             lengths_p = [
@@ -569,7 +606,7 @@ class Bench:
                 dtype=self.dtype,
                 batch_size=batch,
                 max_pixels=limits.max_pixels,
-                generation={"min_new_tokens": new, "decoder": "slots"},
+                generation={"min_new_tokens": new, "decoder": "slots", "compile": args_compile(self.args)},
             )
             try:
                 engine.load(plan)
@@ -725,6 +762,10 @@ def generate_row(model: Any, inputs: dict, settings: dict, cuda: bool, vision: A
     return row
 
 
+def args_compile(args: argparse.Namespace) -> bool:
+    return bool(args.memory_compile)
+
+
 def shim_reference(model: Any) -> None:
     """The reference's prepare_inputs_for_generation keeps pixel_values unless cache_position[0] == 0; transformers
     5 no longer passes cache_position, so every decoding step re-runs the vision tower and then fails its own
@@ -756,6 +797,8 @@ def run_child(args: argparse.Namespace, section: str, env: dict[str, str]) -> di
         section,
         "--reference",
         args.reference,
+        "--memory-compile",
+        str(args.memory_compile),
     ]
     if args.tiny:
         command.append("--tiny")
@@ -781,8 +824,11 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=64, help="pages per steady throughput call")
     parser.add_argument("--workdir", default=None, help="where the checkpoint goes (default: a temporary dir)")
     parser.add_argument("--skip-variants", nargs="*", help="throughput variants to skip, as 'label@batch'")
+    parser.add_argument("--only-variants", nargs="*", help="the only throughput variants to run, as 'label@batch'")
+    parser.add_argument("--memory-compile", type=int, default=1, help="0: memory12's decoding step is not compiled")
     parser.add_argument("--reference", default=str(REFERENCE), help="folder of the reference remote code (.py)")
-    parser.add_argument("--vision-sdpa", default=None, help="vision SDPA backends for the variable section")
+    parser.add_argument("--variable-batch", type=int, default=32, help="slots in the variable-length section")
+    parser.add_argument("--variable-compile", type=int, default=1, help="0: that section's step is not compiled")
     args = parser.parse_args()
     if args.tiny:
         args.pages = min(args.pages, 6)

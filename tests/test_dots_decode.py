@@ -170,3 +170,18 @@ def test_vision_sdpa_backends_are_chosen_by_name(model: DotsOCRForCausalLM) -> N
     torch.testing.assert_close(chosen, default, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown SDPA backend"):
         model.vision_tower.set_sdpa_backends(["fastest"])
+
+
+def test_fused_vision_blocks_compute_what_the_modules_do(model: DotsOCRForCausalLM) -> None:
+    """The functions torch.compile fuses on CUDA, run plainly: the same arithmetic as the block modules."""
+    pixels = torch.randn(16 + 24, PATCH)
+    grid = torch.tensor([[1, 4, 4], [1, 6, 4]])
+    with torch.no_grad():
+        modules = model.vision_tower(pixels, grid)
+        model.vision_tower.set_fused(True, compile=False)
+        assert model.vision_tower.fused is not None
+        try:
+            fused = model.vision_tower(pixels, grid)
+        finally:
+            model.vision_tower.set_fused(False)
+    torch.testing.assert_close(fused, modules, rtol=0, atol=1e-6)

@@ -140,6 +140,8 @@ class DotsEngine(Engine):
                 self.model.vision_tower.set_sdpa_backends([n.strip() for n in names])
             except ValueError as exc:
                 raise EngineError(self.name, str(exc)) from exc
+        # "vision_fused": each vision block as two torch.compile'd functions around its attention (CUDA)
+        self.model.vision_tower.set_fused(bool(plan.generation.get("vision_fused", False)))
         self._decoder = None
         self.plan = plan
 
