@@ -185,3 +185,26 @@ def test_fused_vision_blocks_compute_what_the_modules_do(model: DotsOCRForCausal
         finally:
             model.vision_tower.set_fused(False)
     torch.testing.assert_close(fused, modules, rtol=0, atol=1e-6)
+
+
+def test_the_engine_keeps_its_decoder_until_a_page_needs_a_longer_cache(tmp_path: Path) -> None:
+    """What keeps the compiled, captured step across calls on CUDA: same rows and bucket, same decoder."""
+    from PIL import Image
+
+    from polyocr.documents import Page
+    from polyocr.engines.base import EnginePlan, Task, TaskKind
+    from polyocr.engines.dots.engine import DotsEngine
+
+    engine = DotsEngine(build_tiny_dots(tmp_path / "dots", seed=1))
+    engine.load(EnginePlan(max_pixels=28 * 28 * 16, batch_size=2, generation={"decoder": "slots"}))
+    pages = [
+        Page(image=Image.new("RGB", size, "white"), number=i, source="p.png")
+        for i, size in enumerate([(100, 80), (60, 120), (90, 90)], 1)
+    ]
+    engine.recognize(pages[:1], Task(kind=TaskKind.TEXT, max_new_tokens=4))
+    first = engine._decoder
+    assert first is not None and first.slots == 2 and first.cache_len == CACHE_BUCKET
+    engine.recognize(pages, Task(kind=TaskKind.TEXT, max_new_tokens=8))  # more pages, other prompt lengths
+    assert engine._decoder is first
+    engine.recognize(pages[:1], Task(kind=TaskKind.TEXT, max_new_tokens=CACHE_BUCKET))  # needs a longer bucket
+    assert engine._decoder is not first and engine._decoder.cache_len == 2 * CACHE_BUCKET
