@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus fonts-dejavu-core fonts-liberation2 fonts-noto-core
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus fonts-dejavu-core fonts-liberation2 fonts-noto-core chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: all demo test lint install apt venv clean
+.PHONY: all demo test lint typecheck install apt venv clean
 
 all: test
 
@@ -32,13 +32,15 @@ demo: install
 	$(VENV)/bin/polyocr engines
 	$(VENV)/bin/polyocr ocr samples/sample-en-ru.pdf --format md
 
-test: install
-	$(VENV)/bin/ruff check src tests
+test: install lint typecheck
 	$(VENV)/bin/python -m pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 
 from polyocr.documents import Page
-from polyocr.engines.base import EnginePlan, Task, TaskKind
 from polyocr.engines.dots.config import DotsVisionConfig
 from polyocr.engines.dots.engine import DotsEngine
+from polyocr.types import EnginePlan, Task, TaskKind
 from tiny_dots import TEXT, VISION, build_tiny_dots
 
 # The published decoder (config.json of rednote-hilab/dots.ocr); the vision tower's published sizes

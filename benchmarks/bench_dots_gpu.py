@@ -38,12 +38,8 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from polyocr.engines.dots import vision
 from polyocr.engines.dots.config import PUBLISHED_TEXT, DotsOCRConfig
-from polyocr.engines.dots.model import (
-    PACKED_DECODE,
-    STATIC_CACHE_MULTIPLE,
-    DotsOCRForCausalLM,
-    static_cache_length,
-)
+from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM
+from polyocr.engines.vlm import STATIC_CACHE_MULTIPLE, static_cache_length
 
 FULL_TEXT = PUBLISHED_TEXT  # the published config.json's sizes and token ids
 FULL_VISION: dict = {}  # DotsVisionConfig's defaults are the published vision_config

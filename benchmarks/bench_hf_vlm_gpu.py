@@ -40,64 +40,183 @@ ATTENTION = {
 
 # Published dimensions (config.json of each checkpoint).
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "qwen2vl": ("Qwen/Qwen2-VL-2B-Instruct", "Qwen2VL", {
-        "text_config": {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
-                        "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-                        "max_position_embeddings": 32768, "tie_word_embeddings": True,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
-        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4,
-                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
-        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653, "tie_word_embeddings": True,
-    }),
-    "qwen3vl": ("Qwen/Qwen3-VL-2B-Instruct", "Qwen3VL", {
-        "text_config": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
-                        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
-                        "head_dim": 128, "max_position_embeddings": 262144, "tie_word_embeddings": True,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
-                                            "mrope_interleaved": True}},
-        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
-                          "out_hidden_size": 2048, "patch_size": 16, "spatial_merge_size": 2,
-                          "temporal_patch_size": 2, "deepstack_visual_indexes": [5, 11, 17],
-                          "num_position_embeddings": 2304},
-        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653, "tie_word_embeddings": True,
-    }),
-    "got": ("stepfun-ai/GOT-OCR-2.0-hf", "GotOcr2", {
-        "text_config": {"vocab_size": 151860, "hidden_size": 1024, "intermediate_size": 2816,
-                        "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
-                        "max_position_embeddings": 32768,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
-        "vision_config": {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12,
-                          "num_attention_heads": 12, "image_size": 1024, "patch_size": 16, "mlp_dim": 3072,
-                          "window_size": 14, "global_attn_indexes": [2, 5, 8, 11]},
-        "image_token_index": 151859, "image_seq_length": 256, "tie_word_embeddings": True,
-    }),
-    "deepseek-ocr": ("deepseek-community/DeepSeek-OCR-2", "DeepseekOcr2", {
-        "text_config": {"vocab_size": 129280, "hidden_size": 1280, "intermediate_size": 6848,
-                        "moe_intermediate_size": 896, "num_hidden_layers": 12, "num_attention_heads": 10,
-                        "num_key_value_heads": 10, "n_routed_experts": 64, "n_shared_experts": 2,
-                        "num_experts_per_tok": 6, "n_group": 1, "topk_group": 1, "topk_method": "greedy",
-                        "max_position_embeddings": 8192, "mlp_layer_types": ["dense"] + ["sparse"] * 11},
-        "vision_config": {
-            "sam_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                           "global_attn_indexes": [2, 5, 8, 11], "downsample_channels": [512, 896]},
-            "encoder_config": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-                               "num_key_value_heads": 2, "intermediate_size": 4864, "rms_norm_eps": 1e-6,
-                               "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}, "vocab_size": 1},
+    "qwen2vl": (
+        "Qwen/Qwen2-VL-2B-Instruct",
+        "Qwen2VL",
+        {
+            "text_config": {
+                "vocab_size": 151936,
+                "hidden_size": 1536,
+                "intermediate_size": 8960,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 12,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 32768,
+                "tie_word_embeddings": True,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            },
+            "vision_config": {
+                "depth": 32,
+                "embed_dim": 1280,
+                "hidden_size": 1536,
+                "num_heads": 16,
+                "mlp_ratio": 4,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "tie_word_embeddings": True,
         },
-        "image_token_id": 128815,
-    }),
-    "paddleocr-vl": ("PaddlePaddle/PaddleOCR-VL", "PaddleOCRVL", {
-        "text_config": {"vocab_size": 103424, "hidden_size": 1024, "intermediate_size": 3072,
-                        "num_hidden_layers": 18, "num_attention_heads": 16, "num_key_value_heads": 2,
-                        "head_dim": 128, "max_position_embeddings": 131072, "tie_word_embeddings": True,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [16, 24, 24]}},
-        "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
-                          "num_attention_heads": 16, "image_size": 384, "patch_size": 14, "spatial_merge_size": 2},
-        "image_token_id": 100295, "video_token_id": 100296, "vision_start_token_id": 101305,
-        "vision_end_token_id": 101306, "tie_word_embeddings": True,
-    }),
+    ),
+    "qwen3vl": (
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen3VL",
+        {
+            "text_config": {
+                "vocab_size": 151936,
+                "hidden_size": 2048,
+                "intermediate_size": 6144,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "max_position_embeddings": 262144,
+                "tie_word_embeddings": True,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 5e6,
+                    "mrope_section": [24, 20, 20],
+                    "mrope_interleaved": True,
+                },
+            },
+            "vision_config": {
+                "depth": 24,
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_heads": 16,
+                "out_hidden_size": 2048,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "deepstack_visual_indexes": [5, 11, 17],
+                "num_position_embeddings": 2304,
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "tie_word_embeddings": True,
+        },
+    ),
+    "got": (
+        "stepfun-ai/GOT-OCR-2.0-hf",
+        "GotOcr2",
+        {
+            "text_config": {
+                "vocab_size": 151860,
+                "hidden_size": 1024,
+                "intermediate_size": 2816,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 16,
+                "max_position_embeddings": 32768,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+            },
+            "vision_config": {
+                "hidden_size": 768,
+                "output_channels": 256,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+                "image_size": 1024,
+                "patch_size": 16,
+                "mlp_dim": 3072,
+                "window_size": 14,
+                "global_attn_indexes": [2, 5, 8, 11],
+            },
+            "image_token_index": 151859,
+            "image_seq_length": 256,
+            "tie_word_embeddings": True,
+        },
+    ),
+    "deepseek-ocr": (
+        "deepseek-community/DeepSeek-OCR-2",
+        "DeepseekOcr2",
+        {
+            "text_config": {
+                "vocab_size": 129280,
+                "hidden_size": 1280,
+                "intermediate_size": 6848,
+                "moe_intermediate_size": 896,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 10,
+                "num_key_value_heads": 10,
+                "n_routed_experts": 64,
+                "n_shared_experts": 2,
+                "num_experts_per_tok": 6,
+                "n_group": 1,
+                "topk_group": 1,
+                "topk_method": "greedy",
+                "max_position_embeddings": 8192,
+                "mlp_layer_types": ["dense"] + ["sparse"] * 11,
+            },
+            "vision_config": {
+                "sam_config": {
+                    "hidden_size": 768,
+                    "num_hidden_layers": 12,
+                    "num_attention_heads": 12,
+                    "global_attn_indexes": [2, 5, 8, 11],
+                    "downsample_channels": [512, 896],
+                },
+                "encoder_config": {
+                    "hidden_size": 896,
+                    "num_hidden_layers": 24,
+                    "num_attention_heads": 14,
+                    "num_key_value_heads": 2,
+                    "intermediate_size": 4864,
+                    "rms_norm_eps": 1e-6,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+                    "vocab_size": 1,
+                },
+            },
+            "image_token_id": 128815,
+        },
+    ),
+    "paddleocr-vl": (
+        "PaddlePaddle/PaddleOCR-VL",
+        "PaddleOCRVL",
+        {
+            "text_config": {
+                "vocab_size": 103424,
+                "hidden_size": 1024,
+                "intermediate_size": 3072,
+                "num_hidden_layers": 18,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 2,
+                "head_dim": 128,
+                "max_position_embeddings": 131072,
+                "tie_word_embeddings": True,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [16, 24, 24]},
+            },
+            "vision_config": {
+                "hidden_size": 1152,
+                "intermediate_size": 4304,
+                "num_hidden_layers": 27,
+                "num_attention_heads": 16,
+                "image_size": 384,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+            },
+            "image_token_id": 100295,
+            "video_token_id": 100296,
+            "vision_start_token_id": 101305,
+            "vision_end_token_id": 101306,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 LAYER_KEYS = ("num_hidden_layers", "depth")
 DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
@@ -128,12 +247,23 @@ def _qwen_like(torch: Any, cfg: dict[str, Any], grid: int, pixel_shape: Callable
     """A Qwen-style page: grid x grid patches, merged 2x2 into image tokens between start/end tokens."""
     image_tokens = grid * grid // 4
     text = PROMPT_TOKENS - image_tokens - 2
-    input_ids = _ids(torch, [(TEXT_ID, 4), (cfg["vision_start_token_id"], 1), (cfg["image_token_id"], image_tokens),
-                             (cfg["vision_end_token_id"], 1), (TEXT_ID, text - 4)])
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-            "mm_token_type_ids": (input_ids == cfg["image_token_id"]).long(),
-            "pixel_values": torch.randn(pixel_shape(grid * grid)),
-            "image_grid_thw": torch.tensor([[1, grid, grid]])}
+    input_ids = _ids(
+        torch,
+        [
+            (TEXT_ID, 4),
+            (cfg["vision_start_token_id"], 1),
+            (cfg["image_token_id"], image_tokens),
+            (cfg["vision_end_token_id"], 1),
+            (TEXT_ID, text - 4),
+        ],
+    )
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "mm_token_type_ids": (input_ids == cfg["image_token_id"]).long(),
+        "pixel_values": torch.randn(pixel_shape(grid * grid)),
+        "image_grid_thw": torch.tensor([[1, grid, grid]]),
+    }
 
 
 def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -146,23 +276,31 @@ def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3, 14, 14))
     if name == "got":  # crop mode: 2 patches + thumbnail of 1024 px, 256 tokens each
         views = 3
-        input_ids = _ids(torch, [(TEXT_ID, 20), (cfg["image_token_index"], 256 * views),
-                                 (TEXT_ID, PROMPT_TOKENS - 20 - 256 * views)])
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-                "pixel_values": torch.randn(views, 3, 1024, 1024)}
+        input_ids = _ids(
+            torch, [(TEXT_ID, 20), (cfg["image_token_index"], 256 * views), (TEXT_ID, PROMPT_TOKENS - 20 - 256 * views)]
+        )
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": torch.randn(views, 3, 1024, 1024),
+        }
     if name == "deepseek-ocr":  # 1024 px global view (256) + 4 tiles of 768 px (144 each) + separator
         tiles = 4
         image_tokens = 256 + 144 * tiles + 1
         input_ids = _ids(torch, [(cfg["image_token_id"], image_tokens), (TEXT_ID, PROMPT_TOKENS - image_tokens)])
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-                "pixel_values": torch.randn(1, 3, 1024, 1024),
-                "pixel_values_local": torch.randn(tiles, 3, 768, 768),
-                "num_local_patches": torch.tensor([tiles])}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": torch.randn(1, 3, 1024, 1024),
+            "pixel_values_local": torch.randn(tiles, 3, 768, 768),
+            "num_local_patches": torch.tensor([tiles]),
+        }
     raise ValueError(name)
 
 
-def measure(name: str, device: str, layers: int | None, cache: str = "dynamic",
-            profile_steps: int = 0) -> dict[str, Any]:
+def measure(
+    name: str, device: str, layers: int | None, cache: str = "dynamic", profile_steps: int = 0
+) -> dict[str, Any]:
     """One row: prefill and per-token time under `cache`; with profile_steps, also a profile of that
     many decode steps (row["profile"], text)."""
     import torch
@@ -181,8 +319,10 @@ def measure(name: str, device: str, layers: int | None, cache: str = "dynamic",
         model = model_cls._from_config(config, dtype=torch.bfloat16, attn_implementation=dict(ATTENTION[name]))
     model.eval()
     row["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-    batch = {k: (v.to(device, torch.bfloat16) if v.is_floating_point() else v.to(device))
-             for k, v in _inputs(torch, name, config_dict).items()}
+    batch = {
+        k: (v.to(device, torch.bfloat16) if v.is_floating_point() else v.to(device))
+        for k, v in _inputs(torch, name, config_dict).items()
+    }
     row["prompt_tokens"] = int(batch["input_ids"].shape[1])
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -237,8 +377,10 @@ def _profile(torch: Any, run: Callable[[], float], device: str) -> str:
     averages = prof.key_averages()
     # Kernel events only: an operator's "self CUDA" time repeats its kernels' time.
     device_us = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    parts = [f"wall {wall * 1000:.1f} ms under the profiler; device busy {device_us / 1000:.1f} ms",
-             averages.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60)]
+    parts = [
+        f"wall {wall * 1000:.1f} ms under the profiler; device busy {device_us / 1000:.1f} ms",
+        averages.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60),
+    ]
     if device.startswith("cuda"):
         parts.append(averages.table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=60))
     python = cProfile.Profile()
@@ -270,27 +412,34 @@ def report(rows: list[dict[str, Any]], command: str, machine: str, layers: int |
         f"- Batch 1, prompt of ~{PROMPT_TOKENS} tokens (most of them image tokens, shaped as each processor "
         f"shapes a page), {NEW_TOKENS} generated tokens forced with min_new_tokens, greedy, attention as the "
         "engine chooses for `sdpa` (GOT-OCR2's vision encoder has only eager). Cache: transformers' default "
-        "dynamic cache (what the engines use), or `cache_implementation=\"static\"`, for which transformers "
+        'dynamic cache (what the engines use), or `cache_implementation="static"`, for which transformers '
         "compiles the decoding step itself (two full-length warm-up calls first).",
         f"- ms/token = (time to generate {NEW_TOKENS + 1} tokens - time to generate 1) / {NEW_TOKENS}, each the "
         "faster of two calls; prefill = time to generate 1 token (vision encoder + prompt). Peak = "
         "torch.cuda.max_memory_allocated over the timed calls.",
-        "- Weights are random: the numbers are the arithmetic of the published architectures, not of "
-        "their answers.",
+        "- Weights are random: the numbers are the arithmetic of the published architectures, not of their answers.",
     ]
     if layers:
         lines.append(f"- Layer counts capped at {layers} (`--layers`): a code-path check, not a measurement.")
-    lines += ["", "| engine | checkpoint | cache | params (B) | prompt tokens | prefill ms | ms/token | weights GiB | "
-              "peak GiB | attention |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| engine | checkpoint | cache | params (B) | prompt tokens | prefill ms | ms/token | weights GiB | "
+        "peak GiB | attention |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | - | - | - | - | - | - | "
-                         f"not run: {r['error'].replace('|', '/')} |")
+            lines.append(
+                f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | - | - | - | - | - | - | "
+                f"not run: {r['error'].replace('|', '/')} |"
+            )
             continue
         attention = ", ".join(f"{k or 'model'}={v}" for k, v in r["attention"].items())
-        lines.append(f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | {r['parameters_b']} | "
-                     f"{r['prompt_tokens']} | {r['prefill_ms']} | {r['ms_per_token']} | {r.get('weights_gib', '-')} | "
-                     f"{r.get('peak_gib', '-')} | {attention} |")
+        lines.append(
+            f"| {r['engine']} | {r['checkpoint']} | {r['cache']} | {r['parameters_b']} | "
+            f"{r['prompt_tokens']} | {r['prefill_ms']} | {r['ms_per_token']} | {r.get('weights_gib', '-')} | "
+            f"{r.get('peak_gib', '-')} | {attention} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -301,8 +450,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--layers", type=int, default=None, help="cap layer counts (code-path check only)")
     parser.add_argument("--caches", default="dynamic", help="comma-separated: dynamic, static")
-    parser.add_argument("--profile-steps", type=int, default=0,
-                        help="also profile this many decode steps per dynamic-cache row (written beside --out)")
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="also profile this many decode steps per dynamic-cache row (written beside --out)",
+    )
     parser.add_argument("--command", default=None, help="the command line to record in the report")
     args = parser.parse_args()
     rows, profiles = [], []
@@ -311,8 +464,12 @@ def main() -> None:
             try:
                 row = measure(name, args.device, args.layers, cache, args.profile_steps if cache == "dynamic" else 0)
             except Exception as exc:  # one model failing must not lose the others' numbers
-                row = {"engine": name, "checkpoint": CONFIGS[name][0], "cache": cache,
-                       "error": f"{type(exc).__name__}: {exc}"[:300]}
+                row = {
+                    "engine": name,
+                    "checkpoint": CONFIGS[name][0],
+                    "cache": cache,
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                }
             if "profile" in row:
                 profiles.append(f"## {name}, {cache} cache, {args.profile_steps} decode steps\n\n{row.pop('profile')}")
             print(json.dumps(row), flush=True)

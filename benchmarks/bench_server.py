@@ -48,8 +48,8 @@ def _default_pages() -> list[Path]:
 def _direct_seconds(page: Path, repeats: int) -> float:
     """Median seconds per page with the engine in this process, no HTTP."""
     from polyocr.documents import open_source
-    from polyocr.engines.base import Task
     from polyocr.router import Router
+    from polyocr.types import Task
 
     with Router(["tesseract"], Task(languages=("eng",))) as router:
         router.run_source(open_source(page))
@@ -73,8 +73,9 @@ def _cpu_seconds_of_others(mine: set[int]) -> dict[int, float]:
     return seconds
 
 
-def _batch(url: str, data: bytes, name: str, clients: int, requests: int,
-           latencies: list[float], statuses: list[int]) -> float:
+def _batch(
+    url: str, data: bytes, name: str, clients: int, requests: int, latencies: list[float], statuses: list[int]
+) -> float:
     """Send `requests` uploads from `clients` threads; the batch's wall time. Fills the two lists."""
     lock = threading.Lock()
     remaining = [requests]
@@ -104,8 +105,14 @@ def _batch(url: str, data: bytes, name: str, clients: int, requests: int,
 def _summary(wall: float, latencies: list[float], statuses: list[int]) -> dict[str, float]:
     ok = statuses.count(200)
     latencies = sorted(latencies)
-    return {"wall": wall, "ok": ok, "errors": len(statuses) - ok, "rate": ok / wall,
-            "p50": statistics.median(latencies), "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)]}
+    return {
+        "wall": wall,
+        "ok": ok,
+        "errors": len(statuses) - ok,
+        "rate": ok / wall,
+        "p50": statistics.median(latencies),
+        "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)],
+    }
 
 
 def main() -> None:
@@ -125,9 +132,28 @@ def main() -> None:
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as jobs:
         server = subprocess.Popen(
-            [sys.executable, "-m", "polyocr", "serve", "--port", str(port), "--engine", "tesseract", "--lang", "eng",
-             "--workers", str(args.workers), "--queue", "32", "--job-dir", jobs],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "polyocr",
+                "serve",
+                "--port",
+                str(port),
+                "--engine",
+                "tesseract",
+                "--lang",
+                "eng",
+                "--workers",
+                str(args.workers),
+                "--queue",
+                "32",
+                "--job-dir",
+                jobs,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -159,8 +185,11 @@ def main() -> None:
                     latencies, statuses, wall, others = measured[clients]
                     result = _summary(wall[0], latencies, statuses)
                     rows.append((page, direct, clients, others[0] / wall[0], result))
-                    print(f"{page.name} clients={clients} {result['rate']:.2f} pages/s "
-                          f"others={others[0] / wall[0]:.2f} cores", flush=True)
+                    print(
+                        f"{page.name} clients={clients} {result['rate']:.2f} pages/s "
+                        f"others={others[0] / wall[0]:.2f} cores",
+                        flush=True,
+                    )
         finally:
             server.terminate()
             server.wait(30)
@@ -201,20 +230,28 @@ def _write(args: argparse.Namespace, rows: list) -> None:
     for page, direct, clients, other, result in rows:
         with Image.open(page) as image:
             size = f"{image.width}x{image.height}"
-        lines.append(f"| {page.parent.name}/{page.name} | {size} | {direct:.3f} | {clients} | {result['rate']:.2f} | "
-                     f"{result['p50']:.3f} | {result['p95']:.3f} | {result['errors']} | {other:.2f} |")
+        lines.append(
+            f"| {page.parent.name}/{page.name} | {size} | {direct:.3f} | {clients} | {result['rate']:.2f} | "
+            f"{result['p50']:.3f} | {result['p95']:.3f} | {result['errors']} | {other:.2f} |"
+        )
     lines += ["", "Notes:", "", f"- 1-minute load average just before the benchmark: {args.load_before:.2f}."]
     if busy:
-        lines.append(f"- Other work was running on this machine during the measurement (up to {max(others):.2f} "
-                     f"of its {os.cpu_count()} cores: other people's tests and benchmarks), so rows with much "
-                     "other work are lower bounds; rerun on an idle machine for clean numbers.")
+        lines.append(
+            f"- Other work was running on this machine during the measurement (up to {max(others):.2f} "
+            f"of its {os.cpu_count()} cores: other people's tests and benchmarks), so rows with much "
+            "other work are lower bounds; rerun on an idle machine for clean numbers."
+        )
     else:
         lines.append(f"- The machine was otherwise quiet (other processes used at most {max(others):.2f} cores).")
-    lines.append(f"- With {args.workers} worker(s) at most {args.workers} page(s) are recognised at once. Clients "
-                 "beyond that wait in the server's queue: latency grows with them, while throughput gains only "
-                 "what overlapping the next upload's transfer and decoding with recognition saves.")
-    lines.append("- The gap between *direct* and one client is the HTTP layer: upload, decoding the page from "
-                 "the request, and the JSON answer.")
+    lines.append(
+        f"- With {args.workers} worker(s) at most {args.workers} page(s) are recognised at once. Clients "
+        "beyond that wait in the server's queue: latency grows with them, while throughput gains only "
+        "what overlapping the next upload's transfer and decoding with recognition saves."
+    )
+    lines.append(
+        "- The gap between *direct* and one client is the HTTP layer: upload, decoding the page from "
+        "the request, and the JSON answer."
+    )
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

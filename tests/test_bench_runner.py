@@ -106,11 +106,13 @@ def test_unknown_and_unavailable_engines(small_set: Path, monkeypatch: pytest.Mo
 
 
 def test_languages_sharing_a_chain_share_its_loaded_engines(small_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import polyocr.router.chain as chain_module
+    import polyocr.router.pool as pool_module
 
     created = []
-    real = chain_module.create_engine
-    monkeypatch.setattr(chain_module, "create_engine", lambda name: created.append(name) or real(name))
+    real = pool_module.create_engine
+    monkeypatch.setattr(
+        pool_module, "create_engine", lambda name, model_path=None: created.append(name) or real(name, model_path)
+    )
     [run] = run_bench([small_set], ["tesseract"], isolate=False).runs
     assert run.chains == {"eng": ["tesseract"], "rus": ["tesseract"]}
     assert created == ["tesseract"]  # one instance for both languages: its memory is counted once
@@ -118,8 +120,23 @@ def test_languages_sharing_a_chain_share_its_loaded_engines(small_set: Path, mon
 
 def test_cli_bench_synthetic_auto_chain(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    invocation = CliRunner().invoke(app, ["bench", "--synth", str(tmp_path / "synth"), "--count", "2", "--dpi", "100",
-                                          "--engines", AUTO, "--out", str(out), "--quiet"])
+    invocation = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--synth",
+            str(tmp_path / "synth"),
+            "--count",
+            "2",
+            "--dpi",
+            "100",
+            "--engines",
+            AUTO,
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert invocation.exit_code == 0, invocation.output
     assert "| auto | eng |" in invocation.stdout and "| auto | rus |" in invocation.stdout
     assert (tmp_path / "synth" / "MANIFEST.tsv").is_file()

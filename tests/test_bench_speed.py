@@ -39,8 +39,9 @@ def test_rss_peak_sees_an_allocation_inside_the_block() -> None:
 
 
 def test_tiny_dots_speed_on_cpu_per_attention(tmp_path: Path) -> None:
-    results = run_speed(["dots"], device="cpu", attentions=["sdpa", "no-such-kernel"], new_tokens=3, batches=(1, 2),
-                        repeats=1)
+    results = run_speed(
+        ["dots"], device="cpu", attentions=["sdpa", "no-such-kernel"], new_tokens=3, batches=(1, 2), repeats=1
+    )
     sdpa, missing = results
     assert sdpa.dtype == "float32" and sdpa.vision_ms_per_page > 0
     assert set(sdpa.pages_per_s) == {1, 2} and all(v > 0 for v in sdpa.pages_per_s.values())
@@ -57,8 +58,26 @@ def test_speed_refuses_engines_without_a_speed_model() -> None:
 
 
 def test_cli_speed_writes_its_report(tmp_path: Path) -> None:
-    invocation = CliRunner().invoke(app, ["bench", "--speed", "--engines", "dots", "--device", "cpu", "--attention",
-                                          "eager", "--new-tokens", "2", "--repeats", "1", "--out", str(tmp_path), "-q"])
+    invocation = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--speed",
+            "--engines",
+            "dots",
+            "--device",
+            "cpu",
+            "--attention",
+            "eager",
+            "--new-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+            "-q",
+        ],
+    )
     assert invocation.exit_code == 0, invocation.output
     assert "| dots | eager | float32 |" in invocation.stdout and "decoder_attention eager" in invocation.stdout
     data = json.loads((tmp_path / "speed.json").read_text(encoding="utf-8"))

@@ -51,8 +51,19 @@ def test_same_seed_same_bytes_other_seed_other_pages(tmp_path: Path) -> None:
 
 def test_two_columns_and_table_transcription_order() -> None:
     regular = str(find_fonts()[0][0])
-    spec = PageSpec(language="eng", font=regular, font_pt=10, columns=2, table=True, rotation=0.0, shading=0.0,
-                    blur=0.0, noise=0.0, jpeg_quality=None, dpi=100)
+    spec = PageSpec(
+        language="eng",
+        font=regular,
+        font_pt=10,
+        columns=2,
+        table=True,
+        rotation=0.0,
+        shading=0.0,
+        blur=0.0,
+        noise=0.0,
+        jpeg_quality=None,
+        dpi=100,
+    )
     page = render_page(spec, random.Random(0), page_inches=(6.0, 5.0))
     lines = page.text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("Item Quantity Price"))
@@ -62,10 +73,32 @@ def test_two_columns_and_table_transcription_order() -> None:
 
 def test_degradations_change_pixels_not_text() -> None:
     regular = str(find_fonts()[0][0])
-    clean = PageSpec(language="rus", font=regular, font_pt=12, columns=1, table=False, rotation=0.0, shading=0.0,
-                     blur=0.0, noise=0.0, jpeg_quality=None, dpi=100)
-    hard = PageSpec(language="rus", font=regular, font_pt=12, columns=1, table=False, rotation=2.0, shading=0.8,
-                    blur=1.0, noise=20.0, jpeg_quality=None, dpi=100)
+    clean = PageSpec(
+        language="rus",
+        font=regular,
+        font_pt=12,
+        columns=1,
+        table=False,
+        rotation=0.0,
+        shading=0.0,
+        blur=0.0,
+        noise=0.0,
+        jpeg_quality=None,
+        dpi=100,
+    )
+    hard = PageSpec(
+        language="rus",
+        font=regular,
+        font_pt=12,
+        columns=1,
+        table=False,
+        rotation=2.0,
+        shading=0.8,
+        blur=1.0,
+        noise=20.0,
+        jpeg_quality=None,
+        dpi=100,
+    )
     a = render_page(clean, random.Random(5), page_inches=(4.0, 3.0))
     b = render_page(hard, random.Random(5), page_inches=(4.0, 3.0))
     assert a.text == b.text

@@ -13,8 +13,9 @@ from conftest import SAMPLE_PDF
 
 
 def polyocr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "polyocr", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "polyocr", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_ocr_sample_pdf_to_stdout() -> None:
@@ -30,8 +31,9 @@ def test_one_bad_input_does_not_stop_the_others(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "out"
-    run = polyocr("ocr", str(bad), str(SAMPLE_PDF), "--engine", "tesseract", "--format", "md",
-                  "--out", str(out), "--overlay")
+    run = polyocr(
+        "ocr", str(bad), str(SAMPLE_PDF), "--engine", "tesseract", "--format", "md", "--out", str(out), "--overlay"
+    )
     assert run.returncode == 1
     assert "broken.png: not an image or PDF" in run.stderr
     markdown = (out / "sample-en-ru.md").read_text(encoding="utf-8")
@@ -77,3 +79,14 @@ def test_schema_is_valid_json() -> None:
     run = polyocr("schema")
     assert run.returncode == 0
     assert json.loads(run.stdout)["title"] == "polyocr DocumentResult"
+
+
+def test_fetch_says_why_it_cannot_download_offline() -> None:
+    """HF_HUB_OFFLINE is set in the tests, as on a machine without the hub: a clear error, exit 2."""
+    result = polyocr("fetch", "qwen2vl")
+    assert result.returncode == 2
+    assert "could not download Qwen/Qwen2-VL-2B-Instruct" in result.stderr
+    unknown = polyocr("fetch", "no-such")
+    assert unknown.returncode == 2 and "neither an engine" in unknown.stderr
+    classical = polyocr("fetch", "tesseract")
+    assert classical.returncode == 2 and "no published weights" in classical.stderr

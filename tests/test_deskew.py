@@ -36,8 +36,10 @@ def test_boxes_on_the_straightened_page_map_back_onto_the_page(page: Image.Image
 
     def forward(x: float, y: float) -> tuple[float, float]:  # where PIL's rotate puts a page point
         dx, dy = x - width / 2, y - height / 2
-        return (math.cos(theta) * dx + math.sin(theta) * dy + turned.width / 2,
-                -math.sin(theta) * dx + math.cos(theta) * dy + turned.height / 2)
+        return (
+            math.cos(theta) * dx + math.sin(theta) * dy + turned.width / 2,
+            -math.sin(theta) * dx + math.cos(theta) * dy + turned.height / 2,
+        )
 
     to_page = box_mapper(angle, page.size)
     for x, y in [(100.0, 80.0), (640.0, 400.0), (1200.0, 790.0)]:

@@ -22,8 +22,9 @@ def _page(size=(120, 80), colour=(255, 255, 255)) -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("BMP", ".bmp"),
-                                        ("TIFF", ".tif")])
+@pytest.mark.parametrize(
+    "fmt,suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("BMP", ".bmp"), ("TIFF", ".tif")]
+)
 def test_single_page_images_load_as_rgb(tmp_path: Path, fmt: str, suffix: str) -> None:
     path = tmp_path / f"page{suffix}"
     _page().convert("L" if fmt == "BMP" else "RGB").save(path, fmt)
@@ -86,6 +87,7 @@ def test_in_memory_upload_opens_like_a_file() -> None:
 
 
 # Bad inputs: each names the file and the reason.
+
 
 def _error(path: Path, **kwargs) -> str:
     with pytest.raises(InputError) as info:

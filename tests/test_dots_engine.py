@@ -19,13 +19,14 @@ from PIL import Image, ImageDraw
 
 from conftest import SAMPLE_PDF
 from polyocr.documents import Page, load_pages
-from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine
+from polyocr.engines.base import create_engine
 from polyocr.engines.dots.engine import FETCH_FIX, DotsEngine, page_result, split_generation
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode, prompt_text
 from polyocr.errors import EngineError, InputError
 from polyocr.formats import render
 from polyocr.results import DocumentResult, Generation, Outcome, PageStatus, TextFormat
 from polyocr.runtime.probe import GPU, Profile
+from polyocr.types import EnginePlan, Task, TaskKind
 from tiny_dots import build_tiny_dots
 
 MAX_PIXELS = 28 * 28 * 48  # a few dozen image tokens per page keeps the tiny model fast
@@ -81,15 +82,19 @@ def test_a_batch_gives_the_same_tokens_as_pages_one_at_a_time(checkpoint: Path, 
     assert len({r.generation.prompt_tokens for r in alone}) == 3  # different lengths, so padding was needed
     for b, a in zip(batched, alone, strict=True):
         assert (b.text, b.generation.generated_tokens, b.generation.stop_reason) == (
-            a.text, a.generation.generated_tokens, a.generation.stop_reason)
+            a.text,
+            a.generation.generated_tokens,
+            a.generation.stop_reason,
+        )
 
 
 def test_region_task_prompts_with_the_box_in_model_pixels(engine: DotsEngine) -> None:
     page = _page((280, 560))  # resized to 112 x 252 under MAX_PIXELS: x by 0.4, y by 0.45
     image = engine.processor.prepare(page.image)
     assert image.resized_size == (112, 252)
-    assert engine._prompt(page, image, Task(kind=TaskKind.REGION, region=(100, 200, 250, 500)),
-                          PromptMode.GROUNDING_OCR) == prompt_text(PromptMode.GROUNDING_OCR, (40, 90, 100, 225))
+    assert engine._prompt(
+        page, image, Task(kind=TaskKind.REGION, region=(100, 200, 250, 500)), PromptMode.GROUNDING_OCR
+    ) == prompt_text(PromptMode.GROUNDING_OCR, (40, 90, 100, 225))
     [result] = engine.recognize([page], Task(kind=TaskKind.REGION, region=(100, 200, 250, 500), max_new_tokens=4))
     assert result.blocks == [] or result.blocks[0].bbox == (100, 200, 250, 500)
     with pytest.raises(EngineError, match=r"needs Task\.region"):
@@ -118,16 +123,32 @@ def test_nonfinite_logits_are_reported(checkpoint: Path, engine: DotsEngine) -> 
 def test_generation_settings_follow_the_plan(engine: DotsEngine) -> None:
     eos = engine.processor.eos_token_ids
     greedy = engine._generation_kwargs(Task(max_new_tokens=99), 300)
-    assert greedy == {"do_sample": False, "max_new_tokens": 99, "eos_token_id": eos,
-                      "pad_token_id": engine.processor.pad_token_id}
+    assert greedy == {
+        "do_sample": False,
+        "max_new_tokens": 99,
+        "eos_token_id": eos,
+        "pad_token_id": engine.processor.pad_token_id,
+    }
     plan = engine.plan
     try:
-        engine.plan = replace(plan, generation={"temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05,
-                                                "no_repeat_ngram_size": 20, "unknown": 1})
+        engine.plan = replace(
+            plan,
+            generation={
+                "temperature": 0.3,
+                "top_p": 0.95,
+                "repetition_penalty": 1.05,
+                "no_repeat_ngram_size": 20,
+                "unknown": 1,
+            },
+        )
         sampled = engine._generation_kwargs(Task(timeout=30.0), 300)
         assert sampled["do_sample"] is True and sampled["max_time"] == 30.0
         assert {k: sampled[k] for k in ("temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size")} == {
-            "temperature": 0.3, "top_p": 0.95, "repetition_penalty": 1.05, "no_repeat_ngram_size": 20}
+            "temperature": 0.3,
+            "top_p": 0.95,
+            "repetition_penalty": 1.05,
+            "no_repeat_ngram_size": 20,
+        }
         assert "unknown" not in sampled
         engine.plan = replace(plan, generation={"temperature": 0, "top_p": 0.9})
         greedy_again = engine._generation_kwargs(Task(), 300)
@@ -169,12 +190,20 @@ def test_known_answer_becomes_blocks_on_the_original_page(engine: DotsEngine) ->
     assert result.generation.stop_reason == "eos"
     # The model saw 112 x 252 pixels of a 280 x 560 page: x grows by 5/2, y by 20/9.
     assert [b.bbox for b in result.blocks] == [
-        (25.0, 20.0, 250.0, 60.0), (25.0, 80.0, 250.0, 140.0), (25.0, 160.0, 250.0, 320.0), (25.0, 340.0, 250.0, 380.0),
+        (25.0, 20.0, 250.0, 60.0),
+        (25.0, 80.0, 250.0, 140.0),
+        (25.0, 160.0, 250.0, 320.0),
+        (25.0, 340.0, 250.0, 380.0),
     ]
-    assert [b.format for b in result.blocks] == [TextFormat.MARKDOWN, TextFormat.MARKDOWN, TextFormat.HTML,
-                                                 TextFormat.LATEX]
-    assert result.markdown == ("ACME\n\n# Invoice\n\n<table><tr><td>Pen</td><td>2</td></tr></table>\n\n"
-                               "$$\na^2+b^2=c^2\n$$")
+    assert [b.format for b in result.blocks] == [
+        TextFormat.MARKDOWN,
+        TextFormat.MARKDOWN,
+        TextFormat.HTML,
+        TextFormat.LATEX,
+    ]
+    assert result.markdown == (
+        "ACME\n\n# Invoice\n\n<table><tr><td>Pen</td><td>2</td></tr></table>\n\n$$\na^2+b^2=c^2\n$$"
+    )
     assert result.text == "ACME\n\nInvoice\n\nPen\t2\n\na^2+b^2=c^2"
 
 
@@ -227,17 +256,45 @@ def test_availability_explains_what_is_missing(checkpoint: Path) -> None:
     assert not no_torch.ok and "torch" in no_torch.reason
     cpu = DotsEngine(checkpoint).available(_profile())
     assert cpu.ok and "runs on the CPU, very slowly" in cpu.reason
-    gpu = GPU(index=0, name="NVIDIA GeForce RTX 5070", sm="sm_120", total_memory=12 << 30, free_memory=11 << 30,
-              bf16=True, in_arch_list=True, kernels_ok=True)
+    gpu = GPU(
+        index=0,
+        name="NVIDIA GeForce RTX 5070",
+        sm="sm_120",
+        total_memory=12 << 30,
+        free_memory=11 << 30,
+        bf16=True,
+        in_arch_list=True,
+        kernels_ok=True,
+    )
     cached = DotsEngine().available(_profile(gpus=[gpu], hf_cache_models=["rednote-hilab/dots.ocr"]))
     assert cached.ok and "RTX 5070" in cached.reason and "CPU" not in cached.reason
 
 
 def test_cli_ocr_with_the_dots_engine(checkpoint: Path, tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "polyocr", "ocr", str(SAMPLE_PDF), "--engine", "dots", "--model", str(checkpoint),
-         "--dpi", "30", "--max-new-tokens", "5", "--format", "json", "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "polyocr",
+            "ocr",
+            str(SAMPLE_PDF),
+            "--engine",
+            "dots",
+            "--model",
+            str(checkpoint),
+            "--dpi",
+            "30",
+            "--max-new-tokens",
+            "5",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode in (0, 1), run.stderr  # 1: the router may refuse what random weights write
     doc = DocumentResult.from_json((tmp_path / f"{SAMPLE_PDF.stem}.json").read_text())
@@ -245,4 +302,6 @@ def test_cli_ocr_with_the_dots_engine(checkpoint: Path, tmp_path: Path) -> None:
     for page in doc.pages:
         # The engine loaded from --model and answered; whether the router accepted the answer is its call.
         assert [(a.engine, a.outcome) for a in page.attempts][:1] in (
-            [("dots", Outcome.OK)], [("dots", Outcome.REJECTED)]), page.attempts
+            [("dots", Outcome.OK)],
+            [("dots", Outcome.REJECTED)],
+        ), page.attempts

@@ -38,7 +38,7 @@ def test_truncated_output_keeps_complete_elements(cut):
     parsed = parse_layout(truncated)
     assert parsed.partial and "truncated" in parsed.problems[0]
     kept = parsed.elements
-    assert kept == ELEMENTS[:len(kept)]
+    assert kept == ELEMENTS[: len(kept)]
     assert len(kept) == sum(1 for i in range(len(ELEMENTS)) if json.dumps(ELEMENTS[: i + 1])[:-1] in truncated)
 
 
@@ -89,7 +89,9 @@ def test_boxes_are_clamped_and_invalid_ones_dropped():
     ]
     blocks = to_blocks(elements, (560, 560), (560, 560))
     assert [(b.text, b.bbox) for b in blocks] == [
-        ("wide", (0.0, 10.0, 560.0, 20.0)), ("inverted", None), ("three numbers", None),
+        ("wide", (0.0, 10.0, 560.0, 20.0)),
+        ("inverted", None),
+        ("three numbers", None),
     ]
 
 
@@ -99,8 +101,10 @@ def test_text_formats_by_category():
     assert formats["Table"] == TextFormat.HTML and formats["Formula"] == TextFormat.LATEX
     assert formats["Title"] == TextFormat.MARKDOWN and formats["Picture"] == TextFormat.PLAIN
     assert next(b for b in blocks if b.category == "Formula").text == "E = mc^2"
-    assert to_blocks([{"bbox": [1, 1, 9, 9], "category": "Formula", "text": "\\[x^2\\]"}],
-                     (10, 10), (10, 10))[0].text == "x^2"
+    assert (
+        to_blocks([{"bbox": [1, 1, 9, 9], "category": "Formula", "text": "\\[x^2\\]"}], (10, 10), (10, 10))[0].text
+        == "x^2"
+    )
 
 
 def test_layout_only_blocks_have_no_text():

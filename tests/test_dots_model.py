@@ -20,16 +20,15 @@ from polyocr.engines.dots.model import (
     CheckpointError,
     DotsOCRForCausalLM,
     resolve_checkpoint,
-    static_cache_length,
 )
 from polyocr.engines.dots.vision import (
     VISION_ATTENTION_IMPLEMENTATIONS,
-    VisionAttentionUnavailable,
     rotary_angles,
     rotary_position_ids,
     vision_attention_unavailable,
 )
-from polyocr.errors import EngineUnavailable
+from polyocr.engines.vlm import static_cache_length
+from polyocr.errors import EngineUnavailable, VisionAttentionUnavailable
 from tiny_dots import build_tiny_dots
 
 PATCH = 3 * 14 * 14
@@ -82,10 +81,16 @@ def test_published_config_and_names_load_strictly(checkpoint: Path, model: DotsO
     loaded = model.state_dict()
     assert set(saved) == set(loaded)
     for name in (
-        "vision_tower.patch_embed.patchifier.proj.bias", "vision_tower.patch_embed.patchifier.norm.weight",
-        "vision_tower.blocks.1.attn.qkv.weight", "vision_tower.blocks.0.mlp.fc3.weight",
-        "vision_tower.post_trunk_norm.weight", "vision_tower.merger.ln_q.bias", "vision_tower.merger.mlp.2.bias",
-        "model.layers.1.self_attn.q_proj.bias", "model.norm.weight", "lm_head.weight",
+        "vision_tower.patch_embed.patchifier.proj.bias",
+        "vision_tower.patch_embed.patchifier.norm.weight",
+        "vision_tower.blocks.1.attn.qkv.weight",
+        "vision_tower.blocks.0.mlp.fc3.weight",
+        "vision_tower.post_trunk_norm.weight",
+        "vision_tower.merger.ln_q.bias",
+        "vision_tower.merger.mlp.2.bias",
+        "model.layers.1.self_attn.q_proj.bias",
+        "model.norm.weight",
+        "lm_head.weight",
     ):
         assert torch.equal(saved[name], loaded[name]), name
     assert not any(".bias" in n for n in saved if ".blocks." in n)  # use_bias false in the vision blocks
@@ -124,13 +129,20 @@ def _edited(checkpoint: Path, tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
-        (lambda s: s.__setitem__("vision_tower.blocks.1.attn.qkv_proj.weight",
-                                 s.pop("vision_tower.blocks.1.attn.qkv.weight")),
-         ["1 missing tensors: vision_tower.blocks.1.attn.qkv.weight",
-          "1 unexpected tensors: vision_tower.blocks.1.attn.qkv_proj.weight"]),
+        (
+            lambda s: s.__setitem__(
+                "vision_tower.blocks.1.attn.qkv_proj.weight", s.pop("vision_tower.blocks.1.attn.qkv.weight")
+            ),
+            [
+                "1 missing tensors: vision_tower.blocks.1.attn.qkv.weight",
+                "1 unexpected tensors: vision_tower.blocks.1.attn.qkv_proj.weight",
+            ],
+        ),
         (lambda s: s.pop("lm_head.weight"), ["1 missing tensors: lm_head.weight"]),
-        (lambda s: s.__setitem__("vision_tower.merger.mlp.0.bias", s["vision_tower.merger.mlp.0.bias"][:-1]),
-         ["vision_tower.merger.mlp.0.bias (checkpoint [127], model [128])"]),
+        (
+            lambda s: s.__setitem__("vision_tower.merger.mlp.0.bias", s["vision_tower.merger.mlp.0.bias"][:-1]),
+            ["vision_tower.merger.mlp.0.bias (checkpoint [127], model [128])"],
+        ),
     ],
     ids=["renamed", "missing", "mis-shaped"],
 )
@@ -168,8 +180,12 @@ def test_rotary_ids_follow_the_2x2_merge_window_order() -> None:
     ids = rotary_position_ids(torch.tensor([[1, 4, 6]]), merge=2)
     windows = [ids[i : i + 4].tolist() for i in range(0, 24, 4)]
     assert windows == [
-        [[0, 0], [0, 1], [1, 0], [1, 1]], [[0, 2], [0, 3], [1, 2], [1, 3]], [[0, 4], [0, 5], [1, 4], [1, 5]],
-        [[2, 0], [2, 1], [3, 0], [3, 1]], [[2, 2], [2, 3], [3, 2], [3, 3]], [[2, 4], [2, 5], [3, 4], [3, 5]],
+        [[0, 0], [0, 1], [1, 0], [1, 1]],
+        [[0, 2], [0, 3], [1, 2], [1, 3]],
+        [[0, 4], [0, 5], [1, 4], [1, 5]],
+        [[2, 0], [2, 1], [3, 0], [3, 1]],
+        [[2, 2], [2, 3], [3, 2], [3, 3]],
+        [[2, 4], [2, 5], [3, 4], [3, 5]],
     ]
     two = rotary_position_ids(torch.tensor([[1, 2, 2], [1, 2, 4]]), merge=2)
     assert two[:4].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]] and two[4:8].tolist() == windows[0]
@@ -247,13 +263,16 @@ def test_left_padded_batch_generates_what_pages_one_at_a_time_do(model: DotsOCRF
     try:
         alone = [
             model.generate(
-                input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                pixel_values=_pixels([g], seed=i)[0], image_grid_thw=torch.tensor([g]), **GREEDY,
-            )[0, len(p):].tolist()
+                input_ids=torch.tensor([p]),
+                attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                pixel_values=_pixels([g], seed=i)[0],
+                image_grid_thw=torch.tensor([g]),
+                **GREEDY,
+            )[0, len(p) :].tolist()
             for i, (p, g) in enumerate(zip(GEN_PROMPTS, GEN_GRIDS, strict=True))
         ]
         inputs = _padded_batch()
-        batch = model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1]:].tolist()
+        batch = model.generate(**inputs, **GREEDY)[:, inputs["input_ids"].shape[1] :].tolist()
     finally:
         hook.remove()
     assert batch == alone

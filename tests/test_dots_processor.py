@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polyocr.engines.base import TaskKind
 from polyocr.engines.dots.processor import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -23,6 +22,7 @@ from polyocr.engines.dots.processor import (
 )
 from polyocr.engines.dots.prompts import PROMPTS, TASK_MODES, PromptMode, prompt_text
 from polyocr.errors import EngineError
+from polyocr.types import TaskKind
 from tiny_dots import DOTS_TOKENS, PROCESSOR_TEMPLATE, TOKENIZER_TEMPLATE, build_tiny_dots
 from tiny_tokenizer import train_tokenizer
 
@@ -67,8 +67,13 @@ def test_resize_agrees_with_transformers_where_both_apply():
 
     for (width, height, limits), _ in RESIZE_TABLE:
         if min(width, height) >= 28:
-            hf = hf_resize(height, width, factor=28, min_pixels=limits.get("min_pixels", 3136),
-                           max_pixels=limits.get("max_pixels", 11289600))
+            hf = hf_resize(
+                height,
+                width,
+                factor=28,
+                min_pixels=limits.get("min_pixels", 3136),
+                max_pixels=limits.get("max_pixels", 11289600),
+            )
             assert smart_resize(height, width, **limits) == hf
 
 
@@ -88,7 +93,7 @@ def test_patch_layout_is_merge_window_order():
     # 2 x 4 patches: window (0, 0) holds patches (0,0) (0,1) (1,0) (1,1); window (0, 1) the next four.
     order = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
     for k, (py, px) in enumerate(order):
-        expected = pixels[:, py * 14:(py + 1) * 14, px * 14:(px + 1) * 14].reshape(-1)
+        expected = pixels[:, py * 14 : (py + 1) * 14, px * 14 : (px + 1) * 14].reshape(-1)
         np.testing.assert_array_equal(rows[k], expected)
     assert rows[4, 0] == 0 * 10_000 + 0 * 100 + 28  # first value of patch (0, 2): c 0, y 0, x 28
 
@@ -97,8 +102,13 @@ def test_pixels_match_qwen2vl_image_processor_configured_as_published():
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     reference = Qwen2VLImageProcessorPil(
-        patch_size=14, merge_size=2, temporal_patch_size=1, min_pixels=3136, max_pixels=11289600,
-        image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=1,
+        min_pixels=3136,
+        max_pixels=11289600,
+        image_mean=list(IMAGE_MEAN),
+        image_std=list(IMAGE_STD),
     )
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (130, 190, 3), dtype=np.uint8))  # not a multiple of 28
@@ -123,8 +133,15 @@ def test_prompt_ids_follow_the_trained_framing(checkpoint, tokenizer):
     ids = processor.prompt_ids(PROMPTS[PromptMode.OCR], 6)
     t = tokenizer.convert_tokens_to_ids
     text_ids = tokenizer.encode(PROMPTS[PromptMode.OCR], add_special_tokens=False)
-    assert ids == [t("<|user|>"), t("<|img|>"), *[t("<|imgpad|>")] * 6, t("<|endofimg|>"), *text_ids,
-                   t("<|endofuser|>"), t("<|assistant|>")]
+    assert ids == [
+        t("<|user|>"),
+        t("<|img|>"),
+        *[t("<|imgpad|>")] * 6,
+        t("<|endofimg|>"),
+        *text_ids,
+        t("<|endofuser|>"),
+        t("<|assistant|>"),
+    ]
     assert processor.eos_token_ids == [t("<|endoftext|>"), t("<|endofassistant|>")]
     assert (processor.min_pixels, processor.max_pixels) == (3136, 11289600)
     assert DotsProcessor.from_pretrained(checkpoint, max_pixels=1003520).max_pixels == 1003520
@@ -146,7 +163,9 @@ def test_list_content_of_the_published_template_lacks_the_user_framing(tokenizer
     """Why the processor renders string content: the list branch drops <|user|> and <|endofuser|>."""
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
-        chat_template=PROCESSOR_TEMPLATE, tokenize=False, add_generation_prompt=True,
+        chat_template=PROCESSOR_TEMPLATE,
+        tokenize=False,
+        add_generation_prompt=True,
     )
     assert rendered == " <|img|><|imgpad|><|endofimg|>Hi<|assistant|>"
 

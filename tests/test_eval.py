@@ -125,8 +125,11 @@ def two_page_dataset(tmp_path, eval_dir) -> Path:
     (root / "ru").mkdir()
     for name in ("mpman-ru_p026.png", "mpman-ru_p026.gt.txt"):
         shutil.copy(eval_dir / "ru_borndigital_pdf" / name, root / "ru" / name)
-    _write(root / "MANIFEST.tsv", HEADER + "en/h015.png\ten/h015.gt.txt\teng\tpage\tcropped\n"
-           "ru/mpman-ru_p026.png\tru/mpman-ru_p026.gt.txt\trus\tpage\t\n")
+    _write(
+        root / "MANIFEST.tsv",
+        HEADER + "en/h015.png\ten/h015.gt.txt\teng\tpage\tcropped\n"
+        "ru/mpman-ru_p026.png\tru/mpman-ru_p026.gt.txt\trus\tpage\t\n",
+    )
     return root
 
 
@@ -134,9 +137,22 @@ def test_eval_command_end_to_end(two_page_dataset, tmp_path):
     json_out = tmp_path / "report.json"
     env = {**os.environ, "COLUMNS": "120"}
     completed = subprocess.run(
-        [sys.executable, "-m", "polyocr", "eval", str(two_page_dataset), "--engine", "tesseract",
-         "--json-out", str(json_out), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "polyocr",
+            "eval",
+            str(two_page_dataset),
+            "--engine",
+            "tesseract",
+            "--json-out",
+            str(json_out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
     table = completed.stdout
@@ -157,8 +173,22 @@ def test_eval_command_end_to_end(two_page_dataset, tmp_path):
 
 def test_eval_command_filters_by_language(two_page_dataset, tmp_path):
     json_out = tmp_path / "english.json"
-    result = CliRunner().invoke(app, ["eval", str(two_page_dataset), "--engine", "tesseract", "--lang", "eng",
-                                      "--by", "folder", "--json-out", str(json_out), "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(two_page_dataset),
+            "--engine",
+            "tesseract",
+            "--lang",
+            "eng",
+            "--by",
+            "folder",
+            "--json-out",
+            str(json_out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(json_out.read_text(encoding="utf-8"))
     assert [item["id"] for item in report["items"]] == ["en/h015.png"]

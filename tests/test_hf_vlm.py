@@ -24,21 +24,24 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from polyocr.documents import Page  # noqa: E402
-from polyocr.engines.base import EnginePlan, Task, TaskKind, engine_class, engine_names  # noqa: E402
-from polyocr.engines.hf_vlm import HFVLMEngine  # noqa: E402
-from polyocr.engines.vlm_specs import (  # noqa: E402
-    SPECS,
-    parse_deepseek_grounding,
-    parse_qwen2_grounding,
-    parse_qwen3_json,
-)
+from polyocr.engines.base import engine_class, engine_names  # noqa: E402
+from polyocr.engines.hf.deepseek_ocr import parse_deepseek_grounding  # noqa: E402
+from polyocr.engines.hf.engine import HFVLMEngine  # noqa: E402
+from polyocr.engines.hf.qwen2vl import parse_qwen2_grounding  # noqa: E402
+from polyocr.engines.hf.qwen3vl import parse_qwen3_json  # noqa: E402
+from polyocr.engines.hf.spec import VLMSpec  # noqa: E402
 from polyocr.errors import EngineUnavailable  # noqa: E402
 from polyocr.results import PageStatus, TextFormat  # noqa: E402
+from polyocr.types import EnginePlan, Task, TaskKind  # noqa: E402
 from tiny_hf import BUILDERS  # noqa: E402
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 PAGE_IMAGE = EVAL / "tesseract_test" / "phototest.tif"
-NAMES = list(SPECS)
+NAMES = [n for n in engine_names() if issubclass(engine_class(n), HFVLMEngine)]
+
+
+def spec_of(name: str) -> VLMSpec:
+    return engine_class(name).spec  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,10 @@ def pages() -> list[Page]:
     if not PAGE_IMAGE.exists():
         pytest.skip(f"eval pages not found at {PAGE_IMAGE} (clone shared/ next to the repo)")
     image = Image.open(PAGE_IMAGE).convert("RGB")
-    return [Page(image=image.crop((0, 0, 320, 240)), number=1, source=str(PAGE_IMAGE)),
-            Page(image=image.crop((40, 200, 300, 420)), number=2, source=str(PAGE_IMAGE))]
+    return [
+        Page(image=image.crop((0, 0, 320, 240)), number=1, source=str(PAGE_IMAGE)),
+        Page(image=image.crop((40, 200, 300, 420)), number=2, source=str(PAGE_IMAGE)),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def _engine(name: str, path: Path, attention: str = "sdpa", batch_size: int = 1)
 def test_end_to_end_on_a_real_page(name: str, checkpoints: dict[str, Path], pages: list[Page]) -> None:
     engine = _engine(name, checkpoints[name])
     assert engine.available(None).ok
-    spec = SPECS[name]
+    spec = spec_of(name)
     assert engine.attention == spec.implementation("sdpa")
     [result] = engine.recognize(pages[:1], Task(kind=TaskKind.LAYOUT, max_new_tokens=6))
     assert (result.engine, result.page, result.width, result.height) == (name, 1, 320, 240)
@@ -148,8 +153,8 @@ def test_missing_weights_make_engines_unavailable(tmp_path: Path, monkeypatch: p
         engine = engine_class(name)()
         availability = engine.available(None)
         assert not availability.ok
-        assert SPECS[name].repo_id in availability.reason
-        assert availability.fix == f"hf download {SPECS[name].repo_id}"
+        assert spec_of(name).repo_id in availability.reason
+        assert availability.fix == f"hf download {spec_of(name).repo_id}"
         with pytest.raises(EngineUnavailable, match=name):
             engine.load(EnginePlan())
         assert not engine_class(name)(model_path=tmp_path).available(None).ok
@@ -160,15 +165,16 @@ def test_registry_lists_the_five_engines() -> None:
     for name in NAMES:
         cls = engine_class(name)
         assert cls.name == name and cls.kind == "vlm"
-        assert (TaskKind.LAYOUT in cls.tasks) == ("layout" in SPECS[name].prompts)
+        assert (TaskKind.LAYOUT in cls.tasks) == ("layout" in spec_of(name).prompts)
 
 
-def test_weights_found_in_the_hugging_face_cache(checkpoints: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_found_in_the_hugging_face_cache(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hub's cache layout (models--org--name/refs/main -> snapshots/<commit>/) is found offline."""
     from huggingface_hub import constants
 
-    repo = tmp_path / ("models--" + SPECS["qwen2vl"].repo_id.replace("/", "--"))
+    repo = tmp_path / ("models--" + spec_of("qwen2vl").repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0123abcd")
     shutil.copytree(checkpoints["qwen2vl"], repo / "snapshots" / "0123abcd")
@@ -186,8 +192,19 @@ def test_cli_ocr_with_a_local_checkpoint(checkpoints: dict[str, Path], pages: li
 
     image = tmp_path / "page.png"
     pages[0].image.save(image)
-    args = ["ocr", str(image), "--engine", "qwen2vl", "--model", str(checkpoints["qwen2vl"]),
-            "--max-new-tokens", "3", "--format", "json", "--quiet"]
+    args = [
+        "ocr",
+        str(image),
+        "--engine",
+        "qwen2vl",
+        "--model",
+        str(checkpoints["qwen2vl"]),
+        "--max-new-tokens",
+        "3",
+        "--format",
+        "json",
+        "--quiet",
+    ]
     result = CliRunner().invoke(app, args)
     document = json.loads(result.stdout)
     [page] = document["pages"]
@@ -202,41 +219,53 @@ def test_benchmark_runs_the_engines_attention() -> None:
     module_spec = importlib.util.spec_from_file_location("bench_hf_vlm_gpu", path)
     bench = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(bench)
-    assert {name: spec.implementation("sdpa") for name, spec in SPECS.items()} == bench.ATTENTION
-    assert set(bench.CONFIGS) == set(SPECS)
-    assert all(bench.CONFIGS[name][0] == spec.repo_id for name, spec in SPECS.items())
+    assert {name: spec.implementation("sdpa") for name, spec in ((n, spec_of(n)) for n in NAMES)} == bench.ATTENTION
+    assert set(bench.CONFIGS) == set(NAMES)
+    assert all(bench.CONFIGS[name][0] == spec.repo_id for name, spec in ((n, spec_of(n)) for n in NAMES))
 
 
 def test_got_vision_never_gets_sdpa() -> None:
-    assert SPECS["got"].implementation("sdpa") == {"": "eager", "vision_config": "eager", "text_config": "sdpa"}
-    assert SPECS["deepseek-ocr"].implementation("flash_attention_2")["vision_config"] == "sdpa"
+    assert spec_of("got").implementation("sdpa") == {"": "eager", "vision_config": "eager", "text_config": "sdpa"}
+    assert spec_of("deepseek-ocr").implementation("flash_attention_2")["vision_config"] == "sdpa"
     # The runtime chooses for the language model (""), the vision part shows its own choices.
-    assert engine_class("got").supported_attention() == {"": ("flash_attention_2", "sdpa", "eager"),
-                                                         "vision_config": ("eager",)}
+    assert engine_class("got").supported_attention() == {
+        "": ("flash_attention_2", "sdpa", "eager"),
+        "vision_config": ("eager",),
+    }
 
 
 def test_qwen2_grounding_to_blocks() -> None:
-    output = ("<|object_ref_start|>Title<|object_ref_end|><|box_start|>(100,50),(900,120)<|box_end|>Annual report\n"
-              "<|object_ref_start|>text<|object_ref_end|><|box_start|>(100,200),(500,400)<|box_end|>First paragraph.")
+    output = (
+        "<|object_ref_start|>Title<|object_ref_end|><|box_start|>(100,50),(900,120)<|box_end|>Annual report\n"
+        "<|object_ref_start|>text<|object_ref_end|><|box_start|>(100,200),(500,400)<|box_end|>First paragraph."
+    )
     blocks = parse_qwen2_grounding(output, (2000, 1000))
     assert [(b.category, b.text) for b in blocks] == [("Title", "Annual report"), ("Text", "First paragraph.")]
     assert blocks[0].bbox == (200.0, 50.0, 1800.0, 120.0)
 
 
 def test_qwen3_json_to_blocks_survives_truncation() -> None:
-    output = ('```json\n[{"bbox_2d": [0, 0, 500, 100], "label": "section-header", "text": "Intro"},\n'
-              ' {"bbox_2d": [0, 120, 1000, 900], "label": "table", "text": "<table></table>"},\n {"bbox_2d": [0, 9')
+    output = (
+        '```json\n[{"bbox_2d": [0, 0, 500, 100], "label": "section-header", "text": "Intro"},\n'
+        ' {"bbox_2d": [0, 120, 1000, 900], "label": "table", "text": "<table></table>"},\n {"bbox_2d": [0, 9'
+    )
     blocks = parse_qwen3_json(output, (1000, 2000))
-    assert [(b.category, b.bbox) for b in blocks] == [("Section-header", (0.0, 0.0, 500.0, 200.0)),
-                                                      ("Table", (0.0, 240.0, 1000.0, 1800.0))]
+    assert [(b.category, b.bbox) for b in blocks] == [
+        ("Section-header", (0.0, 0.0, 500.0, 200.0)),
+        ("Table", (0.0, 240.0, 1000.0, 1800.0)),
+    ]
 
 
 def test_deepseek_grounding_to_blocks() -> None:
-    output = ("<|ref|>title<|/ref|><|det|>[[330, 198, 558, 230]]<|/det|>\n# R&D QUALITY\n\n"
-              "<|ref|>equation<|/ref|><|det|>[[10, 10, 20, 20], [30, 5, 40, 25]]<|/det|>\n$$x^2$$")
+    output = (
+        "<|ref|>title<|/ref|><|det|>[[330, 198, 558, 230]]<|/det|>\n# R&D QUALITY\n\n"
+        "<|ref|>equation<|/ref|><|det|>[[10, 10, 20, 20], [30, 5, 40, 25]]<|/det|>\n$$x^2$$"
+    )
     blocks = parse_deepseek_grounding(output, (999, 999))
     assert [(b.category, b.text, b.format) for b in blocks] == [
-        ("Title", "# R&D QUALITY", TextFormat.MARKDOWN), ("Formula", "$$x^2$$", TextFormat.LATEX)]
+        ("Title", "# R&D QUALITY", TextFormat.MARKDOWN),
+        ("Formula", "$$x^2$$", TextFormat.LATEX),
+    ]
     assert blocks[1].bbox == (10.0, 5.0, 40.0, 25.0)
 
 
@@ -246,13 +275,17 @@ def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path],
     a step that re-encoded the image or the prompt would cost as much as the prefill, per token."""
     engine = _engine(name, checkpoints[name])
     inner = engine._model.model
-    vision = next(getattr(inner, a) for a in ("visual", "vision_tower", "vision_model", "sam_model")
-                  if hasattr(inner, a))
+    vision = next(
+        getattr(inner, a) for a in ("visual", "vision_tower", "vision_model", "sam_model") if hasattr(inner, a)
+    )
     events: list[object] = []
-    hooks = [vision.register_forward_pre_hook(lambda module, args: events.append("vision")),
-             inner.language_model.layers[0].register_forward_pre_hook(
-                 lambda module, args, kwargs: events.append(kwargs.get("hidden_states", args[0] if args else None)
-                                                            .shape[1]), with_kwargs=True)]
+    hooks = [
+        vision.register_forward_pre_hook(lambda module, args: events.append("vision")),
+        inner.language_model.layers[0].register_forward_pre_hook(
+            lambda module, args, kwargs: events.append(kwargs.get("hidden_states", args[0] if args else None).shape[1]),
+            with_kwargs=True,
+        ),
+    ]
     try:
         [result] = engine.recognize(pages[:1], Task(max_new_tokens=6))
     finally:
@@ -261,14 +294,17 @@ def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path],
     prefill = next(i for i, e in enumerate(events) if e != "vision")
     assert "vision" in events[:prefill]
     assert events[prefill] == result.generation.prompt_tokens
-    assert events[prefill + 1:] == [1] * (result.generation.generated_tokens - 1)
+    assert events[prefill + 1 :] == [1] * (result.generation.generated_tokens - 1)
 
 
 def test_cuda_plans_compile_a_static_cache(checkpoints: dict[str, Path]) -> None:
     engine = _engine("qwen2vl", checkpoints["qwen2vl"])
     task = Task(max_new_tokens=8)
-    assert "cache_implementation" not in engine.generation_settings(task)
+    assert "cache_implementation" not in engine.generation_settings(task, 300)
     engine.plan = EnginePlan(device="cuda")
-    assert engine.generation_settings(task)["cache_implementation"] == "static"
+    settings = engine.generation_settings(task, 300)
+    assert settings["cache_implementation"] == "static"
+    # The static cache's length is rounded up as for dots (engines/vlm.py), so decoding products align.
+    assert settings["max_cache_len"] == 512
     engine.plan = EnginePlan(device="cuda", generation={"cache_implementation": "dynamic"})
-    assert "cache_implementation" not in engine.generation_settings(task)
+    assert "cache_implementation" not in engine.generation_settings(task, 300)

@@ -14,16 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.documents import Page
 from polyocr.documents.loader import image_source
-from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine
+from polyocr.engines.base import create_engine
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER, OpenAIServerEngine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.results import DocumentResult, Outcome, PageStatus
 from polyocr.router import Router
 from polyocr.runtime.probe import Profile
-from polyocr.server.settings import ServerSettings
+from polyocr.types import EnginePlan, Task, TaskKind
 from test_server_support import (
     free_port,
     running_server,
@@ -99,11 +100,13 @@ def test_a_remote_that_comes_up_later_is_used_by_a_long_running_server(remote_en
     files = {"file": ("p.png", text_png())}
     with running_server(front) as url:
         down = DocumentResult.model_validate_json(
-            httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content)
+            httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content
+        )
         assert down.pages[0].status == PageStatus.FAILED and "ConnectError" in down.pages[0].errors[0]
         with running_server(back, port=port):
             up = DocumentResult.model_validate_json(
-                httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content)
+                httpx.post(f"{url}/v1/ocr", files=files, data={"engine": "openai"}, timeout=30).content
+            )
     assert up.pages[0].engine == "openai" and "quick brown fox" in up.pages[0].text
 
 
@@ -165,8 +168,10 @@ class _FakeVllm(BaseHTTPRequestHandler):
 
 
 def _reply(content: str, finish: str = "stop", prompt_tokens: int = 1200, completion_tokens: int = 30) -> dict:
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    }
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -213,8 +218,10 @@ def test_dots_on_vllm_layout_prompt_boxes_and_stop_reason(fake_vllm, remote_env)
     engine = _loaded(fake_vllm, remote_env, api_key="k1")
     assert (engine.protocol, engine.family, engine.model) == ("chat", "dots", "model")
     # the model answers in the pixels of the image it was sent (smart-resized to 1008 x 700)
-    elements = [{"bbox": [0, 0, 504, 350], "category": "Title", "text": "# The quick brown fox"},
-                {"bbox": [504, 350, 1008, 700], "category": "Text", "text": "jumps over"}]
+    elements = [
+        {"bbox": [0, 0, 504, 350], "category": "Title", "text": "# The quick brown fox"},
+        {"bbox": [504, 350, 1008, 700], "category": "Text", "text": "jumps over"},
+    ]
     fake_vllm.script.append((200, _reply(json.dumps(elements), "length", 900, 16384), 0))
     [result] = engine.recognize([_page()], Task(max_new_tokens=16384))
     body, headers = fake_vllm.requests[-1]

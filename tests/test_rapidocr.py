@@ -17,10 +17,12 @@ from PIL import Image
 from polyocr.bench.metrics import cer
 from polyocr.documents import Page
 from polyocr.engines import rapidocr as rapidocr_module
-from polyocr.engines.base import CYRILLIC, LATIN, EnginePlan, Task, TaskKind, create_engine, engine_class
+from polyocr.engines.base import create_engine, engine_class
 from polyocr.engines.rapidocr import RapidOCREngine, TextLine, paragraphs, reading_order
 from polyocr.errors import EngineError
 from polyocr.runtime.probe import get_profile
+from polyocr.scripts import CYRILLIC, LATIN
+from polyocr.types import EnginePlan, Task, TaskKind
 
 TEXT_CROP = (0, 830, 1396, 1570)  # all the text of old_books_eng/h015.png, without the margins
 
@@ -100,14 +102,19 @@ def test_two_columns_under_a_title_read_column_by_column():
     lines = [footer, *right, *title, *left]  # detection order is not reading order
     ordered = reading_order(paragraphs(lines))
     assert [p.block().text for p in ordered] == [
-        "Title in", "Two", "left 0\nleft 1\nleft 2", "right 0\nright 1\nright 2", "Footer",
+        "Title in",
+        "Two",
+        "left 0\nleft 1\nleft 2",
+        "right 0\nright 1\nright 2",
+        "Footer",
     ]
 
 
 def test_unavailable_without_the_package(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a)
+    )
     availability = RapidOCREngine().available(get_profile())
     assert not availability.ok
     assert "onnxruntime" in availability.reason and "polyocr[classic]" in availability.fix

@@ -29,19 +29,36 @@ def _document() -> DocumentResult:
         Block(bbox=(10, 40, 190, 60), category="Title", text="Чтение машин", confidence=0.93),
         Block(bbox=(10, 70, 190, 120), category="Text", text="First paragraph."),
         Block(bbox=(10, 130, 190, 150), category="Formula", text="E = mc^2", format=TextFormat.LATEX),
-        Block(bbox=(10, 160, 190, 200), category="Table", text="<table><tr><td>1</td></tr></table>",
-              format=TextFormat.HTML),
+        Block(
+            bbox=(10, 160, 190, 200),
+            category="Table",
+            text="<table><tr><td>1</td></tr></table>",
+            format=TextFormat.HTML,
+        ),
         Block(bbox=(10, 210, 190, 260), category="Picture"),
         Block(bbox=(10, 270, 190, 290), category="Page-footer", text="7"),
     ]
-    good = PageResult(page=1, source="doc.pdf", width=200, height=300, engine="dots", blocks=blocks,
-                      text="", markdown="", generation=Generation(stop_reason="eos", prompt_tokens=900,
-                                                                   generated_tokens=120),
-                      attempts=[Attempt(engine="dots", outcome=Outcome.OK, seconds=1.5)])
+    good = PageResult(
+        page=1,
+        source="doc.pdf",
+        width=200,
+        height=300,
+        engine="dots",
+        blocks=blocks,
+        text="",
+        markdown="",
+        generation=Generation(stop_reason="eos", prompt_tokens=900, generated_tokens=120),
+        attempts=[Attempt(engine="dots", outcome=Outcome.OK, seconds=1.5)],
+    )
     good.text = blocks_to_text(good.blocks)
     good.markdown = blocks_to_markdown(good.blocks)
-    failed = PageResult(page=2, source="doc.pdf", status=PageStatus.FAILED, errors=["dots: out of memory"],
-                        attempts=[Attempt(engine="dots", outcome=Outcome.OOM, error="CUDA out of memory")])
+    failed = PageResult(
+        page=2,
+        source="doc.pdf",
+        status=PageStatus.FAILED,
+        errors=["dots: out of memory"],
+        attempts=[Attempt(engine="dots", outcome=Outcome.OOM, error="CUDA out of memory")],
+    )
     return DocumentResult(source="doc.pdf", pages=[good, failed], seconds=2.0)
 
 

@@ -11,14 +11,17 @@ from typing import ClassVar
 import pytest
 from PIL import Image, ImageDraw
 
+from polyocr.config import RouterConfig
 from polyocr.documents import Page
 from polyocr.engines import base
-from polyocr.engines.base import LATIN, Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError
 from polyocr.results import Block, Generation, Outcome, PageResult, PageStatus
-from polyocr.router import Router, RouterConfig, summarize
+from polyocr.router import Router, summarize
 from polyocr.router.policy import LOOP_LADDER, OOM_PIXEL_FLOOR, is_oom, smaller_plan
 from polyocr.runtime.probe import Profile, TorchInfo
+from polyocr.scripts import LATIN
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 GOOD_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 LOOP_TEXT = "the table row " * 200
@@ -39,11 +42,8 @@ class Double(Engine):
     """Answers GOOD_TEXT; subclasses fail in one way. Every load/close/call goes into EVENTS."""
 
     name: ClassVar[str] = "double"
-    kind: ClassVar[str] = "vlm"
+    kind: ClassVar[EngineKind] = EngineKind.VLM
     scripts: ClassVar[frozenset[str]] = frozenset({LATIN, "Cyrillic"})
-
-    def __init__(self) -> None:
-        self.plan = EnginePlan()
 
     def available(self, profile: Profile) -> Availability:
         return Availability.yes()
@@ -60,8 +60,11 @@ class Double(Engine):
         return [self.answer(p) for p in pages]
 
     def answer(self, page: Page) -> PageResult:
-        return PageResult(page=page.number, blocks=[Block(bbox=(0, 0, 10, 10), text=GOOD_TEXT)],
-                          generation=Generation(stop_reason="eos", generated_tokens=20))
+        return PageResult(
+            page=page.number,
+            blocks=[Block(bbox=(0, 0, 10, 10), text=GOOD_TEXT)],
+            generation=Generation(stop_reason="eos", generated_tokens=20),
+        )
 
 
 class Good(Double):
@@ -110,17 +113,23 @@ class Looper(Double):
     def answer(self, page: Page) -> PageResult:
         if self.plan.generation.get("temperature", 0) >= 0.7:
             return super().answer(page)
-        return PageResult(page=page.number, blocks=[Block(bbox=(0, 0, 10, 10), text=LOOP_TEXT)],
-                          generation=Generation(stop_reason="max_tokens", generated_tokens=4096))
+        return PageResult(
+            page=page.number,
+            blocks=[Block(bbox=(0, 0, 10, 10), text=LOOP_TEXT)],
+            generation=Generation(stop_reason="max_tokens", generated_tokens=4096),
+        )
 
 
 class AlwaysLoops(Looper):
     name = "loops-always"
 
     def answer(self, page: Page) -> PageResult:
-        return PageResult(page=page.number, status=PageStatus.PARTIAL,
-                          blocks=[Block(bbox=(0, 0, 10, 10), text="Recovered heading " + LOOP_TEXT)],
-                          generation=Generation(stop_reason="max_tokens", generated_tokens=4096))
+        return PageResult(
+            page=page.number,
+            status=PageStatus.PARTIAL,
+            blocks=[Block(bbox=(0, 0, 10, 10), text="Recovered heading " + LOOP_TEXT)],
+            generation=Generation(stop_reason="max_tokens", generated_tokens=4096),
+        )
 
 
 class Empty(Double):
@@ -166,14 +175,28 @@ class BrokenCheckpoint(Double):
         raise RuntimeError("size mismatch for lm_head.weight")
 
 
-DOUBLES = (Good, Good2, OutOfMemory, AlwaysOutOfMemory, OutOfMemoryInBatches, Looper, AlwaysLoops, Empty, Hangs,
-           Crashes, Unavailable, BrokenCheckpoint)
+DOUBLES = (
+    Good,
+    Good2,
+    OutOfMemory,
+    AlwaysOutOfMemory,
+    OutOfMemoryInBatches,
+    Looper,
+    AlwaysLoops,
+    Empty,
+    Hangs,
+    Crashes,
+    Unavailable,
+    BrokenCheckpoint,
+)
 
 
 @pytest.fixture(autouse=True)
 def doubles(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for cls in DOUBLES:
-        monkeypatch.setitem(base._REGISTRY, cls.name, f"{__name__}:{cls.__name__}")
+        monkeypatch.setitem(
+            base._REGISTRY, cls.name, base.EngineEntry(cls.name, f"{__name__}:{cls.__name__}", cls.kind)
+        )
     EVENTS.clear()
     RELEASE.clear()
     yield
@@ -196,8 +219,17 @@ def test_out_of_memory_halves_the_page_until_it_fits() -> None:
     assert [a.settings.get("max_pixels") for a in result.attempts] == [None, 2_000_000, 1_000_000]
     assert "CUDA out of memory" in result.attempts[0].error
     # each smaller page size is a reload: close, then load with the smaller plan
-    assert EVENTS == [("oom", "load"), ("oom", "call"), ("oom", "close"), ("oom", "load"), ("oom", "call"),
-                      ("oom", "close"), ("oom", "load"), ("oom", "call"), ("oom", "close")]
+    assert EVENTS == [
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+        ("oom", "load"),
+        ("oom", "call"),
+        ("oom", "close"),
+    ]
 
 
 def test_out_of_memory_shrinks_the_batch_after_the_pixel_floor() -> None:
@@ -243,7 +275,10 @@ def test_a_loop_is_retried_with_repetition_controls_then_temperature() -> None:
         assert generations == [{}, *LOOP_LADDER]
         # the plan is runtime.attention's decision for this (CPU) profile
         assert {k: result.attempts[0].settings[k] for k in ("device", "dtype", "attention")} == {
-            "device": "cpu", "dtype": "float32", "attention": "sdpa"}
+            "device": "cpu",
+            "dtype": "float32",
+            "attention": "sdpa",
+        }
     # the retries changed only per-call settings: no reload, and no reload between the pages
     assert EVENTS.count(("looper", "load")) == 1
 
@@ -251,7 +286,7 @@ def test_a_loop_is_retried_with_repetition_controls_then_temperature() -> None:
 def test_the_plan_is_restored_after_a_loop_retry() -> None:
     with Router(["looper"], Task(kind=TaskKind.TEXT), profile=PROFILE) as router:
         router.recognize_pages([page(1)])
-        assert router._loaded["looper"].engine.plan.generation == {}
+        assert router.pool.engine("looper").plan.generation == {}
 
 
 def test_endless_loop_falls_back_and_partial_answer_is_kept_when_nothing_does_better() -> None:
@@ -317,8 +352,16 @@ def test_engines_load_once_and_only_one_large_model_at_a_time() -> None:
     loads = [e for e in EVENTS if e[1] in ("load", "close")]
     # good2 needs the memory of empty (both are VLMs): empty is closed first, then reloaded for the
     # second window; the classical engine is never loaded (good2 answered everything)
-    assert loads == [("empty", "load"), ("empty", "close"), ("good2", "load"), ("good2", "close"),
-                     ("empty", "load"), ("empty", "close"), ("good2", "load"), ("good2", "close")]
+    assert loads == [
+        ("empty", "load"),
+        ("empty", "close"),
+        ("good2", "load"),
+        ("good2", "close"),
+        ("empty", "load"),
+        ("empty", "close"),
+        ("good2", "load"),
+        ("good2", "close"),
+    ]
     assert EVENTS.count(("empty", "call")) == 2  # one batch of three pages per window
     assert EVENTS.count(("good2", "call")) == 6  # its plan keeps the default batch size of 1
 

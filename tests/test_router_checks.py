@@ -10,12 +10,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from polyocr.documents import Page, load_pages
-from polyocr.engines.base import Task, TaskKind
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, Generation, PageResult, PageStatus
 from polyocr.router import checks
 from polyocr.router.checks import PageContext, estimate_glyphs, run_checks
-from polyocr.router.scripts import script_counts, scripts_for
+from polyocr.scripts import script_counts, scripts_for
+from polyocr.types import Task, TaskKind
 
 OUTPUTS = Path(__file__).resolve().parent / "fixtures" / "outputs"
 TESSERACT = [json.loads(line) for line in (OUTPUTS / "tesseract-eval.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -68,8 +68,14 @@ def result_of(sample: dict) -> PageResult:
         # an answer with no element keeps its words as the page's text, with no blocks
         text = sample["text"] if parsed.partial and not parsed.elements else blocks_to_text(blocks)
         status = PageStatus.PARTIAL if parsed.problems or generation.stop_reason != "eos" else PageStatus.OK
-        return PageResult(page=1, blocks=blocks, text=text, generation=generation, status=status,
-                          errors=[f"dots: {p}" for p in parsed.problems])
+        return PageResult(
+            page=1,
+            blocks=blocks,
+            text=text,
+            generation=generation,
+            status=status,
+            errors=[f"dots: {p}" for p in parsed.problems],
+        )
     return PageResult(page=1, blocks=[Block(text=sample["text"])], text=sample["text"], generation=generation)
 
 

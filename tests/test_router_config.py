@@ -3,26 +3,38 @@ user's say through --engine, polyocr.toml and POLYOCR_* variables."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from polyocr.config import load_config
 from polyocr.engines import base
-from polyocr.engines.base import CYRILLIC, HAN, LATIN, Task, TaskKind
-from polyocr.errors import EngineUnavailable
-from polyocr.router import load_config, resolve_chain
-from polyocr.router.config import ConfigFileError
+from polyocr.errors import ConfigFileError, EngineUnavailable
+from polyocr.router import resolve_chain
 from polyocr.runtime.probe import GPU, Profile, TorchInfo
+from polyocr.scripts import CYRILLIC, HAN, LATIN
+from polyocr.types import Task, TaskKind
 from test_router_chain import Double
 
 CPU = Profile(recorded="hand-written: CPU only", torch=TorchInfo(version="2.13.0"))
 H100 = Profile(
     recorded="hand-written: one H100 whose kernels ran",
     torch=TorchInfo(version="2.11.0+cu130", cuda="13.0", cuda_available=True, device_count=1),
-    gpus=[GPU(index=0, name="NVIDIA H100 80GB HBM3", sm="sm_90", total_memory=80 * 2**30,
-              free_memory=79 * 2**30, bf16=True, in_arch_list=True, kernels_ok=True)],
+    gpus=[
+        GPU(
+            index=0,
+            name="NVIDIA H100 80GB HBM3",
+            sm="sm_90",
+            total_memory=80 * 2**30,
+            free_memory=79 * 2**30,
+            bf16=True,
+            in_arch_list=True,
+            kernels_ok=True,
+        )
+    ],
 )
 
 
@@ -57,7 +69,9 @@ class FakeRapid(Double):
 def gpu_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registry entries of the VLMs replaced by doubles whose weights are 'present'."""
     for cls in (FakeDots, FakeQwen, FakePaddle, FakeGot, FakeRapid):
-        monkeypatch.setitem(base._REGISTRY, cls.name, f"{__name__}:{cls.__name__}")
+        # the real entry (kind, rank, recorded error rates) pointing at the double
+        entry = dataclasses.replace(base.engine_entry(cls.name), target=f"{__name__}:{cls.__name__}")
+        monkeypatch.setitem(base._REGISTRY, cls.name, entry)
     for name in ("qwen3vl", "deepseek-ocr"):
         monkeypatch.delitem(base._REGISTRY, name, raising=False)
     yield
@@ -72,11 +86,21 @@ def test_auto_on_a_cpu_machine() -> None:
 
 
 def test_auto_on_a_gpu_machine(gpu_engines: None) -> None:
-    assert resolve_chain("auto", Task(languages=("eng", "rus")), H100) == ["dots", "paddleocr-vl", "qwen2vl",
-                                                                            "tesseract"]
+    assert resolve_chain("auto", Task(languages=("eng", "rus")), H100) == [
+        "dots",
+        "paddleocr-vl",
+        "qwen2vl",
+        "tesseract",
+    ]
     # GOT reads no Cyrillic: only pages without Russian get it
-    assert resolve_chain("auto", Task(languages=("eng",)), H100) == ["dots", "paddleocr-vl", "qwen2vl", "got",
-                                                                     "tesseract", "rapidocr"]
+    assert resolve_chain("auto", Task(languages=("eng",)), H100) == [
+        "dots",
+        "paddleocr-vl",
+        "qwen2vl",
+        "got",
+        "tesseract",
+        "rapidocr",
+    ]
     # no usable GPU: no VLM, however many weights are present
     assert resolve_chain("auto", Task(languages=("eng",)), CPU) == ["tesseract", "rapidocr"]
 
@@ -100,11 +124,13 @@ def test_config_sources_in_order(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "polyocr").mkdir(parents=True)
     (home / "polyocr" / "polyocr.toml").write_text(
-        '[router]\nengines = "qwen2vl,tesseract"\ntimeout = 60\n[engines.qwen2vl]\nbatch_size = 2\n')
+        '[router]\nengines = "qwen2vl,tesseract"\ntimeout = 60\n[engines.qwen2vl]\nbatch_size = 2\n'
+    )
     work = tmp_path / "work"
     work.mkdir()
-    (work / "polyocr.toml").write_text('[router]\nengines = ["dots", "tesseract"]\n'
-                                       '[engines.dots]\nmodel_path = "/models/dots"\nmax_pixels = 2000000\n')
+    (work / "polyocr.toml").write_text(
+        '[router]\nengines = ["dots", "tesseract"]\n[engines.dots]\nmodel_path = "/models/dots"\nmax_pixels = 2000000\n'
+    )
     env = {"XDG_CONFIG_HOME": str(home)}
     config = load_config(cwd=work, environ=env)
     assert config.engines == ["dots", "tesseract"]  # ./polyocr.toml over the user's file
@@ -121,13 +147,16 @@ def test_config_sources_in_order(tmp_path: Path) -> None:
     assert load_config(cwd=tmp_path, environ={"XDG_CONFIG_HOME": str(tmp_path / "none")}).engines == ["auto"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[router]\nengine = 'dots'\n", "unknown [router] key(s) engine"),
-    ("[engines.dots]\nmax_pixel = 5\n", "[engines.dots] unknown key(s) max_pixel"),
-    ("[router]\ntimeout = -1\n", "timeout must be positive"),
-    ("[router]\nengines = [1, 2]\n", "engines must be a string or a list of strings"),
-    ("[router\n", "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[router]\nengine = 'dots'\n", "unknown [router] key(s) engine"),
+        ("[engines.dots]\nmax_pixel = 5\n", "[engines.dots] unknown key(s) max_pixel"),
+        ("[router]\ntimeout = -1\n", "timeout must be positive"),
+        ("[router]\nengines = [1, 2]\n", "engines must be a string or a list of strings"),
+        ("[router\n", "cannot read"),
+    ],
+)
 def test_bad_config_files_name_the_file_and_the_problem(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "polyocr.toml").write_text(text)
     with pytest.raises(ConfigFileError, match=re.escape(message)) as info:

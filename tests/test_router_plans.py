@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from polyocr.defaults import VLM_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from polyocr.engines.dots.engine import DotsEngine
 from polyocr.engines.tesseract import TesseractEngine
 from polyocr.errors import EngineUnavailable
-from polyocr.router.plans import DEFAULT_MAX_PIXELS, make_plan
+from polyocr.router.plans import make_plan
 from polyocr.runtime.memory import page_bytes
 from polyocr.runtime.probe import Profile
 

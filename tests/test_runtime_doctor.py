@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from polyocr.engines.base import Availability, engine_class
+from polyocr.doctor import Finding, build_report, machine_findings, render_report
+from polyocr.engines.base import engine_class
 from polyocr.runtime.attention import choose
-from polyocr.runtime.doctor import Finding, build_report, machine_findings, render_report
 from polyocr.runtime.probe import Profile
+from polyocr.types import Availability
 
 FIXTURES = Path(__file__).parent / "fixtures" / "profiles"
 

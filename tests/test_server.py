@@ -9,10 +9,10 @@ import threading
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER
 from polyocr.results import DocumentResult
-from polyocr.server.settings import ServerSettings
 from test_server_support import encode, running_server, text_image, text_pdf, text_png, wait_until
 
 pytest.importorskip("tesserocr")
@@ -20,8 +20,9 @@ pytest.importorskip("tesserocr")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    settings = ServerSettings(engine="tesseract", languages=("eng",), workers=2, queue_size=16,
-                              job_dir=tmp_path_factory.mktemp("jobs"))
+    settings = ServerSettings(
+        engine="tesseract", languages=("eng",), workers=2, queue_size=16, job_dir=tmp_path_factory.mktemp("jobs")
+    )
     with running_server(settings) as url:
         yield url
 
@@ -50,8 +51,16 @@ def test_health_ready_engines_models_docs(client: httpx.Client) -> None:
     assert "tesseract" in [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/ocr", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/chat/completions",
-            "/health", "/ready", "/v1/engines"} <= set(paths)
+    assert {
+        "/v1/ocr",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/result",
+        "/v1/chat/completions",
+        "/health",
+        "/ready",
+        "/v1/engines",
+    } <= set(paths)
     assert "multipart/form-data" in paths["/v1/ocr"]["post"]["requestBody"]["content"]
 
 
@@ -76,8 +85,9 @@ def test_ocr_multipart_json_and_rendered_formats(client: httpx.Client) -> None:
     assert client.post("/v1/ocr", json=data_url).status_code == 200
 
 
-def test_a_page_no_engine_could_read_is_reported_not_hidden(client: httpx.Client,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_page_no_engine_could_read_is_reported_not_hidden(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("POLYOCR_OPENAI_URL", raising=False)
     response = client.post("/v1/ocr", files={"file": ("p.png", text_png())}, data={"engine": "openai"})
     assert response.status_code == 200 and response.headers["x-polyocr-failed-pages"] == "1"
@@ -95,21 +105,23 @@ def test_content_is_recognised_by_bytes_not_by_name(client: httpx.Client) -> Non
     assert "page.png" in message and "recognised by content" in message
 
 
-@pytest.mark.parametrize(("request_kwargs", "status", "needle"), [
-    ({"files": {"file": ("empty.png", b"")}}, 400, "empty"),
-    ({"files": {"file": ("bad.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)}}, 422, "bad.png"),
-    ({"files": {"other": ("x.png", b"x")}}, 400, "'file'"),
-    ({"content": b"raw bytes", "headers": {"content-type": "application/octet-stream"}}, 415, "multipart"),
-    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not JSON"),
-    ({"json": ["a list"]}, 400, "'file'"),
-    ({"json": {"file": "@@@ not base64 @@@"}}, 400, "base64"),
-    ({"files": {"file": ("p.png", text_png())}, "data": {"engine": "nosuch"}}, 400, "nosuch"),
-    ({"files": {"file": ("p.png", text_png())}, "data": {"task": "poetry"}}, 400, "poetry"),
-    ({"files": {"file": ("p.png", text_png())}, "data": {"format": "docx"}}, 400, "docx"),
-    ({"files": {"file": ("p.png", text_png())}, "data": {"language": "eng;rm -rf"}}, 400, "language"),
-])
-def test_bad_input_gets_a_4xx_json_error(client: httpx.Client, request_kwargs: dict, status: int,
-                                         needle: str) -> None:
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "needle"),
+    [
+        ({"files": {"file": ("empty.png", b"")}}, 400, "empty"),
+        ({"files": {"file": ("bad.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)}}, 422, "bad.png"),
+        ({"files": {"other": ("x.png", b"x")}}, 400, "'file'"),
+        ({"content": b"raw bytes", "headers": {"content-type": "application/octet-stream"}}, 415, "multipart"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not JSON"),
+        ({"json": ["a list"]}, 400, "'file'"),
+        ({"json": {"file": "@@@ not base64 @@@"}}, 400, "base64"),
+        ({"files": {"file": ("p.png", text_png())}, "data": {"engine": "nosuch"}}, 400, "nosuch"),
+        ({"files": {"file": ("p.png", text_png())}, "data": {"task": "poetry"}}, 400, "poetry"),
+        ({"files": {"file": ("p.png", text_png())}, "data": {"format": "docx"}}, 400, "docx"),
+        ({"files": {"file": ("p.png", text_png())}, "data": {"language": "eng;rm -rf"}}, 400, "language"),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_error(client: httpx.Client, request_kwargs: dict, status: int, needle: str) -> None:
     assert needle in _error(client.post("/v1/ocr", **request_kwargs), status)
 
 
@@ -126,8 +138,11 @@ def test_concurrent_clients_all_get_their_own_page(client: httpx.Client, server:
 
     def one(word: str) -> None:
         with httpx.Client(base_url=server, timeout=60) as own:
-            response = own.post("/v1/ocr", files={"file": (f"{word}.png", text_png((f"word {word}",), (400, 80)))},
-                                data={"format": "txt"})
+            response = own.post(
+                "/v1/ocr",
+                files={"file": (f"{word}.png", text_png((f"word {word}",), (400, 80)))},
+                data={"format": "txt"},
+            )
             results[word] = f"{response.status_code} {response.text}"
 
     threads = [threading.Thread(target=one, args=(w,)) for w in words]
@@ -139,16 +154,30 @@ def test_concurrent_clients_all_get_their_own_page(client: httpx.Client, server:
 
 
 def _chat(client: httpx.Client, image: bytes, text: str, **extra) -> httpx.Response:
-    content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
-               {"type": "text", "text": text}]
-    return client.post("/v1/chat/completions", json={"model": "model", "messages": [
-        {"role": "system", "content": "You are helpful."}, {"role": "user", "content": content}], **extra})
+    content = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
+        {"type": "text", "text": text},
+    ]
+    return client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "model",
+            "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": content}],
+            **extra,
+        },
+    )
 
 
 def test_chat_answers_dots_clients_in_dots_form(client: httpx.Client) -> None:
     png = text_png()
-    layout = _chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.LAYOUT_ALL], temperature=0.1, top_p=0.9,
-                   max_completion_tokens=32768)
+    layout = _chat(
+        client,
+        png,
+        DOTS_IMAGE_MARKER + PROMPTS[PromptMode.LAYOUT_ALL],
+        temperature=0.1,
+        top_p=0.9,
+        max_completion_tokens=32768,
+    )
     assert layout.status_code == 200, layout.text
     body = layout.json()
     assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
@@ -157,8 +186,11 @@ def test_chat_answers_dots_clients_in_dots_form(client: httpx.Client) -> None:
     assert all(0 <= e["bbox"][0] < e["bbox"][2] <= 640 for e in elements)
     assert "quick brown fox" in " ".join(e["text"] for e in elements)
 
-    only = json.loads(_chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.LAYOUT_ONLY]).json()
-                      ["choices"][0]["message"]["content"])
+    only = json.loads(
+        _chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.LAYOUT_ONLY]).json()["choices"][0]["message"][
+            "content"
+        ]
+    )
     assert only and all("text" not in e for e in only)
     text = _chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.OCR]).json()["choices"][0]["message"]["content"]
     assert "lazy dog" in text and not text.startswith("[")
@@ -175,36 +207,75 @@ def test_chat_answers_dots_clients_in_dots_form(client: httpx.Client) -> None:
 
 def test_chat_model_names_an_engine_or_falls_back_to_the_default(client: httpx.Client) -> None:
     png = text_png()
-    content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
-               {"type": "text", "text": PROMPTS[PromptMode.OCR]}]
-    response = client.post("/v1/chat/completions",
-                           json={"model": "tesseract", "messages": [{"role": "user", "content": content}]})
+    content = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
+        {"type": "text", "text": PROMPTS[PromptMode.OCR]},
+    ]
+    response = client.post(
+        "/v1/chat/completions", json={"model": "tesseract", "messages": [{"role": "user", "content": content}]}
+    )
     assert response.json()["model"] == "tesseract" and response.json()["polyocr"]["engine"] == "tesseract"
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "user", "content": "no image here"}]}, "exactly one image"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
-     "data: URL"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url",
-                                                 "image_url": {"url": "data:image/png;base64,@@@"}}]}]}, "base64"),
-    ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "audio"),
-    ({"stream": True, "messages": [{"role": "user", "content": "x"}]}, "stream"),
-    ({"messages": [{"role": "assistant", "content": "x"}]}, "user"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": "no image here"}]}, "exactly one image"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ]
+            },
+            "data: URL",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}],
+                    }
+                ]
+            },
+            "base64",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "audio"),
+        ({"stream": True, "messages": [{"role": "user", "content": "x"}]}, "stream"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "user"),
+    ],
+)
 def test_chat_bad_requests(client: httpx.Client, body: dict, needle: str) -> None:
     assert needle in _error(client.post("/v1/chat/completions", json=body), 400)
 
 
 def test_chat_refuses_multi_page_and_non_images(client: httpx.Client) -> None:
     pdf = base64.b64encode(text_pdf(2)).decode()
-    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": f"data:application/pdf;base64,{pdf}"}}]}]})
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": f"data:application/pdf;base64,{pdf}"}}],
+                }
+            ]
+        },
+    )
     assert "one page" in _error(response, 422)
     text = base64.b64encode(b"plain text").decode()
-    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{text}"}}]}]})
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{text}"}}],
+                }
+            ]
+        },
+    )
     _error(response, 415)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from polyocr.config import ServerSettings
 from polyocr.results import DocumentResult
 from polyocr.server.jobs import JobStatus, JobStore
-from polyocr.server.settings import ServerSettings
 from test_server_support import free_port, running_server, spawn_server, stop, text_pdf, wait_ready, wait_until
 
 pytest.importorskip("tesserocr")
@@ -25,8 +25,9 @@ def test_a_job_survives_a_server_crash(tmp_path: Path) -> None:
     first = spawn_server(port, tmp_path)
     try:
         wait_ready(url, 60, first)
-        job = httpx.post(f"{url}/v1/jobs", files={"file": ("book.pdf", text_pdf(5))}, data={"language": "eng"},
-                         timeout=30).json()
+        job = httpx.post(
+            f"{url}/v1/jobs", files={"file": ("book.pdf", text_pdf(5))}, data={"language": "eng"}, timeout=30
+        ).json()
         wait_until(lambda: _job(url, job["id"])["pages_done"] >= 1, 60, 0.02, "the first page")
         assert _job(url, job["id"])["status"] == "running"
         conflict = httpx.get(f"{url}/v1/jobs/{job['id']}/result", timeout=10)

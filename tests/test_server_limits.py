@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from conftest import SAMPLE_PDF
+from polyocr.config import ServerSettings, server_settings
 from polyocr.results import DocumentResult
-from polyocr.server.settings import ServerSettings
 from test_server_support import running_server, text_pdf, text_png, wait_until
 
 pytest.importorskip("tesserocr")
@@ -23,9 +23,16 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Small caps, an API key and one CORS origin."""
-    settings = ServerSettings(engine="tesseract", languages=("eng",), max_request_bytes=200_000, max_pages=2,
-                              max_pixels=400_000, api_key=KEY, cors_origins=(ORIGIN,),
-                              job_dir=tmp_path_factory.mktemp("jobs"))
+    settings = ServerSettings(
+        engine="tesseract",
+        languages=("eng",),
+        max_request_bytes=200_000,
+        max_pages=2,
+        max_pixels=400_000,
+        api_key=KEY,
+        cors_origins=(ORIGIN,),
+        job_dir=tmp_path_factory.mktemp("jobs"),
+    )
     with running_server(settings) as url:
         yield url
 
@@ -33,8 +40,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One worker, no queue, a short timeout, defaults otherwise (CORS off)."""
-    settings = ServerSettings(engine="tesseract", languages=("eng",), workers=1, queue_size=0, request_timeout=0.5,
-                              job_dir=tmp_path_factory.mktemp("jobs"))
+    settings = ServerSettings(
+        engine="tesseract",
+        languages=("eng",),
+        workers=1,
+        queue_size=0,
+        request_timeout=0.5,
+        job_dir=tmp_path_factory.mktemp("jobs"),
+    )
     with running_server(settings) as url:
         yield url
 
@@ -53,8 +66,7 @@ def test_body_over_the_cap_is_refused_by_length_and_by_stream(guarded: str) -> N
         for _ in range(40):
             yield b"\x00" * 10_000
 
-    streamed = httpx.post(f"{guarded}/v1/ocr", content=chunks(),
-                          headers={**AUTH, "content-type": "application/json"})
+    streamed = httpx.post(f"{guarded}/v1/ocr", content=chunks(), headers={**AUTH, "content-type": "application/json"})
     assert "over the limit" in _status(streamed, 413)
     assert httpx.get(f"{guarded}/health").status_code == 200
 
@@ -98,8 +110,9 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
     lines = tuple(f"line {i} the quick brown fox jumps over the lazy dog" for i in range(40))
     slow = text_png(lines, (1400, 2000))  # about 2 s of Tesseract on this machine
     answers: list[httpx.Response] = []
-    first = threading.Thread(target=lambda: answers.append(
-        httpx.post(f"{narrow}/v1/ocr", files={"file": ("slow.png", slow)}, timeout=30)))
+    first = threading.Thread(
+        target=lambda: answers.append(httpx.post(f"{narrow}/v1/ocr", files={"file": ("slow.png", slow)}, timeout=30))
+    )
     first.start()
     wait_until(lambda: httpx.get(f"{narrow}/ready").json()["requests"] == 1, 10, 0.02, "the slow request to start")
     assert httpx.get(f"{narrow}/health", timeout=5).status_code == 200  # the event loop is not blocked by OCR
@@ -108,8 +121,15 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
     first.join(30)
     assert "0.5 s request timeout" in _status(answers[0], 504)
     # the slot stays taken until the page in the worker ends; then requests are served again
-    after = wait_until(lambda: (r := httpx.post(f"{narrow}/v1/ocr", files={"file": ("p.png", text_png())},
-                                                timeout=30)).status_code == 200 and r, 20, 0.3, "a free worker")
+    after = wait_until(
+        lambda: (
+            (r := httpx.post(f"{narrow}/v1/ocr", files={"file": ("p.png", text_png())}, timeout=30)).status_code == 200
+            and r
+        ),
+        20,
+        0.3,
+        "a free worker",
+    )
     # the router gave Tesseract up after the slow page overran the page timeout; the server did not
     page = DocumentResult.model_validate_json(after.content).pages[0]
     assert page.engine == "tesseract" and "quick brown fox" in page.text
@@ -117,7 +137,8 @@ def test_full_queue_gets_429_and_a_slow_request_504_until_its_work_ends(narrow: 
 
 def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLYOCR_API_KEY", "from-env")
-    assert ServerSettings().api_key == "from-env" and ServerSettings(api_key="given").api_key == "given"
+    assert server_settings().api_key == "from-env" and server_settings(api_key="given").api_key == "given"
+    assert ServerSettings().api_key is None  # the environment is read by polyocr.config, once
 
 
 def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,8 +152,12 @@ def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_not_ready_while_the_default_chain_cannot_load(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.delenv("POLYOCR_OPENAI_URL", raising=False)
     with running_server(ServerSettings(engine="openai", job_dir=tmp_path), ready=False) as url:
-        reply = wait_until(lambda: (r := httpx.get(f"{url}/ready")).json().get("reason", "").startswith("no engine")
-                           and r, 20, 0.05, "the warm-up to finish")
+        reply = wait_until(
+            lambda: (r := httpx.get(f"{url}/ready")).json().get("reason", "").startswith("no engine") and r,
+            20,
+            0.05,
+            "the warm-up to finish",
+        )
         assert reply.status_code == 503 and "POLYOCR_OPENAI_URL is not set" in reply.json()["reason"]
         assert httpx.get(f"{url}/health").status_code == 200
 
@@ -164,8 +189,8 @@ def test_a_worker_never_holds_two_copies_of_a_vlm(tmp_path) -> None:
 
 def test_one_router_serves_every_task_with_the_engines_it_loaded(tmp_path) -> None:
     from polyocr.documents import load_pages
-    from polyocr.engines.base import TaskKind
     from polyocr.server.service import OCRParams, OCRService
+    from polyocr.types import TaskKind
 
     service = OCRService(ServerSettings(job_dir=tmp_path))
     page = load_pages(SAMPLE_PDF)[1].image.crop((0, 0, 1280, 330))

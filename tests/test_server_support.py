@@ -22,8 +22,8 @@ import httpx
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
 
+from polyocr.config import ServerSettings
 from polyocr.server.app import create_app
-from polyocr.server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = ("The quick brown fox", "jumps over the lazy dog", "Invoice 4217 total 93")
@@ -114,8 +114,19 @@ def running_server(settings: ServerSettings, *, ready: bool = True, port: int = 
 def spawn_server(port: int, job_dir: Path, *args: str) -> subprocess.Popen:
     """`polyocr serve` in a child process, as a user would run it (killable like a crash)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "polyocr", "serve", "--port", str(port), "--job-dir", str(job_dir),
-               "--engine", "tesseract", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "polyocr",
+        "serve",
+        "--port",
+        str(port),
+        "--job-dir",
+        str(job_dir),
+        "--engine",
+        "tesseract",
+        *args,
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
@@ -19,8 +18,16 @@ from test_server_support import free_port
 
 
 def _gpu(index: int = 0, total: float = 80, free: float = 79, name: str = "NVIDIA H100 80GB HBM3") -> GPU:
-    return GPU(index=index, name=name, sm="sm_90", total_memory=int(total * GIB), free_memory=int(free * GIB),
-               bf16=True, in_arch_list=True, kernels_ok=True)
+    return GPU(
+        index=index,
+        name=name,
+        sm="sm_90",
+        total_memory=int(total * GIB),
+        free_memory=int(free * GIB),
+        bf16=True,
+        in_arch_list=True,
+        kernels_ok=True,
+    )
 
 
 def _profile(*gpus: GPU, vllm: str | None = "0.11.2", gpu_node: str | None = "/dev/nvidia0") -> Profile:
@@ -43,11 +50,14 @@ def test_dots_on_a_large_card_uses_vllm_native_code() -> None:
     assert not command.warnings and command.url == "http://127.0.0.1:8001"
 
 
-@pytest.mark.parametrize(("card", "model", "share", "warns"), [
-    (_gpu(total=12, free=11.8, name="RTX 3060"), "rednote-hilab/dots.ocr", "0.95", False),
-    (_gpu(total=80, free=40), "Qwen/Qwen2-VL-2B-Instruct", "0.45", False),
-    (_gpu(total=8, free=7.9, name="RTX 4060"), "Qwen/Qwen2.5-VL-7B-Instruct", "0.95", True),
-])
+@pytest.mark.parametrize(
+    ("card", "model", "share", "warns"),
+    [
+        (_gpu(total=12, free=11.8, name="RTX 3060"), "rednote-hilab/dots.ocr", "0.95", False),
+        (_gpu(total=80, free=40), "Qwen/Qwen2-VL-2B-Instruct", "0.45", False),
+        (_gpu(total=8, free=7.9, name="RTX 4060"), "Qwen/Qwen2.5-VL-7B-Instruct", "0.95", True),
+    ],
+)
 def test_memory_share_follows_the_card(card: GPU, model: str, share: str, warns: bool) -> None:
     command = build_command(model, _profile(card))
     assert _value(command.argv, "--gpu-memory-utilization") == share
@@ -93,9 +103,9 @@ def test_cli_prints_the_command_alone_on_stdout() -> None:
 
 def test_run_without_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    log = io.StringIO()
-    assert run_and_wait(build_command("rednote-hilab/dots.ocr", _profile()), wait_seconds=5, log=log) == 127
-    assert "not installed" in log.getvalue() and "pip install 'vllm>=0.11'" in log.getvalue()
+    said: list[str] = []
+    assert run_and_wait(build_command("rednote-hilab/dots.ocr", _profile()), wait_seconds=5, say=said.append) == 127
+    assert "not installed" in said[0] and "pip install 'vllm>=0.11'" in said[0]
 
 
 _FAKE_VLLM = """#!{python}
@@ -117,7 +127,7 @@ def test_run_starts_vllm_and_waits_for_health(monkeypatch: pytest.MonkeyPatch, t
     fake.write_text(_FAKE_VLLM.format(python=sys.executable))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    log = io.StringIO()
+    said: list[str] = []
     command = build_command("rednote-hilab/dots.ocr", _profile(), port=free_port())
-    assert run_and_wait(command, wait_seconds=30, log=log, poll_seconds=0.2) == 0
-    assert "vLLM is up at" in log.getvalue()
+    assert run_and_wait(command, wait_seconds=30, say=said.append, poll_seconds=0.2) == 0
+    assert any("vLLM is up at" in line for line in said)

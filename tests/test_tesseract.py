@@ -19,10 +19,11 @@ from PIL import Image
 from polyocr.bench.metrics import cer
 from polyocr.documents import Page
 from polyocr.engines import tesseract as tesseract_module
-from polyocr.engines.base import EnginePlan, Task, TaskKind, create_engine, engine_class
+from polyocr.engines.base import create_engine, engine_class
 from polyocr.engines.tesseract import TesseractEngine, find_tessdata, tesseract_languages
 from polyocr.errors import EngineError
 from polyocr.runtime.probe import get_profile
+from polyocr.types import EnginePlan, Task, TaskKind
 
 ENGLISH_CROP = (0, 800, 1396, 1600)  # all the text of old_books_eng/h015.png, without the margins
 
@@ -102,6 +103,7 @@ def test_a_skewed_page_is_read_straightened_with_boxes_on_the_page(engine):
     [reference] = engine.recognize([Page(image=straight, number=1, source="straight")], Task(languages=("eng",)))
     [result] = engine.recognize([Page(image=skewed, number=1, source="skewed")], Task(languages=("eng",)))
     assert cer(reference.text, result.text) < 0.02
+
     def word(page_result, text):
         words = [w for block in page_result.blocks for line in block.children for w in line.children]
         return next(w for w in words if w.text == text)
@@ -110,8 +112,10 @@ def test_a_skewed_page_is_read_straightened_with_boxes_on_the_page(engine):
     x1, y1, x2, y2 = word(reference, "Reading").bbox
     theta = math.radians(-3.0)
     dx, dy = (x1 + x2) / 2 - straight.width / 2, (y1 + y2) / 2 - straight.height / 2
-    expected = (math.cos(theta) * dx + math.sin(theta) * dy + skewed.width / 2,
-                -math.sin(theta) * dx + math.cos(theta) * dy + skewed.height / 2)
+    expected = (
+        math.cos(theta) * dx + math.sin(theta) * dy + skewed.width / 2,
+        -math.sin(theta) * dx + math.cos(theta) * dy + skewed.height / 2,
+    )
     x1, y1, x2, y2 = word(result, "Reading").bbox
     assert 0 <= x1 < x2 <= skewed.width and 0 <= y1 < y2 <= skewed.height
     assert math.dist(((x1 + x2) / 2, (y1 + y2) / 2), expected) < 6
@@ -215,8 +219,9 @@ def test_unavailable_without_tessdata(tmp_path, monkeypatch):
 
 def test_unavailable_without_tesserocr(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tesserocr" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tesserocr" else real_find_spec(name, *a)
+    )
     availability = TesseractEngine().available(get_profile())
     assert not availability.ok
     assert "tesserocr" in availability.reason and "polyocr[classic]" in availability.fix

@@ -21,8 +21,17 @@ from polyocr.engines.dots.model import DotsOCRForCausalLM
 from tiny_tokenizer import train_tokenizer
 
 DOTS_TOKENS = [
-    "<|endoftext|>", "<|imgpad|>", "<|img|>", "<|endofimg|>", "<|user|>", "<|endofuser|>",
-    "<|assistant|>", "<|endofassistant|>", "<|system|>", "<|endofsystem|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|imgpad|>",
+    "<|img|>",
+    "<|endofimg|>",
+    "<|user|>",
+    "<|endofuser|>",
+    "<|assistant|>",
+    "<|endofassistant|>",
+    "<|system|>",
+    "<|endofsystem|>",
+    "<|video_pad|>",
 ]
 # The checkpoint's two templates: tokenizer_config.json's and chat_template.json's (list content too).
 TOKENIZER_TEMPLATE = (
@@ -49,37 +58,77 @@ PROCESSOR_TEMPLATE = (
 
 # The published config.json's keys with tiny sizes (decoder: 4 query heads on 2 KV heads).
 TEXT = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
 VISION = {
-    "embed_dim": 32, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-    "num_attention_heads": 2, "num_channels": 3, "patch_size": 14, "post_norm": True, "rms_norm_eps": 1e-05,
-    "spatial_merge_size": 2, "temporal_patch_size": 1, "use_bias": False,
-    "attn_implementation": "flash_attention_2", "init_merger_std": 0.02, "initializer_range": 0.02,
+    "embed_dim": 32,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_channels": 3,
+    "patch_size": 14,
+    "post_norm": True,
+    "rms_norm_eps": 1e-05,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 1,
+    "use_bias": False,
+    "attn_implementation": "flash_attention_2",
+    "init_merger_std": 0.02,
+    "initializer_range": 0.02,
     "is_causal": False,
 }
 
 
-def published_config(token_ids: dict[str, int], vocab_size: int, text: dict | None = None,
-                     vision: dict | None = None) -> dict:
+def published_config(
+    token_ids: dict[str, int], vocab_size: int, text: dict | None = None, vision: dict | None = None
+) -> dict:
     """config.json as the checkpoint lays it out, with these sizes (tiny by default) and this tokenizer's ids."""
     return {
-        "architectures": ["DotsOCRForCausalLM"], "model_type": "dots_ocr",
-        "auto_map": {"AutoConfig": "configuration_dots.DotsOCRConfig",
-                     "AutoModelForCausalLM": "modeling_dots_ocr.DotsOCRForCausalLM"},
-        "attention_bias": True, "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
-        "max_position_embeddings": 131072, "max_window_layers": 28, "rms_norm_eps": 1e-06, "rope_scaling": None,
-        "rope_theta": 1000000, "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "float32",
-        "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
-        "vocab_size": vocab_size, "image_token_id": token_ids["<|imgpad|>"],
-        "video_token_id": token_ids["<|video_pad|>"], **(text or TEXT), "vision_config": dict(vision or VISION),
+        "architectures": ["DotsOCRForCausalLM"],
+        "model_type": "dots_ocr",
+        "auto_map": {
+            "AutoConfig": "configuration_dots.DotsOCRConfig",
+            "AutoModelForCausalLM": "modeling_dots_ocr.DotsOCRForCausalLM",
+        },
+        "attention_bias": True,
+        "attention_dropout": 0.0,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "max_position_embeddings": 131072,
+        "max_window_layers": 28,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "sliding_window": 131072,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.51.0",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+        "image_token_id": token_ids["<|imgpad|>"],
+        "video_token_id": token_ids["<|video_pad|>"],
+        **(text or TEXT),
+        "vision_config": dict(vision or VISION),
     }
 
 
-def build_tiny_dots(path: Path, *, shards: int = 1, seed: int = 0, text: dict | None = None,
-                    vision: dict | None = None, vocab_size: int | None = None, dtype: torch.dtype = torch.float32,
-                    device: str = "cpu") -> Path:
+def build_tiny_dots(
+    path: Path,
+    *,
+    shards: int = 1,
+    seed: int = 0,
+    text: dict | None = None,
+    vision: dict | None = None,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> Path:
     """Write the checkpoint directory; `shards` > 1 splits the weights with an index file, as large ones are.
 
     `text`, `vision` (config keys as TEXT and VISION) and `vocab_size` (at least the tokenizer's) give
@@ -93,14 +142,28 @@ def build_tiny_dots(path: Path, *, shards: int = 1, seed: int = 0, text: dict | 
     config = published_config(ids, max(vocab_size or 0, len(tokenizer)), text, vision)
     (path / "config.json").write_text(json.dumps(config, indent=2))
     (path / "chat_template.json").write_text(json.dumps({"chat_template": PROCESSOR_TEMPLATE}))
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "Qwen2VLImageProcessor", "min_pixels": 3136, "max_pixels": 11289600,
-        "patch_size": 14, "merge_size": 2, "temporal_patch_size": 1,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }))
-    (path / "generation_config.json").write_text(json.dumps({
-        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": [ids["<|endoftext|>"], ids["<|endofassistant|>"]],
-    }))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "min_pixels": 3136,
+                "max_pixels": 11289600,
+                "patch_size": 14,
+                "merge_size": 2,
+                "temporal_patch_size": 1,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+            }
+        )
+    )
+    (path / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token_id": ids["<|endoftext|>"],
+                "eos_token_id": [ids["<|endoftext|>"], ids["<|endofassistant|>"]],
+            }
+        )
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         model = DotsOCRForCausalLM(DotsOCRConfig(**config)).to(dtype)

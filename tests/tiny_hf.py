@@ -20,8 +20,17 @@ import transformers
 from tiny_tokenizer import train_tokenizer
 
 QWEN_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 QWEN_CHAT = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n"
@@ -31,8 +40,15 @@ QWEN_CHAT = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 PADDLE_TOKENS = [
-    "</s>", "<s>", "<unk>", "<|begin_of_sentence|>", "<|end_of_sentence|>", "<|IMAGE_PLACEHOLDER|>",
-    "<|video_pad|>", "<|IMAGE_START|>", "<|IMAGE_END|>",
+    "</s>",
+    "<s>",
+    "<unk>",
+    "<|begin_of_sentence|>",
+    "<|end_of_sentence|>",
+    "<|IMAGE_PLACEHOLDER|>",
+    "<|video_pad|>",
+    "<|IMAGE_START|>",
+    "<|IMAGE_END|>",
 ]
 PADDLE_CHAT = (
     "<|begin_of_sentence|>{% for m in messages %}{% if m.role == 'user' %}User: "
@@ -42,13 +58,24 @@ PADDLE_CHAT = (
 )
 GOT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<imgpad>"]
 DEEPSEEK_TOKENS = [
-    "<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>", "<image>", "<|grounding|>",
-    "<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>",
+    "<｜end▁of▁sentence｜>",
+    "<｜begin▁of▁sentence｜>",
+    "<image>",
+    "<|grounding|>",
+    "<|ref|>",
+    "<|/ref|>",
+    "<|det|>",
+    "<|/det|>",
 ]
 
 # A tiny language model: enough layers and heads to exercise caches, GQA and masks.
-TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2}
+TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def _save(model_cls: type, config: object, processor: object, path: Path) -> Path:
@@ -64,42 +91,72 @@ def _ids(tokenizer: object, *tokens: str) -> list[int]:
 
 
 def build_qwen2vl(path: Path) -> Path:
-    from polyocr.engines.vlm_specs import image_only_processor
+    from polyocr.engines.hf.spec import image_only_processor
 
     tok = train_tokenizer(QWEN_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_CHAT)
     image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
     config = transformers.Qwen2VLConfig(
-        text_config={**TEXT, "vocab_size": len(tok), "bos_token_id": None, "eos_token_id": tok.eos_token_id,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]}},
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "bos_token_id": None,
+            "eos_token_id": tok.eos_token_id,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]},
+        },
         vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4, "mlp_ratio": 2},
-        image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     images = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
     processor = image_only_processor(transformers.Qwen2VLProcessor)(
-        image_processor=images, tokenizer=tok, chat_template=QWEN_CHAT)
+        image_processor=images, tokenizer=tok, chat_template=QWEN_CHAT
+    )
     return _save(transformers.Qwen2VLForConditionalGeneration, config, processor, path)
 
 
 def build_qwen3vl(path: Path) -> Path:
-    from polyocr.engines.vlm_specs import image_only_processor
+    from polyocr.engines.hf.spec import image_only_processor
 
     tok = train_tokenizer(QWEN_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_CHAT)
     image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
     config = transformers.Qwen3VLConfig(
-        text_config={**TEXT, "vocab_size": len(tok), "head_dim": 8,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 1, 1],
-                                         "mrope_interleaved": True}},
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
-                       "out_hidden_size": 32, "deepstack_visual_indexes": [0], "num_position_embeddings": 64},
-        image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "head_dim": 8,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [2, 1, 1],
+                "mrope_interleaved": True,
+            },
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "deepstack_visual_indexes": [0],
+            "num_position_embeddings": 64,
+        },
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     images = transformers.Qwen2VLImageProcessorPil(
-        patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-        min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 64)
+        patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3, min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 64
+    )
     processor = image_only_processor(transformers.Qwen3VLProcessor)(
-        image_processor=images, tokenizer=tok, chat_template=QWEN_CHAT)
+        image_processor=images, tokenizer=tok, chat_template=QWEN_CHAT
+    )
     return _save(transformers.Qwen3VLForConditionalGeneration, config, processor, path)
 
 
@@ -108,13 +165,20 @@ def build_paddleocr_vl(path: Path) -> Path:
     tok = _with_named_tokens(tok, image_token="<|IMAGE_PLACEHOLDER|>")
     image, video, start, end = _ids(tok, "<|IMAGE_PLACEHOLDER|>", "<|video_pad|>", "<|IMAGE_START|>", "<|IMAGE_END|>")
     config = transformers.PaddleOCRVLConfig(
-        text_config={**TEXT, "vocab_size": len(tok), "head_dim": 8,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 1, 1]},
-                     "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-                     "bos_token_id": tok.convert_tokens_to_ids("<s>")},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4},
-        image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end,
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "head_dim": 8,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 1, 1]},
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "bos_token_id": tok.convert_tokens_to_ids("<s>"),
+        },
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
     )
     images = transformers.PaddleOCRVLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
     processor = transformers.PaddleOCRVLProcessor(image_processor=images, tokenizer=tok, chat_template=PADDLE_CHAT)
@@ -125,9 +189,16 @@ def build_got(path: Path) -> Path:
     tok = train_tokenizer(GOT_TOKENS, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     config = transformers.GotOcr2Config(
         text_config={**TEXT, "vocab_size": len(tok), "eos_token_id": tok.eos_token_id},
-        vision_config={"hidden_size": 16, "output_channels": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "mlp_dim": 32, "global_attn_indexes": [1]},
-        image_token_index=tok.convert_tokens_to_ids("<imgpad>"), image_seq_length=256,
+        vision_config={
+            "hidden_size": 16,
+            "output_channels": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "mlp_dim": 32,
+            "global_attn_indexes": [1],
+        },
+        image_token_index=tok.convert_tokens_to_ids("<imgpad>"),
+        image_seq_length=256,
     )
     images = transformers.GotOcr2ImageProcessorPil(size={"height": 1024, "width": 1024})
     processor = transformers.GotOcr2Processor(image_processor=images, tokenizer=tok)
@@ -137,15 +208,35 @@ def build_got(path: Path) -> Path:
 def build_deepseek_ocr(path: Path) -> Path:
     tok = train_tokenizer(DEEPSEEK_TOKENS, eos_token="<｜end▁of▁sentence｜>")
     config = transformers.DeepseekOcr2Config(
-        text_config={**TEXT, "vocab_size": len(tok), "num_key_value_heads": 4, "mlp_layer_types": ["dense", "sparse"],
-                     "n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1,
-                     "moe_intermediate_size": 16, "eos_token_id": tok.eos_token_id,
-                     "bos_token_id": tok.convert_tokens_to_ids("<｜begin▁of▁sentence｜>")},
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "num_key_value_heads": 4,
+            "mlp_layer_types": ["dense", "sparse"],
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "n_shared_experts": 1,
+            "moe_intermediate_size": 16,
+            "eos_token_id": tok.eos_token_id,
+            "bos_token_id": tok.convert_tokens_to_ids("<｜begin▁of▁sentence｜>"),
+        },
         vision_config={
-            "sam_config": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                           "global_attn_indexes": [1], "output_channels": 16, "downsample_channels": [16, 32]},
-            "encoder_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
-                               "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 1},
+            "sam_config": {
+                "hidden_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "global_attn_indexes": [1],
+                "output_channels": 16,
+                "downsample_channels": [16, 32],
+            },
+            "encoder_config": {
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "intermediate_size": 64,
+                "vocab_size": 1,
+            },
         },
         image_token_id=tok.convert_tokens_to_ids("<image>"),
     )

@@ -7,11 +7,12 @@ that `polyocr ocr page.png > page.txt` stays clean.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,11 +20,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs, open_source
-from polyocr.engines.base import Task, TaskKind
+from polyocr import defaults
+from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs
 from polyocr.errors import PolyOCRError
 from polyocr.formats import FORMATS, render, suffix_for
 from polyocr.results import DocumentResult, PageStatus, json_schema_text
+from polyocr.types import TaskKind
 
 app = typer.Typer(
     add_completion=False,
@@ -34,6 +36,34 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@app.callback()
+def _options(
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="What polyocr logs on stderr: debug (every retry and fallback), info (engine loads), warning or error."
+        ),
+    ] = "warning",
+) -> None:
+    """OCR documents with whichever engine works best on this machine."""
+    if log_level not in LOG_LEVELS:
+        raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    configure_logging(log_level)
+
+
+def configure_logging(level: str) -> None:
+    """polyocr's loggers on the CLI's stderr console, so log lines and the progress bar do not collide."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("polyocr")
+    logger.handlers = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
 def main() -> None:
     app()
 
@@ -41,6 +71,14 @@ def main() -> None:
 def _error(message: object) -> None:
     """An error line on stderr; the message is escaped so texts like polyocr[classic] survive Rich."""
     err.print(f"[red]error:[/red] {escape(str(message))}")
+
+
+def _progress(quiet: bool, *, rate: bool = False) -> Progress:
+    """The progress bar on stderr: what is being read, done / total, the rate when asked, elapsed."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    return Progress(*columns, TimeElapsedColumn(), console=err, disable=quiet, transient=False)
 
 
 def _languages(value: str) -> tuple[str, ...]:
@@ -58,29 +96,32 @@ class _RunStats:
 def ocr(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
-    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "eng+rus",
+    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
     task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
-    overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")]
-    = False,
+    overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")] = False,
     max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = DEFAULT_MAX_PAGES,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
-    max_new_tokens: Annotated[int, typer.Option(help="Token limit per page for generative engines.")] = 16384,
-    model: Annotated[Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")]
-    = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")]
-    = None,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Token limit per page for generative engines.")
+    ] = defaults.MAX_NEW_TOKENS,
+    model: Annotated[
+        Path | None, typer.Option(help="A local checkpoint directory for the first engine of --engine.")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")] = None,
     device: Annotated[str | None, typer.Option(help="VLM engines: cpu, cuda or cuda:N (default: decided).")] = None,
     dtype: Annotated[str | None, typer.Option(help="VLM engines: bfloat16, float16 or float32.")] = None,
-    attn: Annotated[str | None, typer.Option(help="VLM engines: flash_attention_2, sdpa, varlen, flex or eager.")]
-    = None,
+    attn: Annotated[
+        str | None, typer.Option(help="VLM engines: flash_attention_2, sdpa, varlen, flex or eager.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
+    from polyocr.api import RunOptions, open_input, prepare_router
     from polyocr.formats.overlay import draw_overlay
-    from polyocr.router import Router, RunSummary, load_config, resolve_chain
+    from polyocr.router import RunSummary
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -93,43 +134,38 @@ def ocr(
     if not files:
         err.print("[red]error:[/red] no input documents found")
         raise typer.Exit(2)
+    options = RunOptions(
+        engine=engine,
+        task=task,
+        languages=lang,
+        dpi=dpi,
+        max_pixels=max_pixels,
+        max_pages=max_pages,
+        max_new_tokens=max_new_tokens,
+        timeout=timeout,
+        model=model,
+        device=device,
+        dtype=dtype,
+        attn=attn,
+    )
     try:
-        config = load_config(engine, timeout)
-        task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens, timeout=config.timeout)
-        chain = resolve_chain(config.engines, task_obj)
+        router = prepare_router(options)
     except PolyOCRError as exc:
         _error(exc)
         raise typer.Exit(2) from None
-    if model is not None:
-        if config.engines == ["auto"]:
-            raise typer.BadParameter("name the engine the checkpoint is for with --engine", param_hint="--model")
-        config.plans.setdefault(chain[0], {})["model_path"] = str(model)
-    overrides = {k: v for k, v in (("device", device), ("dtype", dtype), ("attention", attn)) if v}
-    for name in chain:
-        config.plans.setdefault(name, {}).update(overrides)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     stats = _RunStats()
     summary = RunSummary()
     start = time.perf_counter()
     used_names: set[str] = set()
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-        console=err, disable=quiet, transient=False,
-    )
-    router = Router(chain, task_obj, config=config)
-    try:
-        router.preflight()
-    except PolyOCRError as exc:
-        _error(exc)
-        raise typer.Exit(2) from None
+    progress = _progress(quiet, rate=True)
     with router, progress:
         bar = progress.add_task("pages", total=None, rate="")
         documents: list[DocumentResult] = []
         for path in files:
             try:
-                source = open_source(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+                source = open_input(path, options)
             except PolyOCRError as exc:
                 _error(exc)
                 stats.failed_inputs += 1
@@ -142,14 +178,20 @@ def ocr(
                 stats.pages += 1
                 if result.status == PageStatus.FAILED:
                     stats.failed_pages += 1
-                    err.print(f"[red]page failed:[/red] {escape(page.source)} page {page.number}: "
-                              + escape("; ".join(result.errors)))
+                    err.print(
+                        f"[red]page failed:[/red] {escape(page.source)} page {page.number}: "
+                        + escape("; ".join(result.errors))
+                    )
                 summary.add(result)
                 if overlay and out_dir is not None:
                     draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
                 elapsed = time.perf_counter() - start
-                progress.update(bar, advance=1, description=f"{Path(page.source).name} [{result.engine or '-'}]",
-                                rate=f"{stats.pages / elapsed:.2f} pages/s")
+                progress.update(
+                    bar,
+                    advance=1,
+                    description=f"{Path(page.source).name} [{result.engine or '-'}]",
+                    rate=f"{stats.pages / elapsed:.2f} pages/s",
+                )
 
             doc = router.run_source(source, on_page=on_page)
             if doc.errors:
@@ -165,13 +207,23 @@ def ocr(
     seconds = time.perf_counter() - start
     if not quiet:
         if fmt == "json":
-            err.print_json(json.dumps({"summary": summary.to_dict(), "inputs": len(files),
-                                       "unreadable_inputs": stats.failed_inputs, "seconds": round(seconds, 3)}))
+            err.print_json(
+                json.dumps(
+                    {
+                        "summary": summary.to_dict(),
+                        "inputs": len(files),
+                        "unreadable_inputs": stats.failed_inputs,
+                        "seconds": round(seconds, 3),
+                    }
+                )
+            )
         else:
-            err.print(f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
-                      f"{summary.partial} partial, {summary.fell_back} fallback(s), "
-                      f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
-                      soft_wrap=True)
+            err.print(
+                f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
+                f"{summary.partial} partial, {summary.fell_back} fallback(s), "
+                f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
+                soft_wrap=True,
+            )
     if stats.failed_pages or stats.failed_inputs:
         raise typer.Exit(1)
 
@@ -203,7 +255,7 @@ def engines(
     """List every engine, whether it can run here, and why not."""
     from dataclasses import asdict
 
-    from polyocr.runtime.doctor import engine_statuses
+    from polyocr.doctor import engine_statuses
     from polyocr.runtime.probe import get_profile
 
     statuses = engine_statuses(get_profile())
@@ -225,11 +277,12 @@ def engines(
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    full: Annotated[bool, typer.Option(help="Also run the attention checks on a CPU-only machine (imports torch).")]
-    = False,
+    full: Annotated[
+        bool, typer.Option(help="Also run the attention checks on a CPU-only machine (imports torch).")
+    ] = False,
 ) -> None:
     """What this machine can run (devices, kernels that ran, each engine's settings) and the fix for each problem."""
-    from polyocr.runtime.doctor import build_report, render_report
+    from polyocr.doctor import build_report, render_report
 
     report = build_report(full=full)
     if as_json:
@@ -256,14 +309,20 @@ def eval_(
     """
     from polyocr.bench.evaluate import run_eval, summary_table
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, disable=quiet)
+    progress = _progress(quiet)
     with progress:
         bar = progress.add_task(f"eval {engine}", total=None)
         try:
-            report = run_eval(dataset, engine, languages=lang or (), folders=folder or (), limit=limit, by=by,
-                              on_start=lambda count: progress.update(bar, total=count),
-                              on_item=lambda record: progress.update(bar, advance=1, description=record.id))
+            report = run_eval(
+                dataset,
+                engine,
+                languages=lang or (),
+                folders=folder or (),
+                limit=limit,
+                by=by,
+                on_start=lambda count: progress.update(bar, total=count),
+                on_item=lambda record: progress.update(bar, advance=1, description=record.id),
+            )
         except (PolyOCRError, ValueError) as exc:
             _error(exc)
             raise typer.Exit(2) from None
@@ -278,20 +337,27 @@ def eval_(
 @app.command()
 def bench(
     datasets: Annotated[list[Path] | None, typer.Argument(help="Dataset directories holding MANIFEST.tsv.")] = None,
-    engine_list: Annotated[str, typer.Option("--engines", "-e", help="Engines and/or auto, comma-separated; "
-                                             "default: auto and every registered engine.")] = "",
+    engine_list: Annotated[
+        str,
+        typer.Option(
+            "--engines", "-e", help="Engines and/or auto, comma-separated; default: auto and every registered engine."
+        ),
+    ] = "",
     limit: Annotated[int | None, typer.Option(help="Only the first N items with ground truth per dataset.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the report files go.")] = Path("bench-out"),
-    synth: Annotated[Path | None, typer.Option(help="Generate synthetic hard pages here and benchmark them too.")]
-    = None,
+    synth: Annotated[
+        Path | None, typer.Option(help="Generate synthetic hard pages here and benchmark them too.")
+    ] = None,
     count: Annotated[int, typer.Option(help="Synthetic pages to generate (with --synth).")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic pages (with --synth).")] = 0,
     dpi: Annotated[int, typer.Option(help="Resolution of the synthetic pages (with --synth).")] = 200,
-    speed: Annotated[bool, typer.Option(help="Time VLM engines with random weights instead of scoring datasets.")]
-    = False,
+    speed: Annotated[
+        bool, typer.Option(help="Time VLM engines with random weights instead of scoring datasets.")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="--speed: cuda or cpu (default: cuda when present).")] = None,
-    attention: Annotated[str, typer.Option(help="--speed: attention implementations, comma-separated.")]
-    = "sdpa,varlen,flash_attention_2,eager",
+    attention: Annotated[
+        str, typer.Option(help="--speed: attention implementations, comma-separated.")
+    ] = "sdpa,varlen,flash_attention_2,eager",
     new_tokens: Annotated[int, typer.Option(help="--speed: tokens generated per page.")] = 256,
     repeats: Annotated[int, typer.Option(help="--speed: timed runs per figure (the median is reported).")] = 3,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
@@ -304,48 +370,77 @@ def bench(
     specs = [name.strip() for name in engine_list.split(",") if name.strip()]
     out_dir.mkdir(parents=True, exist_ok=True)
     if speed:
-        from polyocr.bench.speed import run_speed, speed_markdown, write_speed
-
-        try:
-            results = run_speed(specs, device=device, attentions=[a for a in attention.split(",") if a],
-                                new_tokens=new_tokens, repeats=repeats,
-                                on_result=None if quiet else lambda r: err.print(
-                                    f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page"))
-        except (PolyOCRError, ValueError) as exc:
-            _error(exc)
-            raise typer.Exit(2) from None
-        command = (f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
-                   f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
-                   + (f" --device {device}" if device else ""))
-        write_speed(results, out_dir, command=command)
-        sys.stdout.write(speed_markdown(results, command=command))
+        _bench_speed(specs, out_dir, device, attention, new_tokens, repeats, quiet)
         return
-    from polyocr.bench.report import markdown, write_report
-    from polyocr.bench.runner import AUTO, run_bench
-    from polyocr.bench.synthetic import generate
-    from polyocr.engines.base import engine_names
-
     sets = list(datasets or [])
     if synth is not None:
+        from polyocr.bench.synthetic import generate
+
         generate(synth, count, seed, dpi=dpi)
         sets.append(synth)
     if not sets:
         err.print("[red]error:[/red] give at least one dataset directory, or --synth DIR")
         raise typer.Exit(2)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, disable=quiet)
+    command = " ".join(
+        ["polyocr bench", *map(str, datasets or []), "--engines", "{engines}"]
+        + ([f"--limit {limit}"] if limit is not None else [])
+        + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else [])
+    )
+    _bench_datasets(sets, specs, limit, out_dir, command, quiet)
+
+
+def _bench_speed(
+    specs: list[str], out_dir: Path, device: str | None, attention: str, new_tokens: int, repeats: int, quiet: bool
+) -> None:
+    """`bench --speed`: VLM engines timed with random weights; speed.md and speed.json."""
+    from polyocr.bench.speed import run_speed, speed_markdown, write_speed
+
+    def report(r: Any) -> None:
+        err.print(f"{r.engine} {r.attention}: vision {r.vision_ms_per_page:.1f} ms/page")
+
+    try:
+        results = run_speed(
+            specs,
+            device=device,
+            attentions=[a for a in attention.split(",") if a],
+            new_tokens=new_tokens,
+            repeats=repeats,
+            on_result=None if quiet else report,
+        )
+    except (PolyOCRError, ValueError) as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    command = (
+        f"polyocr bench --speed --engines {','.join(r.engine for r in results) or '-'} "
+        f"--attention {attention} --new-tokens {new_tokens} --repeats {repeats}"
+        + (f" --device {device}" if device else "")
+    )
+    write_speed(results, out_dir, command=command)
+    sys.stdout.write(speed_markdown(results, command=command))
+
+
+def _bench_datasets(
+    sets: list[Path], specs: list[str], limit: int | None, out_dir: Path, command: str, quiet: bool
+) -> None:
+    """`bench` over datasets: quality and speed per engine spec; exit code 2 when nothing was measured."""
+    from polyocr.bench.report import markdown, write_report
+    from polyocr.bench.runner import AUTO, run_bench
+    from polyocr.engines.base import engine_names
+
+    progress = _progress(quiet)
     with progress:
         bar = progress.add_task("bench", total=None)
         try:
-            result = run_bench(sets, specs or [AUTO, *engine_names()], limit=limit, on_item=lambda spec, item:
-                               progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"))
+            result = run_bench(
+                sets,
+                specs or [AUTO, *engine_names()],
+                limit=limit,
+                on_item=lambda spec, item: progress.update(bar, advance=1, description=f"{spec}: {item.record.id}"),
+            )
         except PolyOCRError as exc:
             _error(exc)
             raise typer.Exit(2) from None
-    result.command = " ".join(["polyocr bench", *map(str, datasets or []),
-                               "--engines", ",".join(r.spec for r in result.runs)]
-                              + ([f"--limit {limit}"] if limit is not None else [])
-                              + ([f"--synth {synth} --count {count} --seed {seed} --dpi {dpi}"] if synth else []))
+    result.command = command.replace("{engines}", ",".join(r.spec for r in result.runs))
     paths = write_report(result, out_dir)
     sys.stdout.write(markdown(result))
     if not quiet:
@@ -362,42 +457,90 @@ def schema() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback wants --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    engine: Annotated[str, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = "auto",
-    allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")]
-    = None,
-    lang: Annotated[str, typer.Option(help="Default languages, joined by +.")] = "eng+rus",
-    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")]
-    = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1); beyond loopback wants --api-key.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = None,
+    allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")] = None,
+    lang: Annotated[str | None, typer.Option(help="Default languages, joined by + (default eng+rus).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")] = None,
     cors: Annotated[str | None, typer.Option(help="Origins allowed by CORS, a,b (default: CORS off).")] = None,
-    workers: Annotated[int, typer.Option(help="Pages recognised at once; each holds its own engines.")] = 1,
-    queue: Annotated[int, typer.Option(help="Requests that may wait for a worker before 429.")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds per synchronous request before 504.")] = 300.0,
-    max_request_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 50.0,
-    max_pages: Annotated[int, typer.Option(help="Refuse documents with more pages.")] = 200,
-    max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = 50_000_000,
-    job_dir: Annotated[Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")]
-    = None,
-    job_ttl: Annotated[float, typer.Option(help="Hours a finished job is kept.")] = 24.0,
+    workers: Annotated[
+        int | None, typer.Option(help="Pages recognised at once; each holds its own engines (1).")
+    ] = None,
+    queue: Annotated[int | None, typer.Option(help="Requests that may wait for a worker before 429 (8).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per synchronous request before 504 (300).")] = None,
+    max_request_mb: Annotated[float | None, typer.Option(help="Largest request body, MiB (50).")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Refuse documents with more pages (200).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Refuse pages with more pixels (50,000,000).")] = None,
+    job_dir: Annotated[
+        Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")
+    ] = None,
+    job_ttl: Annotated[float | None, typer.Option(help="Hours a finished job is kept (24).")] = None,
 ) -> None:
-    """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs."""
+    """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs.
+
+    Unset options come from polyocr.toml's [server] section, then the defaults.
+    """
+    from polyocr.config import server_settings
     from polyocr.server.app import serve as run_server
-    from polyocr.server.settings import ServerSettings, default_job_dir
+
+    def names(value: str | None) -> tuple[str, ...] | None:
+        return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
 
     try:
-        settings = ServerSettings(
-            host=host, port=port, engine=engine, languages=_languages(lang), api_key=api_key,
-            allowed_engines=tuple(n.strip() for n in allow_engines.split(",") if n.strip()) if allow_engines else None,
-            cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
-            workers=workers, queue_size=queue, request_timeout=timeout,
-            max_request_bytes=int(max_request_mb * 1024 * 1024), max_pages=max_pages, max_pixels=max_pixels,
-            job_dir=job_dir or default_job_dir(), job_ttl=job_ttl * 3600,
+        settings = server_settings(
+            host=host,
+            port=port,
+            engine=engine,
+            languages=_languages(lang) if lang is not None else None,
+            api_key=api_key,
+            allowed_engines=names(allow_engines),
+            cors_origins=names(cors),
+            workers=workers,
+            queue_size=queue,
+            request_timeout=timeout,
+            max_request_bytes=int(max_request_mb * 1024 * 1024) if max_request_mb is not None else None,
+            max_pages=max_pages,
+            max_pixels=max_pixels,
+            job_dir=job_dir,
+            job_ttl=job_ttl * 3600 if job_ttl is not None else None,
         )
         run_server(settings)
     except (PolyOCRError, ValueError) as exc:
         _error(exc)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def fetch(
+    model: Annotated[str, typer.Argument(help="An engine name (dots, qwen2vl, ...) or a hub repository id.")],
+) -> None:
+    """Download a model's published weights into the Hugging Face cache, where its engine finds them.
+
+    The one command of polyocr that uses the network; only configs, tokenizer files and safetensors
+    weights are fetched, never a repository's code.
+    """
+    from polyocr.engines.base import engine_class, engine_names
+    from polyocr.engines.vlm import fetch_weights, is_repo_id
+
+    if model in engine_names():
+        repo_id = engine_class(model).repo_id
+        if not repo_id:
+            _error(f"engine {model!r} has no published weights to fetch")
+            raise typer.Exit(2)
+    elif is_repo_id(model):
+        repo_id = model
+    else:
+        _error(f"{model!r} is neither an engine ({', '.join(engine_names())}) nor a hub repository id (owner/name)")
+        raise typer.Exit(2)
+    try:
+        path = fetch_weights(model, repo_id)
+    except PolyOCRError as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    out.print(escape(str(path)))
 
 
 @app.command("vllm-command")
@@ -425,4 +568,4 @@ def vllm_command(
     for warning in command.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if run:
-        raise typer.Exit(run_and_wait(command, wait_seconds=wait))
+        raise typer.Exit(run_and_wait(command, wait_seconds=wait, say=lambda text: err.print(escape(text))))

@@ -48,3 +48,28 @@ class ConfigError(PolyOCRError):
         self.fix = fix
         message = f"engine {engine!r}: {setting} cannot run here: {reason}"
         super().__init__(f"{message} (fix: {fix})" if fix else message)
+
+
+class ConfigFileError(PolyOCRError):
+    """A config file or variable that cannot be used; names where it came from and why."""
+
+    def __init__(self, origin: str, reason: str):
+        self.origin = origin
+        self.reason = reason
+        super().__init__(f"{origin}: {reason}")
+
+
+class PageTimeout(PolyOCRError):
+    """The engine did not answer within the page's time limit; its call was abandoned."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(f"no answer within {seconds:.1f} s")
+
+
+class VisionAttentionUnavailable(PolyOCRError, RuntimeError):
+    """A vision attention implementation that cannot run on this device and dtype, and why."""
+
+
+class ChatRequestError(PolyOCRError, ValueError):
+    """A chat request polyocr cannot answer; the message says what to send instead."""

@@ -15,11 +15,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
 
-# Block categories: dots.ocr's layout classes, plus the granularities classical engines report.
-CATEGORIES = (
-    "Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header", "Picture",
-    "Section-header", "Table", "Text", "Title", "Line", "Word",
+# Block categories: dots.ocr's layout classes (the published prompt's list), plus the granularities
+# classical engines report.
+LAYOUT_CATEGORIES = (
+    "Caption",
+    "Footnote",
+    "Formula",
+    "List-item",
+    "Page-footer",
+    "Page-header",
+    "Picture",
+    "Section-header",
+    "Table",
+    "Text",
+    "Title",
 )
+CATEGORIES = (*LAYOUT_CATEGORIES, "Line", "Word")
 
 
 class TextFormat(StrEnum):

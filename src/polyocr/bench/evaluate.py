@@ -23,10 +23,11 @@ from rich.table import Table
 from polyocr.bench.manifest import Item, read_manifest, select
 from polyocr.bench.metrics import ErrorCount, bag_of_words_errors, char_errors, total, word_errors
 from polyocr.documents import load_pages
-from polyocr.engines.base import Engine, EnginePlan, Task, TaskKind, create_engine
+from polyocr.engines.base import Engine, create_engine
 from polyocr.errors import EngineUnavailable, InputError
 from polyocr.formats.text import blocks_to_text
 from polyocr.runtime.probe import get_profile
+from polyocr.types import EnginePlan, Task, TaskKind
 
 GROUPINGS = ("language", "folder")
 
@@ -84,9 +85,16 @@ class GroupSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "key": self.key, "items": self.items, "failures": self.failures, "pages": self.pages,
-            "cer": self.chars.rate, "wer": self.words.rate, "bow_wer": self.bag_of_words.rate,
-            "chars": self.chars.total, "words": self.words.total, "seconds": self.seconds,
+            "key": self.key,
+            "items": self.items,
+            "failures": self.failures,
+            "pages": self.pages,
+            "cer": self.chars.rate,
+            "wer": self.words.rate,
+            "bow_wer": self.bag_of_words.rate,
+            "chars": self.chars.total,
+            "words": self.words.total,
+            "seconds": self.seconds,
             "seconds_per_page": self.seconds_per_page,
         }
 
@@ -108,9 +116,17 @@ def evaluate_item(engine: Engine, item: Item, task: Task | None = None) -> ItemR
     except Exception as exc:  # an engine's failure on one item is a result, not the end of the run
         error = f"{engine.name}: {type(exc).__name__}: {exc}"
     return ItemRecord(
-        id=item.id, folder=item.folder, language=item.language_code, task_languages=list(task.languages),
-        pages=pages, seconds=seconds, text=text, chars=char_errors(reference, text),
-        words=word_errors(reference, text), bag_of_words=bag_of_words_errors(reference, text), error=error,
+        id=item.id,
+        folder=item.folder,
+        language=item.language_code,
+        task_languages=list(task.languages),
+        pages=pages,
+        seconds=seconds,
+        text=text,
+        chars=char_errors(reference, text),
+        words=word_errors(reference, text),
+        bag_of_words=bag_of_words_errors(reference, text),
+        error=error,
     )
 
 
@@ -180,8 +196,7 @@ class EvalReport:
             "engine": self.engine,
             "dataset": self.dataset,
             "created": self.created,
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpus": os.cpu_count()},
+            "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
             "filters": self.filters,
             "summary": [row.to_dict() for row in self.summary],
             "items": [record.to_dict() for record in self.records],
@@ -241,7 +256,12 @@ def summary_table(report: EvalReport) -> Table:
         table.add_column(name, justify="right")
     for row in report.summary:
         table.add_row(
-            row.key, str(row.items), str(row.failures), f"{row.chars.rate:.4f}", f"{row.words.rate:.4f}",
-            f"{row.bag_of_words.rate:.4f}", f"{row.seconds_per_page:.2f}",
+            row.key,
+            str(row.items),
+            str(row.failures),
+            f"{row.chars.rate:.4f}",
+            f"{row.words.rate:.4f}",
+            f"{row.bag_of_words.rate:.4f}",
+            f"{row.seconds_per_page:.2f}",
         )
     return table

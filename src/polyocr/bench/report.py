@@ -13,8 +13,22 @@ from pathlib import Path
 
 from polyocr.bench.runner import BenchResult, Row
 
-COLUMNS = ("engine", "language", "items", "pages", "CER", "WER", "bag WER", "first try", "usable",
-           "s/page median", "s/page p90", "pages/s", "peak RAM", "peak VRAM")
+COLUMNS = (
+    "engine",
+    "language",
+    "items",
+    "pages",
+    "CER",
+    "WER",
+    "bag WER",
+    "first try",
+    "usable",
+    "s/page median",
+    "s/page p90",
+    "pages/s",
+    "peak RAM",
+    "peak VRAM",
+)
 
 
 def _mib(value: int | None) -> str:
@@ -28,13 +42,37 @@ def _others(share: float | None) -> str:
 def _cells(row: Row) -> list[str]:
     timed = row.median_s > 0
     if row.refused:
-        return [row.engine, row.language, str(row.items), str(row.pages), "refused", "refused", "refused", "0%", "0%",
-                "-", "-", "-", _mib(row.peak_rss_bytes), _mib(row.peak_vram_bytes)]
+        return [
+            row.engine,
+            row.language,
+            str(row.items),
+            str(row.pages),
+            "refused",
+            "refused",
+            "refused",
+            "0%",
+            "0%",
+            "-",
+            "-",
+            "-",
+            _mib(row.peak_rss_bytes),
+            _mib(row.peak_vram_bytes),
+        ]
     return [
-        row.engine, row.language, str(row.items), str(row.pages), f"{row.cer:.4f}", f"{row.wer:.4f}",
-        f"{row.bow_wer:.4f}", f"{row.first_try_rate:.0%}", f"{row.success_rate:.0%}",
-        f"{row.median_s:.2f}" if timed else "-", f"{row.p90_s:.2f}" if timed else "-",
-        f"{row.pages_per_s:.3f}" if timed else "-", _mib(row.peak_rss_bytes), _mib(row.peak_vram_bytes),
+        row.engine,
+        row.language,
+        str(row.items),
+        str(row.pages),
+        f"{row.cer:.4f}",
+        f"{row.wer:.4f}",
+        f"{row.bow_wer:.4f}",
+        f"{row.first_try_rate:.0%}",
+        f"{row.success_rate:.0%}",
+        f"{row.median_s:.2f}" if timed else "-",
+        f"{row.p90_s:.2f}" if timed else "-",
+        f"{row.pages_per_s:.3f}" if timed else "-",
+        _mib(row.peak_rss_bytes),
+        _mib(row.peak_vram_bytes),
     ]
 
 
@@ -55,14 +93,18 @@ def markdown(result: BenchResult) -> str:
         if not run.available:
             lines.append(f"- {run.spec}: not run: {run.reason}")
             continue
-        chains = "; ".join([f"{langs}: {' > '.join(chain)}" for langs, chain in run.chains.items()]
-                           + [f"{langs}: refused ({why})" for langs, why in run.refused.items()])
+        chains = "; ".join(
+            [f"{langs}: {' > '.join(chain)}" for langs, chain in run.chains.items()]
+            + [f"{langs}: refused ({why})" for langs, why in run.refused.items()]
+        )
         settings = "; ".join(f"{engine} {s}" for engine, seen in run.settings.items() for s in seen if s)
         used = Counter(engine or "none (failed)" for item in run.items for engine in item.engines)
-        lines.append(f"- {run.spec}: chain {chains or '-'}; pages by engine: "
-                     + ", ".join(f"{engine} {count}" for engine, count in used.most_common())
-                     + f"; load and warm-up {run.load_seconds:.1f} s; settings: {settings or 'engine defaults'}"
-                     + _others(run.other_cpu_share))
+        lines.append(
+            f"- {run.spec}: chain {chains or '-'}; pages by engine: "
+            + ", ".join(f"{engine} {count}" for engine, count in used.most_common())
+            + f"; load and warm-up {run.load_seconds:.1f} s; settings: {settings or 'engine defaults'}"
+            + _others(run.other_cpu_share)
+        )
     lines += [
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -73,7 +115,7 @@ def markdown(result: BenchResult) -> str:
         "",
         "CER/WER: edit distance over reference length after Unicode NFC and whitespace normalisation, "
         "summed over pages; bag WER ignores word order. Refused: the engine cannot read that language's "
-        "script, so the chain never offers it those pages; they stay out of its \"all\" row. First try: "
+        'script, so the chain never offers it those pages; they stay out of its "all" row. First try: '
         "pages with a usable result from the first engine that ran, without retry; usable: after retries "
         "and fallbacks. Seconds per page exclude loading and cover pages with a usable result. Peak RAM: "
         "resident set of the engine's own process; peak VRAM: CUDA allocator peak.",
@@ -102,8 +144,14 @@ def write_charts(result: BenchResult, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 5))
     spots: dict[tuple[float, float, str], tuple[float, float, list[str]]] = {}  # one label per spot
     for row in rows:
-        ax.scatter(row.pages_per_s, row.cer, color=colors[row.engine], marker=markers[row.language], s=70,
-                   label=f"{row.engine} / {row.language}")
+        ax.scatter(
+            row.pages_per_s,
+            row.cer,
+            color=colors[row.engine],
+            marker=markers[row.language],
+            s=70,
+            label=f"{row.engine} / {row.language}",
+        )
         key = (round(math.log10(row.pages_per_s), 1), round(row.cer, 3), row.language)
         spots.setdefault(key, (row.pages_per_s, row.cer, []))[2].append(row.engine)
     for (_, _, language), (x, y, names) in spots.items():
@@ -126,8 +174,9 @@ def write_charts(result: BenchResult, out_dir: Path) -> list[Path]:
     for ax, (attribute, title) in zip(axes, (("cer", "CER"), ("bow_wer", "bag-of-words WER")), strict=True):
         for e, engine in enumerate(engines):
             xs = [i + e * width for i, language in enumerate(languages) if (engine, language) in by_key]
-            ys = [getattr(by_key[engine, language], attribute) for language in languages
-                  if (engine, language) in by_key]
+            ys = [
+                getattr(by_key[engine, language], attribute) for language in languages if (engine, language) in by_key
+            ]
             ax.bar(xs, ys, width=width, color=colors[engine], label=engine)
         ax.set_xticks([i + width * (len(engines) - 1) / 2 for i in range(len(languages))], languages)
         ax.set_title(f"{title} per language (lower is better)")

@@ -37,11 +37,12 @@ from polyocr.bench.manifest import Item, read_manifest, select
 from polyocr.bench.metrics import total
 from polyocr.bench.speed import RSSPeak, percentile
 from polyocr.documents import Page
-from polyocr.engines.base import Engine, Task, TaskKind, create_engine, engine_names
+from polyocr.engines.base import Engine, create_engine, engine_names
 from polyocr.errors import EngineUnavailable, InputError, PolyOCRError
 from polyocr.results import Outcome, PageResult, PageStatus
 from polyocr.router import Router, resolve_chain
 from polyocr.runtime.probe import get_profile
+from polyocr.types import Task, TaskKind
 
 AUTO = "auto"
 
@@ -65,9 +66,17 @@ class BenchItem:
         return len(self.page_seconds)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, **self.record.to_dict(), "page_seconds": self.page_seconds,
-                "first_try": self.first_try, "usable": self.usable, "fallbacks": self.fallbacks,
-                "engines": self.engines, "errors": self.errors, "refused": self.refused}
+        return {
+            "dataset": self.dataset,
+            **self.record.to_dict(),
+            "page_seconds": self.page_seconds,
+            "first_try": self.first_try,
+            "usable": self.usable,
+            "fallbacks": self.fallbacks,
+            "engines": self.engines,
+            "errors": self.errors,
+            "refused": self.refused,
+        }
 
 
 @dataclass
@@ -125,8 +134,12 @@ class EngineRun:
         seconds = [s for item in items for s, engine in zip(item.page_seconds, item.engines, strict=True) if engine]
         records = [item.record for item in items]
         return Row(
-            engine=self.spec, language=language, items=len(items), pages=pages,
-            cer=total(r.chars for r in records).rate, wer=total(r.words for r in records).rate,
+            engine=self.spec,
+            language=language,
+            items=len(items),
+            pages=pages,
+            cer=total(r.chars for r in records).rate,
+            wer=total(r.words for r in records).rate,
             bow_wer=total(r.bag_of_words for r in records).rate,
             first_try_rate=sum(i.first_try for i in items) / pages if pages else 0.0,
             success_rate=sum(i.usable for i in items) / pages if pages else 0.0,
@@ -134,17 +147,26 @@ class EngineRun:
             median_s=statistics.median(seconds) if seconds else 0.0,
             p90_s=percentile(seconds, 90) if seconds else 0.0,
             pages_per_s=len(seconds) / sum(seconds) if sum(seconds) > 0 else 0.0,
-            peak_rss_bytes=self.peak_rss_bytes, peak_vram_bytes=self.peak_vram_bytes,
+            peak_rss_bytes=self.peak_rss_bytes,
+            peak_vram_bytes=self.peak_vram_bytes,
             refused=all(item.refused for item in items),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.spec, "available": self.available, "reason": self.reason, "chains": self.chains,
-                "refused": self.refused,
-                "load_seconds": self.load_seconds, "other_cpu_share": self.other_cpu_share,
-                "peak_rss_bytes": self.peak_rss_bytes,
-                "peak_vram_bytes": self.peak_vram_bytes, "settings": self.settings,
-                "rows": [row.to_dict() for row in self.rows()], "items": [item.to_dict() for item in self.items]}
+        return {
+            "engine": self.spec,
+            "available": self.available,
+            "reason": self.reason,
+            "chains": self.chains,
+            "refused": self.refused,
+            "load_seconds": self.load_seconds,
+            "other_cpu_share": self.other_cpu_share,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_vram_bytes": self.peak_vram_bytes,
+            "settings": self.settings,
+            "rows": [row.to_dict() for row in self.rows()],
+            "items": [item.to_dict() for item in self.items],
+        }
 
 
 @dataclass
@@ -160,8 +182,14 @@ class BenchResult:
         return [row for run in self.runs for row in run.rows()]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "command": self.command, "machine": self.machine,
-                "datasets": self.datasets, "limit": self.limit, "runs": [run.to_dict() for run in self.runs]}
+        return {
+            "created": self.created,
+            "command": self.command,
+            "machine": self.machine,
+            "datasets": self.datasets,
+            "limit": self.limit,
+            "runs": [run.to_dict() for run in self.runs],
+        }
 
 
 class _ChainAsEngine(Engine):
@@ -174,7 +202,7 @@ class _ChainAsEngine(Engine):
     """
 
     def __init__(self, spec: str, run: EngineRun):
-        self.name = spec
+        self.name = spec  # type: ignore[misc]  # a chain spec stands where an engine's name would
         self.run = run
         self.last: list[PageResult] = []
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -319,9 +347,11 @@ def run_engine_isolated(
             except queue.Empty:
                 if process.is_alive():
                     continue
-                run = EngineRun(spec=spec, available=False,
-                                reason=f"the benchmark process died (exit code {process.exitcode}) "
-                                       f"after {len(items)} item(s)")
+                run = EngineRun(
+                    spec=spec,
+                    available=False,
+                    reason=f"the benchmark process died (exit code {process.exitcode}) after {len(items)} item(s)",
+                )
                 break
             if kind == "item":
                 items.append(payload)
@@ -371,8 +401,13 @@ class OtherCPU:
 
 def machine() -> dict[str, Any]:
     """Where the numbers were taken; the load average says how busy the CPUs were with other work."""
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "profile": get_profile().to_dict()}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "profile": get_profile().to_dict(),
+    }
 
 
 def run_bench(
@@ -412,5 +447,6 @@ def run_bench(
             runs.append(run)
     start_machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     start_machine["other_cpu_share"] = everything.share
-    return BenchResult(datasets=[str(Path(d)) for d in datasets], limit=limit, runs=runs, machine=start_machine,
-                       created=started)
+    return BenchResult(
+        datasets=[str(Path(d)) for d in datasets], limit=limit, runs=runs, machine=start_machine, created=started
+    )

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +182,9 @@ def _generate(subject: SpeedSubject, inputs: dict[str, Any], new_tokens: int, op
     import torch
 
     with torch.inference_mode():
-        subject.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                               **options)
+        subject.model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **options
+        )
 
 
 def measure_vlm(
@@ -214,35 +216,57 @@ def measure_vlm(
     options = subject.decode_options(new_tokens)
     for batch in batches:
         inputs = subject.inputs(batch)
-        full = time_call(lambda inputs=inputs: _generate(subject, inputs, new_tokens, options), device,
-                         warmup=warmup, repeats=repeats)
-        first = time_call(lambda inputs=inputs: _generate(subject, inputs, 1, options), device,
-                          warmup=warmup, repeats=repeats)
+        full = time_call(
+            partial(_generate, subject, inputs, new_tokens, options), device, warmup=warmup, repeats=repeats
+        )
+        first = time_call(partial(_generate, subject, inputs, 1, options), device, warmup=warmup, repeats=repeats)
         decode[batch] = max(full.median_ms - first.median_ms, 0.0) / (new_tokens - 1)
         pages[batch] = batch / (full.median_ms / 1000.0)
         peaks[batch] = full.peak_bytes
     return VLMSpeed(
-        engine=subject.engine, attention=subject.attention, device=device, dtype=subject.dtype,
-        vision_ms_per_page=vision.median_ms, vision_peak_bytes=vision.peak_bytes,
-        decode_ms_per_token=decode, pages_per_s=pages, peak_bytes=peaks, new_tokens=new_tokens,
-        details=dict(subject.details), note="" if device.startswith("cuda") else CPU_NOTE,
+        engine=subject.engine,
+        attention=subject.attention,
+        device=device,
+        dtype=subject.dtype,
+        vision_ms_per_page=vision.median_ms,
+        vision_peak_bytes=vision.peak_bytes,
+        decode_ms_per_token=decode,
+        pages_per_s=pages,
+        peak_bytes=peaks,
+        new_tokens=new_tokens,
+        details=dict(subject.details),
+        note="" if device.startswith("cuda") else CPU_NOTE,
     )
 
 
 # dots.ocr at its published size is DotsOCRConfig(**PUBLISHED_TEXT) (the vision tower's defaults are the
 # published ones); a tiny variant keeps the CPU path testable.
-DOTS_TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                  "num_key_value_heads": 2, "vocab_size": 256, "image_token_id": 255, "attention_bias": True,
-                  "tie_word_embeddings": False}
-DOTS_TINY_VISION = {"embed_dim": 32, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-                    "num_attention_heads": 2}
+DOTS_TINY_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "image_token_id": 255,
+    "attention_bias": True,
+    "tie_word_embeddings": False,
+}
+DOTS_TINY_VISION = {
+    "embed_dim": 32,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
 A4_200_DPI = (1654, 2339)  # width, height of an A4 page rendered at 200 DPI, as PDFs are by default
 TINY_PAGE = (280, 392)
 PROMPT_TEXT_TOKENS = 60  # the layout prompt's length around the image, roughly
 
 
-def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple[int, int] | None = None,
-                 dtype: str | None = None) -> SpeedSubject:
+def dots_subject(
+    attention: str, device: str, *, tiny: bool = False, page: tuple[int, int] | None = None, dtype: str | None = None
+) -> SpeedSubject:
     """dots.ocr with random weights at its published size fed a 200-DPI A4 page (or tiny, a small page).
 
     `attention` is the plan's setting: the vision tower runs it, and the decoder what the engine
@@ -252,8 +276,9 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
 
     from polyocr.engines.dots.config import PUBLISHED_TEXT, DotsOCRConfig
     from polyocr.engines.dots.engine import _DECODER_ATTENTION
-    from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM, static_cache_length
+    from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM
     from polyocr.engines.dots.processor import image_token_count, smart_resize
+    from polyocr.engines.vlm import static_cache_length
 
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     torch_dtype = getattr(torch, dtype)
@@ -275,16 +300,27 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
 
     def inputs(batch: int) -> dict[str, Any]:
         input_ids = torch.tensor([ids] * batch, device=device)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-                "pixel_values": pixels.repeat(batch, 1),
-                "image_grid_thw": torch.tensor([[1, *grid]] * batch, device=device), "pad_token_id": 0}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": pixels.repeat(batch, 1),
+            "image_grid_thw": torch.tensor([[1, *grid]] * batch, device=device),
+            "pad_token_id": 0,
+        }
 
     def vision(batch_inputs: dict[str, Any]) -> Any:
         return model.vision_tower(batch_inputs["pixel_values"], batch_inputs["image_grid_thw"])
 
-    details = {"size": "tiny" if tiny else "published", "page_px": list(page), "resized_px": [width, height],
-               "patches": grid[0] * grid[1], "prompt_tokens": len(ids), "decoder_attention": decoder_attention,
-               "parameters": sum(p.numel() for p in model.parameters())}
+    details = {
+        "size": "tiny" if tiny else "published",
+        "page_px": list(page),
+        "resized_px": [width, height],
+        "patches": grid[0] * grid[1],
+        "prompt_tokens": len(ids),
+        "decoder_attention": decoder_attention,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
     def decode_options(new_tokens: int) -> dict[str, Any]:
         # As DotsEngine decodes on CUDA: a compiled static cache, its length rounded to 256 slots.
         if not device.startswith("cuda"):
@@ -294,13 +330,33 @@ def dots_subject(attention: str, device: str, *, tiny: bool = False, page: tuple
     # transformers' generate path; the engine's default on CUDA, the slot decoder, is measured by
     # benchmarks/bench_dots_throughput_gpu.py (benchmarks/dots-throughput-gpu.md).
     details["cache"] = "static, compiled (generate)" if device.startswith("cuda") else "dynamic"
-    return SpeedSubject(engine="dots", model=model, inputs=inputs, vision=vision, device=device, dtype=dtype,
-                        attention=attention, details=details, decode_options=decode_options)
+    return SpeedSubject(
+        engine="dots",
+        model=model,
+        inputs=inputs,
+        vision=vision,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        details=details,
+        decode_options=decode_options,
+    )
 
 
 SPEED_BUILDERS: dict[str, Callable[..., SpeedSubject]] = {"dots": dots_subject}
-OTHER_SCRIPTS = {name: "benchmarks/bench_hf_vlm_gpu.py"
-                 for name in ("qwen2vl", "qwen3vl", "got", "deepseek-ocr", "paddleocr-vl")}
+
+
+def _other_script(name: str) -> str | None:
+    """Where a registered engine without a speed model gets its GPU numbers: the transformers VLMs
+    (engines/hf/) from benchmarks/bench_hf_vlm_gpu.py."""
+    from polyocr.engines.base import engine_entry
+    from polyocr.errors import EngineUnavailable
+
+    try:
+        target = engine_entry(name).target
+    except EngineUnavailable:
+        return None
+    return "benchmarks/bench_hf_vlm_gpu.py" if target.startswith("polyocr.engines.hf.") else None
 
 
 def run_speed(
@@ -324,18 +380,30 @@ def run_speed(
     names = engines or list(SPEED_BUILDERS)
     for name in names:
         if name not in SPEED_BUILDERS:
-            where = f"; its GPU numbers come from {OTHER_SCRIPTS[name]}" if name in OTHER_SCRIPTS else ""
+            other = _other_script(name)
+            where = f"; its GPU numbers come from {other}" if other else ""
             raise ValueError(f"no speed model for engine {name!r} (have: {', '.join(SPEED_BUILDERS)}){where}")
     results = []
+    subject: SpeedSubject | None = None
     for name in names:
         for attention in attentions or ["sdpa"]:
             try:
                 subject = SPEED_BUILDERS[name](attention, device, tiny=tiny)
                 result = measure_vlm(subject, batches=batches, new_tokens=new_tokens, repeats=repeats)
             except Exception as exc:  # one implementation failing must not lose the others' numbers
-                result = VLMSpeed(engine=name, attention=attention, device=device, dtype="", vision_ms_per_page=0.0,
-                                  vision_peak_bytes=None, decode_ms_per_token={}, pages_per_s={}, peak_bytes={},
-                                  new_tokens=new_tokens, note=f"not run: {type(exc).__name__}: {exc}"[:400])
+                result = VLMSpeed(
+                    engine=name,
+                    attention=attention,
+                    device=device,
+                    dtype="",
+                    vision_ms_per_page=0.0,
+                    vision_peak_bytes=None,
+                    decode_ms_per_token={},
+                    pages_per_s={},
+                    peak_bytes={},
+                    new_tokens=new_tokens,
+                    note=f"not run: {type(exc).__name__}: {exc}"[:400],
+                )
             finally:
                 subject = None
                 _free(device)
@@ -382,16 +450,19 @@ def speed_markdown(results: list[VLMSpeed], command: str = "") -> str:
         "warm-up run.",
         "",
         "| engine | attention | dtype | vision ms/page | "
-        + " | ".join(f"decode ms/token b{b} | pages/s b{b} | peak b{b}" for b in batches) + " | details / note |",
+        + " | ".join(f"decode ms/token b{b} | pages/s b{b} | peak b{b}" for b in batches)
+        + " | details / note |",
         "|---|---|---|---:|" + "---:|" * (3 * len(batches)) + "---|",
     ]
     for r in results:
         cells = [r.engine, r.attention, r.dtype or "-", f"{r.vision_ms_per_page:.1f}" if r.dtype else "-"]
         for b in batches:
             peak = r.peak_bytes.get(b)
-            cells += [f"{r.decode_ms_per_token[b]:.2f}" if b in r.decode_ms_per_token else "-",
-                      f"{r.pages_per_s[b]:.3f}" if b in r.pages_per_s else "-",
-                      f"{peak / 2**30:.2f} GiB" if peak else "-"]
+            cells += [
+                f"{r.decode_ms_per_token[b]:.2f}" if b in r.decode_ms_per_token else "-",
+                f"{r.pages_per_s[b]:.3f}" if b in r.pages_per_s else "-",
+                f"{peak / 2**30:.2f} GiB" if peak else "-",
+            ]
         details = ", ".join(f"{k} {v}" for k, v in r.details.items())
         cells.append("; ".join(part for part in (details, r.note) if part))
         lines.append("| " + " | ".join(cells) + " |")
@@ -406,6 +477,7 @@ def write_speed(results: list[VLMSpeed], out_dir: str | Path, command: str = "")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "speed.md", "json": out / "speed.json"}
     paths["markdown"].write_text(speed_markdown(results, command), encoding="utf-8")
-    paths["json"].write_text(json.dumps({"command": command, "results": [r.to_dict() for r in results]}, indent=2)
-                             + "\n", encoding="utf-8")
+    paths["json"].write_text(
+        json.dumps({"command": command, "results": [r.to_dict() for r in results]}, indent=2) + "\n", encoding="utf-8"
+    )
     return paths

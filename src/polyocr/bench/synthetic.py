@@ -29,8 +29,7 @@ FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 FONT_FAMILIES = (
     ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "fonts-dejavu-core", "Bitstream Vera / DejaVu licence"),
     ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "fonts-dejavu-core", "Bitstream Vera / DejaVu licence"),
-    ("DejaVuSansCondensed.ttf", "DejaVuSansCondensed-Bold.ttf", "fonts-dejavu-core",
-     "Bitstream Vera / DejaVu licence"),
+    ("DejaVuSansCondensed.ttf", "DejaVuSansCondensed-Bold.ttf", "fonts-dejavu-core", "Bitstream Vera / DejaVu licence"),
     ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "fonts-dejavu-core", "Bitstream Vera / DejaVu licence"),
     ("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf", "fonts-liberation2", "OFL-1.1"),
     ("LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf", "fonts-liberation2", "OFL-1.1"),
@@ -46,12 +45,9 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
         "purse, and nothing particular to interest me on shore, I thought I would sail about a little "
         "and see the watery part of the world.",
-        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
-        "of foolishness.",
-        "Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
-        "nothing to do.",
-        "To Sherlock Holmes she is always the woman. I have seldom heard him mention her under any "
-        "other name.",
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness.",
+        "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do.",
+        "To Sherlock Holmes she is always the woman. I have seldom heard him mention her under any other name.",
         "Four score and seven years ago our fathers brought forth on this continent, a new nation, "
         "conceived in Liberty, and dedicated to the proposition that all men are created equal.",
         "We hold these truths to be self-evident, that all men are created equal, that they are "
@@ -106,8 +102,7 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "француженкою-гувернанткой, и объявила мужу, что не может жить с ним в одном доме.",
         "В начале июля, в чрезвычайно жаркое время, под вечер, один молодой человек вышел из своей "
         "каморки, которую нанимал от жильцов в С-м переулке, на улицу.",
-        "Мой дядя самых честных правил, когда не в шутку занемог, он уважать себя заставил и лучше "
-        "выдумать не мог.",
+        "Мой дядя самых честных правил, когда не в шутку занемог, он уважать себя заставил и лучше выдумать не мог.",
         "Я ехал на перекладных из Тифлиса. Вся поклажа моей тележки состояла из одного небольшого "
         "чемодана, который до половины был набит путевыми записками о Грузии.",
         "В ворота гостиницы губернского города NN въехала довольно красивая рессорная небольшая "
@@ -115,12 +110,10 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "Эх, тройка! птица тройка, кто тебя выдумал? знать, у бойкого народа ты могла только родиться.",
         "Студент Иван Великопольский, сын дьячка, возвращаясь с тяги домой, шёл всё время заливным лугом.",
         "Что делать? Этот вопрос мучил его всю дорогу, и ответа на него он не находил.",
-        "Люблю грозу в начале мая, когда весенний, первый гром, как бы резвяся и играя, грохочет в "
-        "небе голубом.",
+        "Люблю грозу в начале мая, когда весенний, первый гром, как бы резвяся и играя, грохочет в небе голубом.",
         "Была зима, и мороз стоял такой, что деревья трещали; снег лежал на полях ровно и глубоко.",
         "Краткость есть сестра таланта. Пишите так, чтобы словам было тесно, а мыслям просторно.",
-        "Мы все учились понемногу чему-нибудь и как-нибудь, так воспитаньем, слава богу, у нас "
-        "немудрено блеснуть.",
+        "Мы все учились понемногу чему-нибудь и как-нибудь, так воспитаньем, слава богу, у нас немудрено блеснуть.",
         "Шёл дождь, и было холодно; извозчики стояли у подъезда, и фонари горели тускло.",
         "В 1812 году, 26 августа, при Бородине сошлись две армии, и сражение длилось до вечера.",
         "Старик ловил неводом рыбу, старуха пряла свою пряжу. Жили они в ветхой землянке ровно "
@@ -130,10 +123,8 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "и опора, о великий, могучий, правдивый и свободный русский язык!",
         "Тиха украинская ночь. Прозрачно небо. Звёзды блещут. Своей дремоты превозмочь не хочет воздух.",
         "Дама с собачкой. Говорили, что на набережной появилось новое лицо: дама с собачкой.",
-        "Белеет парус одинокой в тумане моря голубом! Что ищет он в стране далёкой? Что кинул он в "
-        "краю родном?",
-        "Однажды весною, в час небывало жаркого заката, в Москве, на Патриарших прудах, появились "
-        "два гражданина.",
+        "Белеет парус одинокой в тумане моря голубом! Что ищет он в стране далёкой? Что кинул он в краю родном?",
+        "Однажды весною, в час небывало жаркого заката, в Москве, на Патриарших прудах, появились два гражданина.",
         "Вечер был тихий и ясный; над рекой поднимался лёгкий туман, и где-то далеко лаяли собаки.",
         "Я памятник себе воздвиг нерукотворный, к нему не зарастёт народная тропа.",
         "Мороз и солнце; день чудесный! Ещё ты дремлешь, друг прелестный, — пора, красавица, проснись.",
@@ -145,8 +136,7 @@ CORPUS: dict[str, tuple[str, ...]] = {
         "Поезд пришёл в Петербург в 7 часов 40 минут утра; на платформе стояли носильщики и жандармы.",
         "Тургенев писал, что в лесу пахло грибами, прелыми листьями и сыростью, а небо было серое и низкое.",
         "Не жалею, не зову, не плачу, всё пройдёт, как с белых яблонь дым.",
-        "Степь, чем далее, тем становилась прекраснее. Тогда весь юг был одно зелёное, девственное "
-        "пространство.",
+        "Степь, чем далее, тем становилась прекраснее. Тогда весь юг был одно зелёное, девственное пространство.",
         "Записки сумасшедшего. Октября 3. Сегодняшнего дня случилось необыкновенное приключение.",
         "На другой день, в 11 часов утра, я сидел в кабинете и писал письмо брату в Киев.",
         "Чуден Днепр при тихой погоде, когда вольно и плавно мчит сквозь леса и горы полные воды свои.",
@@ -154,13 +144,16 @@ CORPUS: dict[str, tuple[str, ...]] = {
 }
 
 _TABLE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "eng": (("Item", "Quantity", "Price", "Date", "City"),
-            ("paper", "ink", "candles", "flour", "salt", "coal", "linen", "tea", "rope", "nails")),
-    "rus": (("Товар", "Количество", "Цена", "Дата", "Город"),
-            ("бумага", "чернила", "свечи", "мука", "соль", "уголь", "полотно", "чай", "верёвка", "гвозди")),
+    "eng": (
+        ("Item", "Quantity", "Price", "Date", "City"),
+        ("paper", "ink", "candles", "flour", "salt", "coal", "linen", "tea", "rope", "nails"),
+    ),
+    "rus": (
+        ("Товар", "Количество", "Цена", "Дата", "Город"),
+        ("бумага", "чернила", "свечи", "мука", "соль", "уголь", "полотно", "чай", "верёвка", "гвозди"),
+    ),
 }
-_CITIES = {"eng": ("London", "Bath", "York", "Dover", "Leeds"),
-           "rus": ("Москва", "Тверь", "Казань", "Тула", "Орёл")}
+_CITIES = {"eng": ("London", "Bath", "York", "Dover", "Leeds"), "rus": ("Москва", "Тверь", "Казань", "Тула", "Орёл")}
 
 
 @dataclass(frozen=True)
@@ -181,11 +174,15 @@ class PageSpec:
 
     def describe(self) -> str:
         parts = [
-            f"font={Path(self.font).stem} {self.font_pt:g}pt", f"columns={self.columns}",
-            f"table={'yes' if self.table else 'no'}", f"rotation={self.rotation:+.1f}deg",
+            f"font={Path(self.font).stem} {self.font_pt:g}pt",
+            f"columns={self.columns}",
+            f"table={'yes' if self.table else 'no'}",
+            f"rotation={self.rotation:+.1f}deg",
             f"shading={self.shading:.2f}",
-            f"blur={self.blur:.1f}px", f"noise={self.noise:.0f}",
-            f"jpeg={self.jpeg_quality if self.jpeg_quality else 'none'}", f"dpi={self.dpi}",
+            f"blur={self.blur:.1f}px",
+            f"noise={self.noise:.0f}",
+            f"jpeg={self.jpeg_quality if self.jpeg_quality else 'none'}",
+            f"dpi={self.dpi}",
         ]
         return "; ".join(parts)
 
@@ -250,9 +247,13 @@ def _table_rows(rng: random.Random, language: str) -> list[list[str]]:
     ncols = rng.randint(3, 5)
     rows = [list(headers[:ncols])]
     for _ in range(rng.randint(3, 6)):
-        row = [rng.choice(goods), str(rng.randint(1, 500)), f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}",
-               f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.{rng.randint(1850, 1913)}",
-               rng.choice(_CITIES[language])]
+        row = [
+            rng.choice(goods),
+            str(rng.randint(1, 500)),
+            f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}",
+            f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.{rng.randint(1850, 1913)}",
+            rng.choice(_CITIES[language]),
+        ]
         rows.append(row[:ncols])
     return rows
 
@@ -274,8 +275,9 @@ def _spec(rng: random.Random, language: str, fonts: list[tuple[Path, Path, str, 
     )
 
 
-def render_page(spec: PageSpec, rng: random.Random, page_inches: tuple[float, float] = (8.27, 11.69),
-                bold_font: str | None = None) -> SyntheticPage:
+def render_page(
+    spec: PageSpec, rng: random.Random, page_inches: tuple[float, float] = (8.27, 11.69), bold_font: str | None = None
+) -> SyntheticPage:
     """Draw one page for a spec and return it with its transcription (reading order: title, table,
     then each column top to bottom). The text ends where the page or the corpus does."""
     width, height = round(page_inches[0] * spec.dpi), round(page_inches[1] * spec.dpi)
@@ -320,8 +322,17 @@ def render_page(spec: PageSpec, rng: random.Random, page_inches: tuple[float, fl
     return SyntheticPage(image=_degrade(image, spec, rng), text="\n".join(out_lines).strip() + "\n", spec=spec)
 
 
-def _draw_table(draw: ImageDraw.ImageDraw, rng: random.Random, language: str, font: ImageFont.FreeTypeFont,
-                x0: int, y0: int, max_width: int, line_height: int, out_lines: list[str]) -> int:
+def _draw_table(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    language: str,
+    font: ImageFont.FreeTypeFont,
+    x0: int,
+    y0: int,
+    max_width: int,
+    line_height: int,
+    out_lines: list[str],
+) -> int:
     rows = _table_rows(rng, language)
     pad = line_height // 3
     widths = [max(font.getlength(row[c]) for row in rows) + 2 * pad for c in range(len(rows[0]))]
@@ -405,12 +416,17 @@ def generate(
             page.image.save(out / image_name, dpi=(dpi, dpi))
         (out / f"{stem}.gt.txt").write_text(page.text, encoding="utf-8")
         package, licence = about[spec.font]
-        rows.append({
-            "image": image_name, "gt": f"{stem}.gt.txt", "language": language, "kind": "page (synthetic)",
-            "source": f"polyocr.bench.synthetic seed={seed} index={index}",
-            "license": f"text public domain; font {Path(spec.font).name} from Debian {package} ({licence})",
-            "notes": spec.describe(),
-        })
+        rows.append(
+            {
+                "image": image_name,
+                "gt": f"{stem}.gt.txt",
+                "language": language,
+                "kind": "page (synthetic)",
+                "source": f"polyocr.bench.synthetic seed={seed} index={index}",
+                "license": f"text public domain; font {Path(spec.font).name} from Debian {package} ({licence})",
+                "notes": spec.describe(),
+            }
+        )
     manifest = out / "MANIFEST.tsv"
     with manifest.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, delimiter="\t", lineterminator="\n")

@@ -39,8 +39,9 @@ def skew_angle(image: Image.Image, *, max_degrees: float = 10.0) -> float:
     gray = image.convert("L")
     scale = min(1.0, _WORK_SIDE / max(gray.size))
     if scale < 1.0:
-        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                           Image.Resampling.BILINEAR)
+        gray = gray.resize(
+            (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.Resampling.BILINEAR
+        )
     pixels = np.asarray(gray)
     if int(pixels.max()) - int(pixels.min()) < 32:  # one flat colour: no ink to line up
         return 0.0

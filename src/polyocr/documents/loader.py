@@ -16,11 +16,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from polyocr import defaults
 from polyocr.errors import InputError
 
-DEFAULT_DPI = 200
-DEFAULT_MAX_PIXELS = 150_000_000  # per page; guards against decompression bombs
-DEFAULT_MAX_PAGES = 1000  # per PDF or TIFF, unless raised
+DEFAULT_DPI = defaults.DPI
+DEFAULT_MAX_PIXELS = defaults.INPUT_MAX_PIXELS  # per page; guards against decompression bombs
+DEFAULT_MAX_PAGES = defaults.MAX_PAGES  # per PDF or TIFF, unless raised
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
 DOCUMENT_SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
@@ -125,8 +126,14 @@ def load_pages(
     return list(source.pages())
 
 
-def image_source(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_pages: int = DEFAULT_MAX_PAGES, dpi: float = DEFAULT_DPI) -> Source:
+def image_source(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    dpi: float = DEFAULT_DPI,
+) -> Source:
     """Open in-memory bytes (an upload) exactly as a file with that name would be opened."""
     if not data:
         raise InputError(name, "file is empty (0 bytes)")
@@ -208,9 +215,7 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _open_pdf(
-    path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None
-) -> Source:
+def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None) -> Source:
     import pypdfium2 as pdfium
 
     name = name or str(path)

@@ -1,80 +1,37 @@
 """The engine interface and the registry.
 
-Engines are registered by name with the dotted path of their class and imported only when asked
-for, so listing engines never imports torch, and an engine whose optional packages are missing
-reports that instead of breaking the import of polyocr. Nothing else in polyocr imports an engine
-module directly: it asks this registry.
+Engines are registered by name with the dotted path of their class, their kind and their place in
+the auto chain, and imported only when asked for, so listing engines never imports torch, and an
+engine whose optional packages are missing reports that instead of breaking the import of polyocr.
+Nothing else in polyocr imports an engine module directly: it asks this registry. Adding an engine
+is one module plus one `EngineEntry` below (CONTRIBUTING.md).
+
+The contract an engine keeps with the router, in full:
+- `Engine(model_path=None)`: an engine with weights (`takes_model_path`) is told the user's
+  checkpoint at construction, because it reports availability (are the weights there?) before any
+  plan reaches it; the others refuse a model path with EngineUnavailable.
+- `available(profile)`, `load(plan)` (which keeps the plan as `self.plan`), `recognize(pages, task)`,
+  `close()`.
+- `reconfigure(plan) -> bool`: take new settings without a reload where only the fields it reads at
+  each call changed (PER_CALL_FIELDS); False means the router must close and load it again.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from polyocr.errors import EngineUnavailable
-from polyocr.runtime.attention import ATTENTIONS
+from polyocr.scripts import ANY_SCRIPT
+from polyocr.types import ATTENTIONS, PER_CALL_FIELDS, Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
     from polyocr.results import PageResult
     from polyocr.runtime.memory import ModelDims
     from polyocr.runtime.probe import Profile
-
-
-class TaskKind(StrEnum):
-    TEXT = "text"  # plain text in reading order
-    LAYOUT = "layout"  # blocks with boxes, categories and text
-    LAYOUT_ONLY = "layout_only"  # blocks with boxes and categories, no text
-    REGION = "region"  # text of one box on the page
-
-
-@dataclass(frozen=True)
-class Task:
-    """What is wanted from a page; engines map it to their own prompts or modes."""
-
-    kind: TaskKind = TaskKind.LAYOUT
-    languages: tuple[str, ...] = ("eng", "rus")
-    max_new_tokens: int = 16384
-    timeout: float | None = None
-    region: tuple[float, float, float, float] | None = None
-
-
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    reason: str = ""
-    fix: str = ""
-
-    @classmethod
-    def yes(cls, reason: str = "") -> Availability:
-        return cls(True, reason)
-
-    @classmethod
-    def no(cls, reason: str, fix: str = "") -> Availability:
-        return cls(False, reason, fix)
-
-
-@dataclass
-class EnginePlan:
-    """How to run an engine here: decided by runtime/ and the router, honoured by the engine."""
-
-    device: str = "cpu"
-    dtype: str = "float32"
-    attention: str = "sdpa"
-    max_pixels: int | None = None
-    min_pixels: int | None = None
-    batch_size: int = 1
-    model_path: str | None = None
-    generation: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, repetition controls
-    reasons: dict[str, str] = field(default_factory=dict)  # why each setting was chosen
-
-
-# Scripts an engine can read, used to keep e.g. Cyrillic pages away from Latin-only engines.
-LATIN, CYRILLIC, HAN, KANA, HANGUL = "Latin", "Cyrillic", "Han", "Kana", "Hangul"
-ANY_SCRIPT = frozenset({LATIN, CYRILLIC, HAN, KANA, HANGUL, "Greek", "Arabic", "Kannada"})
 
 
 class Engine:
@@ -86,11 +43,19 @@ class Engine:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    kind: ClassVar[str] = "classical"  # classical | vlm | remote
+    kind: ClassVar[EngineKind] = EngineKind.CLASSICAL
     scripts: ClassVar[frozenset[str]] = ANY_SCRIPT
     tasks: ClassVar[frozenset[TaskKind]] = frozenset(TaskKind)
     notes: ClassVar[str] = ""  # limits a user should know, shown by `polyocr engines`
     fp16_stable: ClassVar[bool] = False  # float16 is a safe fallback where the device lacks bfloat16
+    takes_model_path: ClassVar[bool] = False  # a checkpoint (or a served model's name) can be named
+    repo_id: ClassVar[str] = ""  # the hub repository of its published weights (`polyocr fetch`)
+
+    def __init__(self, model_path: str | None = None) -> None:
+        if model_path is not None and not self.takes_model_path:
+            raise EngineUnavailable(self.name, f"it takes no model path (got {model_path})")
+        self.model_path = str(model_path) if model_path is not None else None
+        self.plan = EnginePlan()
 
     @classmethod
     def supported_attention(cls) -> dict[str, tuple[str, ...]]:
@@ -112,6 +77,14 @@ class Engine:
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
         raise NotImplementedError
 
+    def reconfigure(self, plan: EnginePlan) -> bool:
+        """Take `plan` in place when only per-call fields differ from the loaded plan; False when the
+        engine must be loaded again for it."""
+        if not plan.changed_fields(self.plan) <= PER_CALL_FIELDS:
+            return False
+        self.plan = plan
+        return True
+
     def close(self) -> None:
         """Release models and memory; the default has nothing to release."""
 
@@ -122,44 +95,90 @@ class Engine:
         self.close()
 
 
-_REGISTRY: dict[str, str] = {
-    "tesseract": "polyocr.engines.tesseract:TesseractEngine",
-    "rapidocr": "polyocr.engines.rapidocr:RapidOCREngine",
-    "dots": "polyocr.engines.dots.engine:DotsEngine",
-    "qwen2vl": "polyocr.engines.hf_vlm:Qwen2VLEngine",
-    "qwen3vl": "polyocr.engines.hf_vlm:Qwen3VLEngine",
-    "got": "polyocr.engines.hf_vlm:GotOcr2Engine",
-    "deepseek-ocr": "polyocr.engines.hf_vlm:DeepseekOcrEngine",
-    "paddleocr-vl": "polyocr.engines.hf_vlm:PaddleOCRVLEngine",
-    "openai": "polyocr.engines.openai_server:OpenAIServerEngine",
-}
+@dataclass(frozen=True)
+class EngineEntry:
+    """One registered engine: where its class lives, what kind it is, and where "auto" puts it.
+
+    `rank` orders the engines of one kind in the auto chain (lower first; None: never chosen by
+    auto, only when named). `evidence` says what the rank rests on, for `polyocr engines` and the
+    docs. `cer` is the recorded character error rate per script (classical engines, from
+    benchmarks/classical-devset.md), which orders the CPU part of the chain per page script.
+    """
+
+    name: str
+    target: str  # "package.module:Class"
+    kind: EngineKind
+    rank: int | None = None
+    evidence: str = ""
+    cer: tuple[tuple[str, float], ...] = ()
 
 
-def register(name: str, target: str) -> None:
-    """Register an engine class by dotted path ("package.module:Class")."""
-    _REGISTRY[name] = target
+# Order of the VLMs for "auto" on a GPU, with the evidence it rests on: dots.ocr first (layout,
+# tables, formulas and every script in one pass), then by OmniDocBench v1.5 overall score as
+# published: PaddleOCR-VL 92.56 (arXiv:2510.14528), DeepSeek-OCR 86.46 (OmniDocBench leaderboard);
+# Qwen3-VL-2B, Qwen2-VL-2B and GOT-OCR 2.0 have no published v1.5 score and follow, newest first.
+# No VLM has been measured on polyocr's own pages (only random weights run here).
+# Classical engines: character error rate per script on the development set (`polyocr eval`,
+# 2026-11-23: the eng rows for Latin, the rus row for Cyrillic); RapidOCR reads no Cyrillic at all.
+ENTRIES: tuple[EngineEntry, ...] = (
+    EngineEntry("tesseract", "polyocr.engines.tesseract:TesseractEngine", EngineKind.CLASSICAL, 0,
+                "dev-set CER eng 0.0230, rus 0.1340", (("Latin", 0.0230), ("Cyrillic", 0.1340))),
+    EngineEntry("rapidocr", "polyocr.engines.rapidocr:RapidOCREngine", EngineKind.CLASSICAL, 1,
+                "dev-set CER eng 0.0746", (("Latin", 0.0746),)),
+    EngineEntry("dots", "polyocr.engines.dots.engine:DotsEngine", EngineKind.VLM, 0,
+                "layout, tables, formulas and every script in one pass"),
+    EngineEntry("paddleocr-vl", "polyocr.engines.hf.paddleocr_vl:PaddleOCRVLEngine", EngineKind.VLM, 1,
+                "OmniDocBench v1.5 overall 92.56 (arXiv:2510.14528)"),
+    EngineEntry("deepseek-ocr", "polyocr.engines.hf.deepseek_ocr:DeepseekOcrEngine", EngineKind.VLM, 2,
+                "OmniDocBench v1.5 overall 86.46 (OmniDocBench leaderboard)"),
+    EngineEntry("qwen3vl", "polyocr.engines.hf.qwen3vl:Qwen3VLEngine", EngineKind.VLM, 3,
+                "no published OmniDocBench v1.5 score; newest of the rest"),
+    EngineEntry("qwen2vl", "polyocr.engines.hf.qwen2vl:Qwen2VLEngine", EngineKind.VLM, 4,
+                "no published OmniDocBench v1.5 score"),
+    EngineEntry("got", "polyocr.engines.hf.got:GotOcr2Engine", EngineKind.VLM, 5,
+                "no published OmniDocBench v1.5 score; oldest"),
+    EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
+                "a server you name: never chosen by auto"),
+)  # fmt: skip
+
+_REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}
+
+
+def register(entry: EngineEntry) -> None:
+    """Register an engine (a plug-in's, or a test's) under `entry.name`."""
+    _REGISTRY[entry.name] = entry
 
 
 def engine_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def engine_entry(name: str) -> EngineEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise EngineUnavailable(name, f"no such engine (known: {', '.join(_REGISTRY)})") from None
+
+
+def ranked(kind: EngineKind) -> list[EngineEntry]:
+    """The engines of one kind that auto may choose, best first."""
+    entries = [e for e in _REGISTRY.values() if e.kind == kind and e.rank is not None]
+    return sorted(entries, key=lambda e: e.rank or 0)
+
+
 def engine_class(name: str) -> type[Engine]:
     """The engine class for a name; EngineUnavailable when unknown or its module cannot import."""
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(_REGISTRY)
-        raise EngineUnavailable(name, f"no such engine (known: {known})") from None
-    module_name, _, attr = target.partition(":")
+    module_name, _, attr = engine_entry(name).target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EngineUnavailable(
             name, f"its module failed to import: {exc}", "pip install 'polyocr[classic,vlm]'"
         ) from exc
-    return getattr(module, attr)
+    cls: type[Engine] = getattr(module, attr)
+    return cls
 
 
-def create_engine(name: str) -> Engine:
-    return engine_class(name)()
+def create_engine(name: str, model_path: str | None = None) -> Engine:
+    """A new engine; EngineUnavailable when it is unknown, cannot import, or takes no model path."""
+    return engine_class(name)(model_path=model_path)

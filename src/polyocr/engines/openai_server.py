@@ -1,7 +1,7 @@
 """An engine that sends pages to a server: any OpenAI-compatible one, or another polyocr.
 
-Configuration, one way for every caller (the CLI and the server build their plans themselves), by
-environment variables:
+Configuration (polyocr.config.OpenAIConfig): polyocr.toml's [openai] section (url, model, api_key,
+concurrency, timeout, retries), overridden by environment variables:
 
     POLYOCR_OPENAI_URL          the server, e.g. http://127.0.0.1:8001 (a trailing /v1 is accepted)
     POLYOCR_OPENAI_MODEL        the served model name (vLLM's --served-model-name); for a polyocr
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -40,9 +39,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from polyocr.engines.base import Availability, Engine, EnginePlan, Task, TaskKind
-from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.config import OPENAI_ENV, OpenAIConfig, openai_config
+from polyocr.engines.base import Engine
+from polyocr.errors import ConfigFileError, EngineError, EngineUnavailable
 from polyocr.results import Block, DocumentResult, Generation, PageResult, PageStatus, TextFormat
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     import httpx
@@ -52,9 +53,7 @@ if TYPE_CHECKING:
 
 # dots.ocr's clients put this before the prompt (without it vLLM inserts a newline there).
 DOTS_IMAGE_MARKER = "<|img|><|imgpad|><|endofimg|>"
-ENV_URL, ENV_MODEL, ENV_KEY = "POLYOCR_OPENAI_URL", "POLYOCR_OPENAI_MODEL", "POLYOCR_OPENAI_API_KEY"
-ENV_CONCURRENCY, ENV_TIMEOUT = "POLYOCR_OPENAI_CONCURRENCY", "POLYOCR_OPENAI_TIMEOUT"
-ENV_RETRIES = "POLYOCR_OPENAI_RETRIES"
+ENV_URL, ENV_MODEL, ENV_KEY = OPENAI_ENV["url"], OPENAI_ENV["model"], OPENAI_ENV["api_key"]
 BACKOFF_SECONDS = 0.5
 _FINISH = {"length": "max_tokens", "stop": "eos"}
 _GENERIC_PROMPTS = {
@@ -64,25 +63,18 @@ _GENERIC_PROMPTS = {
 }
 
 
-def _env_number(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise EngineUnavailable("openai", f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise EngineUnavailable("openai", f"{name}={raw!r} is below {minimum:g}")
-    return value
-
-
 class OpenAIServerEngine(Engine):
     name: ClassVar[str] = "openai"
     description: ClassVar[str] = "A vLLM (or other OpenAI-compatible) server, or another polyocr server"
-    kind: ClassVar[str] = "remote"
-    notes: ClassVar[str] = (f"set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY}); `polyocr vllm-command MODEL` prints "
-                            "the vLLM command for this machine")
+    kind: ClassVar[EngineKind] = EngineKind.REMOTE
+    takes_model_path: ClassVar[bool] = True  # the served model's name
+    notes: ClassVar[str] = (
+        f"set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY}); `polyocr vllm-command MODEL` prints "
+        "the vLLM command for this machine"
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._client: httpx.Client | None = None
         self._slots = threading.BoundedSemaphore(1)
         self.url = ""
@@ -96,12 +88,20 @@ class OpenAIServerEngine(Engine):
         self.generation: dict[str, Any] = {}
         self.max_pixels: int | None = None
 
+    def _config(self) -> OpenAIConfig:
+        try:
+            return openai_config()
+        except ConfigFileError as exc:
+            raise EngineUnavailable(self.name, str(exc)) from exc
+
     def available(self, profile: Profile) -> Availability:
-        url = os.environ.get(ENV_URL, "").strip()
+        url = self._config().url
         if not url:
-            return Availability.no(f"{ENV_URL} is not set",
-                                   f"start a server (`polyocr vllm-command MODEL --run` or `polyocr serve`) and "
-                                   f"export {ENV_URL}=http://HOST:PORT")
+            return Availability.no(
+                f"{ENV_URL} is not set",
+                f"start a server (`polyocr vllm-command MODEL --run` or `polyocr serve`) and "
+                f"export {ENV_URL}=http://HOST:PORT",
+            )
         try:
             import httpx  # noqa: F401
         except ImportError:
@@ -111,21 +111,23 @@ class OpenAIServerEngine(Engine):
     def load(self, plan: EnginePlan) -> None:
         import httpx
 
-        url = os.environ.get(ENV_URL, "").strip().rstrip("/")
+        config = self._config()
+        url = config.url.rstrip("/")
         if not url:
             raise EngineUnavailable(self.name, f"{ENV_URL} is not set", f"export {ENV_URL}=http://HOST:PORT")
         self.url = url.removesuffix("/v1")
-        self.model = plan.model_path or os.environ.get(ENV_MODEL, "").strip()
-        self.concurrency = int(_env_number(ENV_CONCURRENCY, 4, 1))
-        self.timeout = _env_number(ENV_TIMEOUT, 600.0, 0.001)
-        self.retries = int(_env_number(ENV_RETRIES, 3, 0))
+        self.model = plan.model_path or self.model_path or config.model
+        self.concurrency = config.concurrency
+        self.timeout = config.timeout
+        self.retries = config.retries
         self.generation = dict(plan.generation)
         self.max_pixels = plan.max_pixels
         self._slots = threading.BoundedSemaphore(self.concurrency)
-        key = os.environ.get(ENV_KEY, "").strip()
+        key = config.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=self.url, headers=headers,
-                                    timeout=httpx.Timeout(self.timeout, connect=10.0))
+        self._client = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout, connect=10.0)
+        )
         try:
             self._handshake()
         except EngineError as exc:
@@ -139,16 +141,18 @@ class OpenAIServerEngine(Engine):
             return
         listing = self._request("GET", "/v1/models", timeout=30.0)
         if listing.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/models answered HTTP {listing.status_code}: "
-                                         f"{_message(listing)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/models answered HTTP {listing.status_code}: {_message(listing)}"
+            )
         models = [m for m in _json(listing).get("data", []) if isinstance(m, dict) and m.get("id")]
         if not models:
             raise EngineError(self.name, f"{self.url}/v1/models lists no model")
         chosen = next((m for m in models if self.model in (m["id"], m.get("root"))), None) if self.model else models[0]
         if chosen is None:
             served = ", ".join(m["id"] for m in models)
-            raise EngineError(self.name, f"model {self.model!r} is not served at {self.url} (served: {served}); "
-                                         f"set {ENV_MODEL}")
+            raise EngineError(
+                self.name, f"model {self.model!r} is not served at {self.url} (served: {served}); set {ENV_MODEL}"
+            )
         self.model = chosen["id"]
         self.protocol = "chat"
         names = f"{chosen['id']} {chosen.get('root') or ''}".lower()
@@ -184,8 +188,9 @@ class OpenAIServerEngine(Engine):
             except httpx.ConnectTimeout as exc:
                 error = f"connection timed out: {exc}"
             except httpx.TimeoutException:
-                raise EngineError(self.name, f"{self.url}{path}: no answer within {timeout or self.timeout:g} s") \
-                    from None
+                raise EngineError(
+                    self.name, f"{self.url}{path}: no answer within {timeout or self.timeout:g} s"
+                ) from None
             except httpx.TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
@@ -204,43 +209,67 @@ class OpenAIServerEngine(Engine):
         """polyocr's own API; a region is cut out here (the API takes whole pages) and its boxes moved back."""
         image, kind, origin = page.image, task.kind, (0.0, 0.0)
         if task.kind == TaskKind.REGION and task.region is not None:
-            box = tuple(round(v) for v in task.region)
-            image, kind, origin = page.image.crop(box), TaskKind.TEXT, (float(box[0]), float(box[1]))
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            image, kind, origin = page.image.crop((x1, y1, x2, y2)), TaskKind.TEXT, (float(x1), float(y1))
         data = {"task": kind.value, "language": "+".join(task.languages), "format": "json"}
         if self.model:
             data["engine"] = self.model
-        response = self._request("POST", "/v1/ocr", files={"file": ("page.png", _png(image), "image/png")},
-                                 data=data, timeout=self._timeout(task))
+        response = self._request(
+            "POST",
+            "/v1/ocr",
+            files={"file": ("page.png", _png(image), "image/png")},
+            data=data,
+            timeout=self._timeout(task),
+        )
         if response.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/ocr answered HTTP {response.status_code}: "
-                                         f"{_message(response)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/ocr answered HTTP {response.status_code}: {_message(response)}"
+            )
         doc = DocumentResult.model_validate_json(response.content)
         if not doc.pages:
             raise EngineError(self.name, f"{self.url} returned no page: {'; '.join(doc.errors)}")
         result = doc.pages[0]
         if result.status == PageStatus.FAILED:
-            raise EngineError(self.name, f"the polyocr server at {self.url} failed on the page: "
-                                         f"{'; '.join(result.errors)}")
+            raise EngineError(
+                self.name, f"the polyocr server at {self.url} failed on the page: {'; '.join(result.errors)}"
+            )
         dx, dy = origin
-        blocks = [b.model_copy(update={"bbox": (b.bbox[0] + dx, b.bbox[1] + dy, b.bbox[2] + dx, b.bbox[3] + dy)})
-                  if b.bbox else b for b in result.blocks]
-        return result.model_copy(update={"page": page.number, "source": page.source, "attempts": [],
-                                         "width": page.image.width, "height": page.image.height,
-                                         "blocks": blocks})
+        blocks = [
+            b.model_copy(update={"bbox": (b.bbox[0] + dx, b.bbox[1] + dy, b.bbox[2] + dx, b.bbox[3] + dy)})
+            if b.bbox
+            else b
+            for b in result.blocks
+        ]
+        return result.model_copy(
+            update={
+                "page": page.number,
+                "source": page.source,
+                "attempts": [],
+                "width": page.image.width,
+                "height": page.image.height,
+                "blocks": blocks,
+            }
+        )
 
     def _chat_page(self, page: Page, task: Task) -> PageResult:
         image = page.image
         region = task.region if task.kind == TaskKind.REGION else None
         if region is not None and self.family != "dots":
-            image = image.crop(tuple(round(v) for v in region))
+            x1, y1, x2, y2 = (round(v) for v in region)
+            image = image.crop((x1, y1, x2, y2))
         sent = self._fit(image)
         prompt = self._prompt(task, region, sent.size, image.size)
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(_png(sent))}},
-                {"type": "text", "text": prompt},
-            ]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(_png(sent))}},
+                        {"type": "text", "text": prompt},
+                    ],
+                }
+            ],
             "max_tokens": task.max_new_tokens,
             "temperature": float(self.generation.get("temperature", 0.0)),
             "top_p": float(self.generation.get("top_p", 1.0)),
@@ -248,8 +277,9 @@ class OpenAIServerEngine(Engine):
         start = time.perf_counter()
         response = self._request("POST", "/v1/chat/completions", json=body, timeout=self._timeout(task))
         if response.status_code != 200:
-            raise EngineError(self.name, f"{self.url}/v1/chat/completions answered HTTP {response.status_code}: "
-                                         f"{_message(response)}")
+            raise EngineError(
+                self.name, f"{self.url}/v1/chat/completions answered HTTP {response.status_code}: {_message(response)}"
+            )
         answer = _json(response)
         try:
             choice = answer["choices"][0]
@@ -257,12 +287,19 @@ class OpenAIServerEngine(Engine):
         except (KeyError, IndexError, TypeError):
             raise EngineError(self.name, f"{self.url} answered without choices[0].message.content") from None
         usage = answer.get("usage") or {}
-        generation = Generation(stop_reason=_FINISH.get(choice.get("finish_reason") or "", "error"),
-                                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                generated_tokens=int(usage.get("completion_tokens") or 0),
-                                seconds=time.perf_counter() - start)
-        result = PageResult(page=page.number, source=page.source, width=page.image.width,
-                            height=page.image.height, generation=generation)
+        generation = Generation(
+            stop_reason=_FINISH.get(choice.get("finish_reason") or "", "error"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            generated_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=time.perf_counter() - start,
+        )
+        result = PageResult(
+            page=page.number,
+            source=page.source,
+            width=page.image.width,
+            height=page.image.height,
+            generation=generation,
+        )
         self._read_answer(result, content, task, sent.size, page.image.size, region)
         return result
 
@@ -271,8 +308,9 @@ class OpenAIServerEngine(Engine):
         if self.family != "dots":
             if self.max_pixels and image.width * image.height > self.max_pixels:
                 scale = (self.max_pixels / (image.width * image.height)) ** 0.5
-                return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
-                                    Image.Resampling.BICUBIC)
+                return image.resize(
+                    (max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BICUBIC
+                )
             return image
         from polyocr.engines.dots.processor import MAX_PIXELS, smart_resize
 
@@ -284,8 +322,13 @@ class OpenAIServerEngine(Engine):
             return image
         return image.resize((width, height), Image.Resampling.BICUBIC)
 
-    def _prompt(self, task: Task, region: tuple[float, float, float, float] | None,
-                sent: tuple[int, int], original: tuple[int, int]) -> str:
+    def _prompt(
+        self,
+        task: Task,
+        region: tuple[float, float, float, float] | None,
+        sent: tuple[int, int],
+        original: tuple[int, int],
+    ) -> str:
         if self.family != "dots":
             return _GENERIC_PROMPTS[task.kind]
         from polyocr.engines.dots.prompts import TASK_MODES, prompt_text
@@ -296,8 +339,15 @@ class OpenAIServerEngine(Engine):
             box = [round(region[0] * sx), round(region[1] * sy), round(region[2] * sx), round(region[3] * sy)]
         return DOTS_IMAGE_MARKER + prompt_text(TASK_MODES[task.kind], box)
 
-    def _read_answer(self, result: PageResult, content: str, task: Task, sent: tuple[int, int],
-                     original: tuple[int, int], region: tuple[float, float, float, float] | None) -> None:
+    def _read_answer(
+        self,
+        result: PageResult,
+        content: str,
+        task: Task,
+        sent: tuple[int, int],
+        original: tuple[int, int],
+        region: tuple[float, float, float, float] | None,
+    ) -> None:
         if self.family == "dots" and task.kind in (TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY):
             from polyocr.engines.dots.layout import page_text, parse_layout, to_blocks
 

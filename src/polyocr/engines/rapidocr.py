@@ -20,20 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from polyocr.engines.base import (
-    HAN,
-    KANA,
-    LATIN,
-    Availability,
-    Engine,
-    EnginePlan,
-    Task,
-    TaskKind,
-)
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, PageResult
-from polyocr.router.scripts import scripts_for
+from polyocr.scripts import HAN, KANA, LATIN, scripts_for
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -75,15 +67,15 @@ def _installation() -> Availability:
 class RapidOCREngine(Engine):
     name: ClassVar[str] = "rapidocr"
     description: ClassVar[str] = "RapidOCR (PP-OCRv6 on onnxruntime, bundled models): CPU, offline, text lines"
-    kind: ClassVar[str] = "classical"
+    kind: ClassVar[EngineKind] = EngineKind.CLASSICAL
     scripts: ClassVar[frozenset[str]] = frozenset({LATIN, HAN, KANA})
     tasks: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT, TaskKind.LAYOUT, TaskKind.REGION})
     notes: ClassVar[str] = (
-        "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian "
-        "(a Russian-only task is refused)"
+        "reads Latin, Chinese and Japanese but NOT Cyrillic: never use it for Russian (a Russian-only task is refused)"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._ocr: Any = None
         self._lock = threading.Lock()
 
@@ -97,8 +89,9 @@ class RapidOCREngine(Engine):
         try:
             from rapidocr import RapidOCR
         except ImportError as exc:
-            raise EngineUnavailable(self.name, f"rapidocr does not import: {exc}",
-                                    "pip install 'polyocr[classic]'") from exc
+            raise EngineUnavailable(
+                self.name, f"rapidocr does not import: {exc}", "pip install 'polyocr[classic]'"
+            ) from exc
         folder = models_dir()
         assert folder is not None
         params: dict[str, Any] = {"Global.log_level": "error"}
@@ -129,7 +122,8 @@ class RapidOCREngine(Engine):
         dx = dy = 0.0
         if task.kind == TaskKind.REGION and task.region is not None:
             dx, dy = task.region[0], task.region[1]
-            image = image.crop(tuple(round(v) for v in task.region))
+            x1, y1, x2, y2 = (round(v) for v in task.region)
+            image = image.crop((x1, y1, x2, y2))
         output = self._ocr(image)
         lines = []
         if output.txts:
@@ -141,8 +135,14 @@ class RapidOCREngine(Engine):
         blocks = [paragraph.block() for paragraph in reading_order(paragraphs(lines))]
         width, height = page.image.size
         return PageResult(
-            page=page.number, source=page.source, width=width, height=height, engine=self.name,
-            language="+".join(task.languages), blocks=blocks, text=blocks_to_text(blocks),
+            page=page.number,
+            source=page.source,
+            width=width,
+            height=height,
+            engine=self.name,
+            language="+".join(task.languages),
+            blocks=blocks,
+            text=blocks_to_text(blocks),
         )
 
 
@@ -167,14 +167,15 @@ class Paragraph:
 
     def block(self) -> Block:
         return Block(
-            bbox=self.bbox, category="Text", text="\n".join(line.text for line in self.lines),
+            bbox=self.bbox,
+            category="Text",
+            text="\n".join(line.text for line in self.lines),
             confidence=statistics.fmean(line.score for line in self.lines),
         )
 
 
 def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-            max(b[3] for b in boxes))
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:

@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from polyocr.documents.deskew import Box, box_mapper, skew_angle, straighten
-from polyocr.engines.base import (
-    ANY_SCRIPT,
-    Availability,
-    Engine,
-    EnginePlan,
-    Task,
-    TaskKind,
-)
+from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, PageResult
 from polyocr.runtime.probe import tessdata_dirs
+from polyocr.scripts import ANY_SCRIPT
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -37,18 +32,50 @@ DESKEW_MIN_DEGREES = 1.0  # Tesseract reads pages skewed by less as they are (be
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
 _TESSERACT_CODES = {
-    "en": "eng", "ru": "rus", "uk": "ukr", "be": "bel", "bg": "bul", "sr": "srp", "de": "deu",
-    "fr": "fra", "it": "ita", "es": "spa", "pt": "por", "nl": "nld", "pl": "pol", "cs": "ces",
-    "sv": "swe", "fi": "fin", "da": "dan", "no": "nor", "tr": "tur", "el": "ell", "ja": "jpn",
-    "ko": "kor", "zh": "chi_sim", "zho": "chi_sim", "ar": "ara", "he": "heb", "hi": "hin",
+    "en": "eng",
+    "ru": "rus",
+    "uk": "ukr",
+    "be": "bel",
+    "bg": "bul",
+    "sr": "srp",
+    "de": "deu",
+    "fr": "fra",
+    "it": "ita",
+    "es": "spa",
+    "pt": "por",
+    "nl": "nld",
+    "pl": "pol",
+    "cs": "ces",
+    "sv": "swe",
+    "fi": "fin",
+    "da": "dan",
+    "no": "nor",
+    "tr": "tur",
+    "el": "ell",
+    "ja": "jpn",
+    "ko": "kor",
+    "zh": "chi_sim",
+    "zho": "chi_sim",
+    "ar": "ara",
+    "he": "heb",
+    "hi": "hin",
     "kn": "kan",
 }
 
 # Tesseract's layout-analysis block types (tesserocr.PT) as result categories; rules and noise
 # carry nothing a reader wants and are dropped.
 _CATEGORIES = {
-    1: "Text", 2: "Section-header", 3: "Text", 4: "Formula", 5: "Formula", 6: "Table", 7: "Text",
-    8: "Caption", 9: "Picture", 10: "Picture", 11: "Picture",
+    1: "Text",
+    2: "Section-header",
+    3: "Text",
+    4: "Formula",
+    5: "Formula",
+    6: "Table",
+    7: "Text",
+    8: "Caption",
+    9: "Picture",
+    10: "Picture",
+    11: "Picture",
 }
 
 
@@ -89,11 +116,12 @@ def _apt_fix(missing: Sequence[str]) -> str:
 class TesseractEngine(Engine):
     name: ClassVar[str] = "tesseract"
     description: ClassVar[str] = "Tesseract 5 (tesserocr): CPU, offline, layout-analysis blocks"
-    kind: ClassVar[str] = "classical"
+    kind: ClassVar[EngineKind] = EngineKind.CLASSICAL
     scripts: ClassVar[frozenset[str]] = ANY_SCRIPT
     notes: ClassVar[str] = "reads the languages whose traineddata is installed (default eng+rus)"
 
-    def __init__(self) -> None:
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self._api: Any = None
         self._api_languages: str | None = None
         self._tessdata: Path | None = None
@@ -129,8 +157,9 @@ class TesseractEngine(Engine):
         try:
             import tesserocr  # noqa: F401
         except ImportError as exc:
-            raise EngineUnavailable(self.name, f"tesserocr does not import: {exc}",
-                                    "pip install 'polyocr[classic]'") from exc
+            raise EngineUnavailable(
+                self.name, f"tesserocr does not import: {exc}", "pip install 'polyocr[classic]'"
+            ) from exc
         self._tessdata = find_tessdata()
         if self._tessdata is None:
             raise EngineUnavailable(self.name, "no tessdata directory found", _apt_fix(DEFAULT_LANGUAGES))
@@ -169,8 +198,7 @@ class TesseractEngine(Engine):
         from tesserocr import OEM, PSM, PyTessBaseAPI
 
         if self._api is None:
-            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO,
-                                      oem=OEM.LSTM_ONLY)
+            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO, oem=OEM.LSTM_ONLY)
         elif self._api_languages != languages:
             self._api.Init(path=f"{self._tessdata}/", lang=languages, oem=OEM.LSTM_ONLY)
             self._api.SetPageSegMode(PSM.AUTO)
@@ -192,8 +220,14 @@ class TesseractEngine(Engine):
             blocks = [_mapped(block, to_page) for block in blocks]
         width, height = page.image.size
         return PageResult(
-            page=page.number, source=page.source, width=width, height=height, engine=self.name,
-            language=languages, blocks=blocks, text=blocks_to_text(blocks),
+            page=page.number,
+            source=page.source,
+            width=width,
+            height=height,
+            engine=self.name,
+            language=languages,
+            blocks=blocks,
+            text=blocks_to_text(blocks),
         )
 
     def _blocks(self, api: Any, page: Page, task: Task) -> list[Block]:
@@ -225,10 +259,12 @@ class TesseractEngine(Engine):
 
 
 def _mapped(block: Block, box: Callable[[Box], Box]) -> Block:
-    return block.model_copy(update={
-        "bbox": box(block.bbox) if block.bbox is not None else None,
-        "children": [_mapped(child, box) for child in block.children],
-    })
+    return block.model_copy(
+        update={
+            "bbox": box(block.bbox) if block.bbox is not None else None,
+            "children": [_mapped(child, box) for child in block.children],
+        }
+    )
 
 
 def _lines(iterator: Any) -> list[Block]:
@@ -260,15 +296,20 @@ def _unit(iterator: Any, level: int, category: str) -> Block | None:
     if box is None or not text:
         return None
     confidence = max(0.0, min(1.0, iterator.Confidence(level) / 100.0))
-    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Block(bbox=(x1, y1, x2, y2), category=category, text=text, confidence=confidence)
 
 
 def _attach_lines(blocks: list[Block], lines: list[Block]) -> None:
     """Give each block the lines whose centre lies inside it (Tesseract's blocks do not overlap)."""
     for line in lines:
+        if line.bbox is None:
+            continue
         x1, y1, x2, y2 = line.bbox
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         for block in blocks:
+            if block.bbox is None:
+                continue
             bx1, by1, bx2, by2 = block.bbox
             if bx1 <= cx <= bx2 and by1 <= cy <= by2 and block.category != "Picture":
                 block.children.append(line)
@@ -287,4 +328,5 @@ def _block(item: Any, level: int, with_text: bool) -> Block | None:
         if not text:
             return None
         confidence = max(0.0, min(1.0, item.Confidence(level) / 100.0))
-    return Block(bbox=tuple(float(v) for v in box), category=category, text=text, confidence=confidence)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Block(bbox=(x1, y1, x2, y2), category=category, text=text, confidence=confidence)

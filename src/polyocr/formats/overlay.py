@@ -7,10 +7,17 @@ from PIL import Image, ImageDraw, ImageFont
 from polyocr.results import PageResult
 
 _COLOURS = {
-    "Title": (214, 39, 40), "Section-header": (255, 127, 14), "Text": (31, 119, 180),
-    "List-item": (44, 160, 44), "Table": (148, 103, 189), "Formula": (140, 86, 75),
-    "Picture": (227, 119, 194), "Caption": (127, 127, 127), "Footnote": (188, 189, 34),
-    "Page-header": (23, 190, 207), "Page-footer": (23, 190, 207),
+    "Title": (214, 39, 40),
+    "Section-header": (255, 127, 14),
+    "Text": (31, 119, 180),
+    "List-item": (44, 160, 44),
+    "Table": (148, 103, 189),
+    "Formula": (140, 86, 75),
+    "Picture": (227, 119, 194),
+    "Caption": (127, 127, 127),
+    "Footnote": (188, 189, 34),
+    "Page-header": (23, 190, 207),
+    "Page-footer": (23, 190, 207),
 }
 _DEFAULT = (31, 119, 180)
 
@@ -28,6 +35,10 @@ def draw_overlay(image: Image.Image, result: PageResult) -> Image.Image:
         colour = _COLOURS.get(block.category, _DEFAULT)
         x1, y1, x2, y2 = block.bbox
         draw.rectangle((x1, y1, x2, y2), outline=(*colour, 255), fill=(*colour, 40), width=width)
-        draw.text((x1 + width, max(0, y1 - font.size - width)), f"{index} {block.category}",
-                  fill=(*colour, 255), font=font)
+        draw.text(
+            (x1 + width, max(0, y1 - getattr(font, "size", 10) - width)),
+            f"{index} {block.category}",
+            fill=(*colour, 255),
+            font=font,
+        )
     return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")

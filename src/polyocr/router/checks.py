@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from polyocr.documents import Page
-from polyocr.engines.base import Task, TaskKind
 from polyocr.results import PageResult, PageStatus
-from polyocr.router.scripts import script_counts, scripts_for
+from polyocr.scripts import script_counts, scripts_for
+from polyocr.types import Task, TaskKind
 
 # Below this many glyph-like marks a page counts as blank: empty output is then the right answer.
 BLANK_PAGE_GLYPHS = 30
@@ -74,8 +74,9 @@ def estimate_glyphs(image: Image.Image, max_side: int = 1600) -> int:
     gray = image.convert("L")
     scale = max_side / max(gray.size)
     if scale < 1:
-        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                           Image.Resampling.BOX)
+        gray = gray.resize(
+            (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.Resampling.BOX
+        )
     pixels = np.asarray(gray)
     dark = pixels < _otsu(pixels)
     if dark.mean() > 0.5:  # light text on a dark page
@@ -165,7 +166,7 @@ def repeated_tail(result: PageResult, ctx: PageContext) -> str | None:
     for unit in range(1, min(TAIL_MAX_UNIT, len(words) // TAIL_MIN_REPEATS) + 1):
         tail = words[-unit:]
         repeats = 1
-        while (repeats + 1) * unit <= len(words) and words[-(repeats + 1) * unit:-repeats * unit] == tail:
+        while (repeats + 1) * unit <= len(words) and words[-(repeats + 1) * unit : -repeats * unit] == tail:
             repeats += 1
         if repeats >= TAIL_MIN_REPEATS and repeats * unit >= TAIL_MIN_WORDS:
             return f"the output ends with {unit} word(s) repeated {repeats} times: {' '.join(tail)[:60]!r}"
@@ -176,12 +177,12 @@ def repeated_ngrams(result: PageResult, ctx: PageContext) -> str | None:
     words = _tokens(result.text)
     if len(words) < NGRAM_MIN_WORDS:
         return None
-    grams = [tuple(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
+    grams = [tuple(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
     counts = Counter(grams)
     covered = np.zeros(len(words), dtype=bool)
     for i, gram in enumerate(grams):
         if counts[gram] >= NGRAM_MIN_COUNT:
-            covered[i:i + NGRAM] = True
+            covered[i : i + NGRAM] = True
     share = covered.mean()
     if share >= NGRAM_SHARE:
         gram, count = counts.most_common(1)[0]
@@ -192,6 +193,7 @@ def repeated_ngrams(result: PageResult, ctx: PageContext) -> str | None:
 
 def repeated_blocks(result: PageResult, ctx: PageContext) -> str | None:
     blocks = [b for b in result.blocks if b.category not in ("Word", "Line")]
+    keys: list[tuple[str, object]]
     if _expects_text(ctx.task):
         keys = [(b.category, " ".join(b.text.split())) for b in blocks if len(b.text.strip()) >= 4]
     else:
@@ -246,8 +248,10 @@ def wrong_script(result: PageResult, ctx: PageContext) -> str | None:
     if share >= SCRIPT_MIN_SHARE:
         return None
     found = ", ".join(f"{script} {n / letters:.0%}" for script, n in counts.most_common(3))
-    return (f"only {share:.0%} of the letters are {'/'.join(sorted(expected))} as "
-            f"{'+'.join(ctx.task.languages)} needs (found {found})")
+    return (
+        f"only {share:.0%} of the letters are {'/'.join(sorted(expected))} as "
+        f"{'+'.join(ctx.task.languages)} needs (found {found})"
+    )
 
 
 def too_little_text(result: PageResult, ctx: PageContext) -> str | None:

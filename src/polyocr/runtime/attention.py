@@ -8,16 +8,11 @@ override that cannot run is refused here, before any model loads, with the reaso
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from polyocr.errors import ConfigError
 from polyocr.runtime.probe import GPU, Profile, run_deferred
-
-if TYPE_CHECKING:
-    from polyocr.engines.base import EnginePlan
-
-ATTENTIONS = ("flash_attention_2", "sdpa", "varlen", "flex", "eager")
-DTYPES = ("bfloat16", "float16", "float32")
+from polyocr.types import ATTENTIONS, DTYPES, EnginePlan
 
 _ATTENTION_ALIASES = {
     "fa2": "flash_attention_2",
@@ -72,8 +67,6 @@ class Decision:
 
     def to_plan(self, **fields: Any) -> EnginePlan:
         """An EnginePlan with this decision's settings and reasons, plus the engine's own fields."""
-        from polyocr.engines.base import EnginePlan
-
         reasons = {**self.reasons, **fields.pop("reasons", {})}
         return EnginePlan(device=self.device, dtype=self.dtype, attention=self.attention, reasons=reasons, **fields)
 
@@ -139,7 +132,7 @@ def _choose_device(engine: str, profile: Profile, device: str | None) -> tuple[s
     if not gpu_build:
         version = torch.version if torch else "(not installed)"
         raise ConfigError(engine, setting, f"torch {version} is a CPU-only build", TORCH_CUDA_FIX)
-    if torch.error:
+    if torch is not None and torch.error:
         raise ConfigError(engine, setting, torch.error, cuda_fix(profile))
     if not profile.gpus:
         raise ConfigError(

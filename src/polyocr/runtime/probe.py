@@ -29,7 +29,7 @@ import sys
 import time
 import warnings
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -317,61 +317,77 @@ def _relative_error(out: Any, ref: Any) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
-def _attention_checks(torch: Any, device: str, dtype_name: str, paths: Iterable[str]) -> dict[str, AttentionCheck]:
-    """Run these attention paths on a tiny input and compare each with a float64 reference.
+@dataclass
+class _AttentionInputs:
+    """A tiny attention problem with its float64 answers: dense (1, 2, 96, 64), and the same tokens
+    packed as two sequences of 64 and 32 for the variable-length paths."""
 
-    Dense paths take (1, 2, 96, 64); variable-length paths take the same tokens packed as two
-    sequences of 64 and 32, compared with each sequence's own reference.
-    """
+    q: Any
+    k: Any
+    v: Any
+    ref: Any
+    packed: list[Any]
+    cu: Any
+    ref_packed: Any
+    longest: int
+
+    @classmethod
+    def make(cls, torch: Any, device: str, dtype: Any) -> _AttentionInputs:
+        generator = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 2, 96, 64, generator=generator).to(device, dtype) for _ in range(3))
+        lengths = (64, 32)
+        spans = ((0, lengths[0]), (lengths[0], sum(lengths)))
+        ref_packed = torch.cat(
+            [_reference(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :])[0].transpose(0, 1) for a, b in spans]
+        )
+        return cls(
+            q=q,
+            k=k,
+            v=v,
+            ref=_reference(q, k, v),
+            packed=[t[0].transpose(0, 1).contiguous() for t in (q, k, v)],  # (tokens, heads, head_dim)
+            cu=torch.tensor([0, 64, 96], dtype=torch.int32, device=device),
+            ref_packed=ref_packed,
+            longest=max(lengths),
+        )
+
+
+def _attention_runners(x: _AttentionInputs, dtype: Any) -> dict[str, Callable[[], tuple[Any, Any]]]:
+    """Each attention path as a call returning (its output, the reference it must match)."""
     import torch.nn.functional as F
 
-    dtype = getattr(torch, dtype_name)
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 96, 64, generator=generator).to(device, dtype) for _ in range(3))
-    ref = _reference(q, k, v)
-    lengths = (64, 32)
-    cu = torch.tensor([0, 64, 96], dtype=torch.int32, device=device)
-    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]  # (tokens, heads, head_dim)
-    ref_packed = torch.cat(
-        [
-            _reference(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :])[0].transpose(0, 1)
-            for a, b in ((0, lengths[0]), (lengths[0], sum(lengths)))
-        ]
-    )
-    on_cuda = device.startswith("cuda")
-
-    def sdpa(backend_name: str) -> Any:
+    def sdpa(backend_name: str) -> tuple[Any, Any]:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         with sdpa_kernel(getattr(SDPBackend, backend_name)):
-            return F.scaled_dot_product_attention(q, k, v), ref
+            return F.scaled_dot_product_attention(x.q, x.k, x.v), x.ref
 
-    def flash_attn_func() -> Any:
+    def flash_attn_func() -> tuple[Any, Any]:
         from flash_attn import flash_attn_func as fn
 
-        out = fn(*(t.transpose(1, 2) for t in (q, k, v)))
-        return out.transpose(1, 2), ref
+        out = fn(*(t.transpose(1, 2) for t in (x.q, x.k, x.v)))
+        return out.transpose(1, 2), x.ref
 
-    def flash_attn_varlen_func() -> Any:
+    def flash_attn_varlen_func() -> tuple[Any, Any]:
         from flash_attn import flash_attn_varlen_func as fn
 
-        return fn(*packed, cu, cu, max(lengths), max(lengths)), ref_packed
+        return fn(*x.packed, x.cu, x.cu, x.longest, x.longest), x.ref_packed
 
-    def varlen_attn() -> Any:
+    def varlen_attn() -> tuple[Any, Any]:
         from torch.nn.attention.varlen import varlen_attn as fn
 
-        return fn(*packed, cu, cu, max(lengths), max(lengths)), ref_packed
+        return fn(*x.packed, x.cu, x.cu, x.longest, x.longest), x.ref_packed
 
-    def flex_attention() -> Any:
+    def flex_attention() -> tuple[Any, Any]:
         from torch.nn.attention.flex_attention import flex_attention as fn
 
-        return fn(q, k, v), ref
+        return fn(x.q, x.k, x.v), x.ref
 
-    def eager() -> Any:
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        return scores.float().softmax(-1).to(dtype) @ v, ref
+    def eager() -> tuple[Any, Any]:
+        scores = (x.q @ x.k.transpose(-1, -2)) / math.sqrt(x.q.shape[-1])
+        return scores.float().softmax(-1).to(dtype) @ x.v, x.ref
 
-    runners: dict[str, Any] = {
+    return {
         "flash_attn_func": flash_attn_func,
         "flash_attn_varlen_func": flash_attn_varlen_func,
         "sdpa_flash": lambda: sdpa("FLASH_ATTENTION"),
@@ -382,36 +398,47 @@ def _attention_checks(torch: Any, device: str, dtype_name: str, paths: Iterable[
         "flex_attention": flex_attention,
         "eager": eager,
     }
+
+
+def _run_attention_check(
+    torch: Any, device: str, dtype_name: str, runner: Callable[[], tuple[Any, Any]]
+) -> AttentionCheck:
+    """One path run and compared with its reference; a failure keeps its first line and the
+    kernel-selection warnings that explain it."""
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out, expected = runner()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            error = _relative_error(out, expected)
+        except Exception as exc:
+            reasons = [str(w.message).strip().splitlines()[0] for w in caught if "kernel" in str(w.message)]
+            text = _first_line(exc) + "".join(f"; {r}" for r in reasons[:3])
+            seconds = round(time.perf_counter() - start, 3)
+            return AttentionCheck(ran=False, error=text, dtype=dtype_name, seconds=seconds)
+    ok = math.isfinite(error) and error <= _TOLERANCE[dtype_name]
+    wrong = None if ok else f"wrong result: relative error {error:.3g} > {_TOLERANCE[dtype_name]:g}"
+    seconds = round(time.perf_counter() - start, 3)
+    return AttentionCheck(ran=ok, rel_error=error, error=wrong, dtype=dtype_name, seconds=seconds)
+
+
+def _attention_checks(torch: Any, device: str, dtype_name: str, paths: Iterable[str]) -> dict[str, AttentionCheck]:
+    """Run these attention paths on a tiny input and compare each with a float64 reference."""
+    dtype = getattr(torch, dtype_name)
+    runners = _attention_runners(_AttentionInputs.make(torch, device, dtype), dtype)
     skipped: dict[str, str] = {}
     if _version("flash_attn") is None:
         skipped["flash_attn_func"] = skipped["flash_attn_varlen_func"] = "flash-attn is not installed"
-    elif not on_cuda:
+    elif not device.startswith("cuda"):
         skipped["flash_attn_func"] = skipped["flash_attn_varlen_func"] = "flash-attn runs on CUDA GPUs only"
-
     checks: dict[str, AttentionCheck] = {}
     for name in paths:
-        runner = runners[name]
         if name in skipped:
             checks[name] = AttentionCheck(ran=False, error=skipped[name], dtype=dtype_name)
-            continue
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                out, expected = runner()
-                if on_cuda:
-                    torch.cuda.synchronize(device)
-                error = _relative_error(out, expected)
-            except Exception as exc:
-                reasons = [str(w.message).strip().splitlines()[0] for w in caught if "kernel" in str(w.message)]
-                text = _first_line(exc) + "".join(f"; {r}" for r in reasons[:3])
-                seconds = round(time.perf_counter() - start, 3)
-                checks[name] = AttentionCheck(ran=False, error=text, dtype=dtype_name, seconds=seconds)
-                continue
-        ok = math.isfinite(error) and error <= _TOLERANCE[dtype_name]
-        wrong = None if ok else f"wrong result: relative error {error:.3g} > {_TOLERANCE[dtype_name]:g}"
-        seconds = round(time.perf_counter() - start, 3)
-        checks[name] = AttentionCheck(ran=ok, rel_error=error, error=wrong, dtype=dtype_name, seconds=seconds)
+        else:
+            checks[name] = _run_attention_check(torch, device, dtype_name, runners[name])
     return checks
 
 
@@ -504,7 +531,8 @@ def probe(*, kernels: bool | None = None) -> Profile:
         try:
             step(profile)
         except Exception as exc:  # a probe bug must not take polyocr down; report it instead
-            profile.errors.append(f"{getattr(step, 'func', step).__name__}: {_first_line(exc)}")
+            name = getattr(getattr(step, "func", step), "__name__", repr(step))
+            profile.errors.append(f"{name}: {_first_line(exc)}")
     profile.probe_seconds = round(time.perf_counter() - start, 3)
     return profile
 

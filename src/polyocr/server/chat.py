@@ -20,14 +20,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from polyocr.engines.base import TaskKind
 from polyocr.engines.dots.prompts import PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER
+from polyocr.errors import ChatRequestError
 from polyocr.results import DocumentResult, PageStatus
-
-
-class ChatRequestError(ValueError):
-    """A chat request polyocr cannot answer; the message says what to send instead."""
+from polyocr.types import TaskKind
 
 
 @dataclass(frozen=True)
@@ -42,8 +39,9 @@ class ChatAsk:
     prompt: str
 
 
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,",
-                       re.IGNORECASE)
+_DATA_URL = re.compile(
+    r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.IGNORECASE
+)
 _BOX = re.compile(r"\[\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*\]")
 
 
@@ -52,12 +50,13 @@ def decode_data_url(url: str) -> bytes:
     match = _DATA_URL.match(url)
     if match is None:
         scheme = url.split(":", 1)[0] if ":" in url else "a bare string"
-        raise ChatRequestError(f"image_url must be a data: URL with base64 content; got {scheme!r} "
-                               "(this server does not fetch URLs)")
+        raise ChatRequestError(
+            f"image_url must be a data: URL with base64 content; got {scheme!r} (this server does not fetch URLs)"
+        )
     if not match.group("b64"):
         raise ChatRequestError("image_url data: URL must be base64-encoded (data:image/png;base64,...)")
     try:
-        return base64.b64decode(url[match.end():], validate=True)
+        return base64.b64decode(url[match.end() :], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ChatRequestError(f"image_url data: URL is not valid base64: {exc}") from None
 
@@ -125,8 +124,10 @@ def answer_text(doc: DocumentResult, answer: str) -> str:
     if answer in ("layout", "layout_only"):
         elements = []
         for block in page.blocks:
-            element: dict[str, Any] = {"bbox": [round(v) for v in block.bbox] if block.bbox else None,
-                                       "category": block.category}
+            element: dict[str, Any] = {
+                "bbox": [round(v) for v in block.bbox] if block.bbox else None,
+                "category": block.category,
+            }
             if answer == "layout" and block.category != "Picture":
                 element["text"] = block.text
             elements.append(element)
@@ -148,14 +149,22 @@ def completion(doc: DocumentResult, ask: ChatAsk, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer_text(doc, ask.answer)},
-            "finish_reason": finish,
-            "logprobs": None,
-        }],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-        "polyocr": {"engine": page.engine, "status": page.status.value,
-                    "errors": page.errors if page.status != PageStatus.OK else []},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer_text(doc, ask.answer)},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "polyocr": {
+            "engine": page.engine,
+            "status": page.status.value,
+            "errors": page.errors if page.status != PageStatus.OK else [],
+        },
     }

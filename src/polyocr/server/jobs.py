@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -64,11 +65,18 @@ class Job:
         """The job as GET /v1/jobs/{id} reports it."""
         expires = (self.finished or self.created) + ttl
         return {
-            "id": self.id, "status": self.status.value, "filename": self.filename,
-            "pages_done": self.pages_done, "page_count": self.page_count,
+            "id": self.id,
+            "status": self.status.value,
+            "filename": self.filename,
+            "pages_done": self.pages_done,
+            "page_count": self.page_count,
             "progress": round(self.pages_done / self.page_count, 4) if self.page_count else 0.0,
-            "starts": self.starts, "error": self.error, "params": self.params,
-            "created": self.created, "finished": self.finished, "expires": expires,
+            "starts": self.starts,
+            "error": self.error,
+            "params": self.params,
+            "created": self.created,
+            "finished": self.finished,
+            "expires": expires,
         }
 
 
@@ -84,8 +92,9 @@ class JobStore:
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.directory / "jobs.sqlite3", check_same_thread=False,
-                                   isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(
+            self.directory / "jobs.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -103,11 +112,19 @@ class JobStore:
                 if row["starts"] >= self.max_starts:
                     self._db.execute(
                         "UPDATE jobs SET status = ?, error = ?, updated = ?, finished = ? WHERE id = ?",
-                        (JobStatus.FAILED, f"interrupted {row['starts']} time(s) by a server stop or crash; "
-                         "not started again", now, now, row["id"]))
+                        (
+                            JobStatus.FAILED,
+                            f"interrupted {row['starts']} time(s) by a server stop or crash; not started again",
+                            now,
+                            now,
+                            row["id"],
+                        ),
+                    )
                 else:
-                    self._db.execute("UPDATE jobs SET status = ?, pages_done = 0, updated = ? WHERE id = ?",
-                                     (JobStatus.QUEUED, now, row["id"]))
+                    self._db.execute(
+                        "UPDATE jobs SET status = ?, pages_done = 0, updated = ? WHERE id = ?",
+                        (JobStatus.QUEUED, now, row["id"]),
+                    )
         return touched
 
     def _row(self, job_id: str) -> Job | None:
@@ -125,6 +142,10 @@ class JobStore:
     def result_path(self, job_id: str) -> Path:
         return self.results / f"{job_id}.json"
 
+    def pages_path(self, job_id: str) -> Path:
+        """Where the web page's rendered page images of a job are cached (removed with the job)."""
+        return self.directory / "pages" / job_id
+
     def create(self, data: bytes, filename: str, params: dict[str, Any], page_count: int) -> Job:
         job_id = uuid.uuid4().hex
         _write_atomic(self.upload_path(job_id), data)
@@ -133,7 +154,8 @@ class JobStore:
             self._db.execute(
                 "INSERT INTO jobs (id, status, filename, params, page_count, created, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED, filename, json.dumps(params), page_count, now, now))
+                (job_id, JobStatus.QUEUED, filename, json.dumps(params), page_count, now, now),
+            )
             job = self._row(job_id)
         assert job is not None
         return job
@@ -149,37 +171,47 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """The oldest queued job, now marked running (and its start counted)."""
         with self._lock:
-            row = self._db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created LIMIT 1",
-                                   (JobStatus.QUEUED,)).fetchone()
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE status = ? ORDER BY created LIMIT 1", (JobStatus.QUEUED,)
+            ).fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE jobs SET status = ?, starts = starts + 1, pages_done = 0, updated = ? "
-                             "WHERE id = ?", (JobStatus.RUNNING, time.time(), row["id"]))
+            self._db.execute(
+                "UPDATE jobs SET status = ?, starts = starts + 1, pages_done = 0, updated = ? WHERE id = ?",
+                (JobStatus.RUNNING, time.time(), row["id"]),
+            )
             return self._row(row["id"])
 
     def progress(self, job_id: str, pages_done: int) -> None:
         with self._lock:
-            self._db.execute("UPDATE jobs SET pages_done = ?, updated = ? WHERE id = ?",
-                             (pages_done, time.time(), job_id))
+            self._db.execute(
+                "UPDATE jobs SET pages_done = ?, updated = ? WHERE id = ?", (pages_done, time.time(), job_id)
+            )
 
     def finish(self, job_id: str, result_json: str, pages_done: int) -> None:
         _write_atomic(self.result_path(job_id), result_json.encode("utf-8"))
         now = time.time()
         with self._lock:
-            self._db.execute("UPDATE jobs SET status = ?, pages_done = ?, updated = ?, finished = ? WHERE id = ?",
-                             (JobStatus.DONE, pages_done, now, now, job_id))
+            self._db.execute(
+                "UPDATE jobs SET status = ?, pages_done = ?, updated = ?, finished = ? WHERE id = ?",
+                (JobStatus.DONE, pages_done, now, now, job_id),
+            )
 
     def requeue(self, job_id: str) -> None:
         """Put back a job this process stopped on purpose (shutdown); that start does not count."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET status = ?, starts = MAX(starts - 1, 0), pages_done = 0, updated = ? "
-                             "WHERE id = ?", (JobStatus.QUEUED, time.time(), job_id))
+            self._db.execute(
+                "UPDATE jobs SET status = ?, starts = MAX(starts - 1, 0), pages_done = 0, updated = ? WHERE id = ?",
+                (JobStatus.QUEUED, time.time(), job_id),
+            )
 
     def fail(self, job_id: str, error: str) -> None:
         now = time.time()
         with self._lock:
-            self._db.execute("UPDATE jobs SET status = ?, error = ?, updated = ?, finished = ? WHERE id = ?",
-                             (JobStatus.FAILED, error, now, now, job_id))
+            self._db.execute(
+                "UPDATE jobs SET status = ?, error = ?, updated = ?, finished = ? WHERE id = ?",
+                (JobStatus.FAILED, error, now, now, job_id),
+            )
 
     def read_upload(self, job_id: str) -> bytes:
         return self.upload_path(job_id).read_bytes()
@@ -196,14 +228,17 @@ class JobStore:
         """Delete finished jobs (row and files) older than the TTL; returns their ids."""
         cutoff = (now if now is not None else time.time()) - self.ttl
         with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE status IN (?, ?) AND finished < ?",
-                                    (JobStatus.DONE, JobStatus.FAILED, cutoff)).fetchall()
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE status IN (?, ?) AND finished < ?",
+                (JobStatus.DONE, JobStatus.FAILED, cutoff),
+            ).fetchall()
             ids = [row["id"] for row in rows]
             for job_id in ids:
                 self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         for job_id in ids:
             self.upload_path(job_id).unlink(missing_ok=True)
             self.result_path(job_id).unlink(missing_ok=True)
+            shutil.rmtree(self.pages_path(job_id), ignore_errors=True)
         return ids
 
     def close(self) -> None:

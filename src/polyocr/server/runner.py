@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from polyocr.errors import InputError
+from polyocr.results import PageResult
 from polyocr.server.jobs import Job, JobStore
 from polyocr.server.service import OCRParams, OCRService
 
@@ -29,6 +31,11 @@ class JobRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="polyocr-jobs", daemon=True)
+        self._live: dict[str, list[dict[str, Any]]] = {}  # the running job's finished pages, for the web page
+
+    def live_pages(self, job_id: str) -> list[dict[str, Any]]:
+        """What each page of a running job finished with so far (page, status, engine, attempts)."""
+        return list(self._live.get(job_id, ()))
 
     def start(self) -> None:
         self._thread.start()
@@ -63,10 +70,13 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         done = 0
+        live: list[dict[str, Any]] = []
+        self._live[job.id] = live
 
-        def on_page(_page: object, _result: object) -> None:
+        def on_page(_page: object, result: PageResult) -> None:
             nonlocal done
             done += 1
+            live.append(result.model_dump(mode="json", include={"page", "status", "engine", "attempts", "errors"}))
             self.store.progress(job.id, done)
             if self._stopping.is_set():
                 raise _Stopping
@@ -84,4 +94,7 @@ class JobRunner:
             log.exception("job %s failed", job.id)
             self.store.fail(job.id, f"{type(exc).__name__}: {exc}")
             return
-        self.store.finish(job.id, doc.to_json(indent=None), len(doc.pages))
+        else:
+            self.store.finish(job.id, doc.to_json(indent=None), len(doc.pages))
+        finally:
+            self._live.pop(job.id, None)

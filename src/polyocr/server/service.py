@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 
 from PIL import Image, ImageDraw
 
+from polyocr.config import RouterConfig, ServerSettings
 from polyocr.documents import Page, Source
 from polyocr.documents.loader import image_source
-from polyocr.engines.base import Task, TaskKind, engine_class
+from polyocr.engines.base import engine_class
 from polyocr.errors import EngineUnavailable
 from polyocr.results import DocumentResult, Outcome
-from polyocr.router import Router, RouterConfig
-from polyocr.server.settings import ServerSettings
+from polyocr.router import Router
+from polyocr.types import EngineKind, Task, TaskKind
 
 T = TypeVar("T")
 ROUTERS_PER_WORKER = 4
@@ -42,13 +43,17 @@ class OCRParams:
     chain: tuple[str, ...]
     task: TaskKind = TaskKind.LAYOUT
     languages: tuple[str, ...] = ("eng", "rus")
+    dpi: float | None = None  # PDF rendering resolution; None: the server's --dpi
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chain": list(self.chain), "task": self.task.value, "languages": list(self.languages)}
+        data: dict[str, Any] = {"chain": list(self.chain), "task": self.task.value, "languages": list(self.languages)}
+        if self.dpi is not None:
+            data["dpi"] = self.dpi
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OCRParams:
-        return cls(tuple(data["chain"]), TaskKind(data["task"]), tuple(data["languages"]))
+        return cls(tuple(data["chain"]), TaskKind(data["task"]), tuple(data["languages"]), data.get("dpi"))
 
 
 class OCRService:
@@ -132,24 +137,42 @@ class OCRService:
         timeout = self.config.timeout if self.config.timeout is not None else self.settings.request_timeout
         return Task(kind=params.task, languages=params.languages, timeout=timeout)
 
-    def recognize(self, data: bytes, name: str, params: OCRParams, *,
-                  on_page: PageHook | None = None,
-                  transform: Callable[[Page], Page] | None = None) -> DocumentResult:
+    def recognize(
+        self,
+        data: bytes,
+        name: str,
+        params: OCRParams,
+        *,
+        on_page: PageHook | None = None,
+        transform: Callable[[Page], Page] | None = None,
+    ) -> DocumentResult:
         """OCR one upload in the calling worker thread; InputError if it cannot be opened."""
-        source = image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
-                              dpi=self.settings.dpi)
+        source = self.open(data, name, params.dpi)
         if transform is not None:
-            source = Source(path=source.path, kind=source.kind, page_count=source.page_count,
-                            _pages=_mapped(source.pages(), transform))
+            source = Source(
+                path=source.path,
+                kind=source.kind,
+                page_count=source.page_count,
+                _pages=_mapped(source.pages(), transform),
+            )
         doc = self._router(params.chain).run_source(source, on_page=on_page, task=self.task(params))
         if any(a.outcome in _FORGETTING for page in doc.pages for a in page.attempts):
             self._forget(params.chain)
         return doc
 
-    def page_count(self, data: bytes, name: str) -> int:
+    def open(self, data: bytes, name: str, dpi: float | None = None) -> Source:
+        """An upload opened under the server's limits (PDF pages rendered at `dpi` or the server's)."""
+        return image_source(
+            data,
+            name,
+            max_pixels=self.settings.max_pixels,
+            max_pages=self.settings.max_pages,
+            dpi=dpi if dpi is not None else self.settings.dpi,
+        )
+
+    def page_count(self, data: bytes, name: str, dpi: float | None = None) -> int:
         """Open an upload far enough to validate it and count its pages (InputError if unusable)."""
-        return image_source(data, name, max_pixels=self.settings.max_pixels, max_pages=self.settings.max_pages,
-                            dpi=self.settings.dpi).page_count
+        return self.open(data, name, dpi).page_count
 
     def start_warm_up(self, params: OCRParams, *, min_interval: float = 5.0) -> None:
         """Warm up in a worker unless one is under way or the last began under `min_interval` ago.
@@ -194,7 +217,7 @@ def _heavy(chain: tuple[str, ...]) -> frozenset[str]:
     heavy = set()
     for name in chain:
         try:
-            if engine_class(name).kind == "vlm":
+            if engine_class(name).kind == EngineKind.VLM:
                 heavy.add(name)
         except EngineUnavailable:
             continue

@@ -17,10 +17,22 @@ from transformers import PreTrainedConfig, Qwen2Config
 # vision tower's published values are DotsVisionConfig's defaults. Used to build the model at full
 # size without a checkpoint (benchmarks, `polyocr bench --speed`).
 PUBLISHED_TEXT: dict[str, Any] = {
-    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-    "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072, "rope_theta": 1000000,
-    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "image_token_id": 151665, "video_token_id": 151656,
-    "use_sliding_window": False, "sliding_window": 131072, "max_window_layers": 28, "attention_bias": True,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 131072,
+    "rope_theta": 1000000,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "image_token_id": 151665,
+    "video_token_id": 151656,
+    "use_sliding_window": False,
+    "sliding_window": 131072,
+    "max_window_layers": 28,
+    "attention_bias": True,
 }
 
 
@@ -49,9 +61,7 @@ class DotsVisionConfig(PreTrainedConfig):
         kwargs.pop("attn_implementation", None)
         super().__post_init__(**kwargs)
         if self.embed_dim % self.num_attention_heads:
-            raise ValueError(
-                f"vision embed_dim {self.embed_dim} is not divisible by {self.num_attention_heads} heads"
-            )
+            raise ValueError(f"vision embed_dim {self.embed_dim} is not divisible by {self.num_attention_heads} heads")
         if self.temporal_patch_size != 1:
             raise ValueError(f"dots.ocr images use temporal_patch_size 1, got {self.temporal_patch_size}")
 

@@ -21,13 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from polyocr.engines.base import ANY_SCRIPT, Availability, Engine, EnginePlan, Task, TaskKind
+from polyocr.engines import vlm
+from polyocr.engines.base import Engine
 from polyocr.engines.dots.layout import page_text, parse_layout, to_blocks
 from polyocr.engines.dots.prompts import TASK_MODES, PromptMode, prompt_text
+from polyocr.engines.vlm import split_generation
 from polyocr.errors import EngineError, EngineUnavailable, InputError
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
 from polyocr.runtime.memory import DTYPE_BYTES, ModelDims, kv_bytes_per_token
+from polyocr.scripts import ANY_SCRIPT
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -49,21 +53,26 @@ _REQUIRED = ("torch", "transformers", "safetensors", "tokenizers", "huggingface_
 # product that does not copy the KV cache per step (see model.py; it is what makes batches pay off).
 _DECODER_ATTENTION = {"flash_attention_2": "flash_attention_2", "flex": "flex_attention", "eager": "eager"}
 _VISION_ATTENTION = ("sdpa", "varlen", "flash_attention_2", "eager")
-_GENERATION_OPTIONS = ("temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size",
-                       "min_new_tokens", "cache_implementation")
 # plan.generation keys of polyocr's own decoder (decode.SlotDecoder), the default on CUDA for greedy
 # decoding: "decoder" ("slots" | "generate"), "decode_chunk" (steps between host syncs), "compile"
 # and "graphs" (the step under torch.compile / one CUDA graph), "overlap" (prefill the next pages on
 # a second stream while the others decode), "refill" ("continuous" | "static": a static batch waits
 # for its longest page).
-_SLOT_DEFAULTS: dict[str, Any] = {"decode_chunk": 16, "compile": True, "graphs": True, "overlap": False,
-                                  "refill": "continuous"}
+_SLOT_DEFAULTS: dict[str, Any] = {
+    "decode_chunk": 16,
+    "compile": True,
+    "graphs": True,
+    "overlap": False,
+    "refill": "continuous",
+}
 
 
 class DotsEngine(Engine):
     name = "dots"
     description = "dots.ocr (rednote-hilab, 3B VLM): layout, text, HTML tables and LaTeX formulas in one pass"
-    kind = "vlm"
+    kind = EngineKind.VLM
+    takes_model_path = True
+    repo_id = REPO_ID
     scripts = ANY_SCRIPT
     tasks = frozenset(TaskKind)
     notes: ClassVar[str] = (
@@ -71,11 +80,10 @@ class DotsEngine(Engine):
         "token limit (the page is then marked partial, with its complete elements kept)"
     )
 
-    def __init__(self, model_path: str | Path | None = None):
-        self.model_path = str(model_path) if model_path is not None else None
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
         self.model: DotsOCRForCausalLM | None = None
         self.processor: DotsProcessor | None = None
-        self.plan = EnginePlan()
         self._decoder: SlotDecoder | None = None
         self._decoder_key: tuple = ()
 
@@ -85,8 +93,7 @@ class DotsEngine(Engine):
             return Availability.no(f"needs {', '.join(missing)}", "pip install 'polyocr[vlm]'")
         if self.model_path is not None and Path(self.model_path).expanduser().is_dir():
             if not (Path(self.model_path).expanduser() / "config.json").is_file():
-                return Availability.no(f"{self.model_path} is not a dots.ocr checkpoint (no config.json)",
-                                       FETCH_FIX)
+                return Availability.no(f"{self.model_path} is not a dots.ocr checkpoint (no config.json)", FETCH_FIX)
             weights = self.model_path
         elif self.model_path is not None and self.model_path not in profile.hf_cache_models:
             return Availability.no(
@@ -160,7 +167,7 @@ class DotsEngine(Engine):
         step = max(1, self.plan.batch_size)
         results: list[PageResult] = []
         for start in range(0, len(pages), step):
-            results.extend(self._batch(pages[start:start + step], task, mode))
+            results.extend(self._batch(pages[start : start + step], task, mode))
         return results
 
     def _batch(self, pages: Sequence[Page], task: Task, mode: PromptMode) -> list[PageResult]:
@@ -176,15 +183,20 @@ class DotsEngine(Engine):
         with torch.inference_mode():
             settings = self._generation_kwargs(task, batch.input_ids.shape[1])
             output = self.model.generate(**inputs, **settings, logits_processor=[watch])
-        generated = output[:, batch.input_ids.shape[1]:].tolist()
+        generated = output[:, batch.input_ids.shape[1] :].tolist()
         nonfinite = watch.rows(len(pages))
         seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the batch's time
         results = []
         rows = zip(pages, images, generated, batch.prompt_lengths, nonfinite, strict=True)
         for page, image, tokens, prompt_length, bad_logits in rows:
             kept, stop, count = split_generation(tokens, self.processor.eos_token_ids, task.max_new_tokens)
-            generation = Generation(stop_reason=stop, prompt_tokens=prompt_length, generated_tokens=count,
-                                    seconds=round(seconds, 4), nonfinite_logits=bad_logits)
+            generation = Generation(
+                stop_reason=stop,
+                prompt_tokens=prompt_length,
+                generated_tokens=count,
+                seconds=round(seconds, 4),
+                nonfinite_logits=bad_logits,
+            )
             results.append(page_result(page, image, mode, task, self.processor.decode(kept), generation))
         return results
 
@@ -196,10 +208,12 @@ class DotsEngine(Engine):
         if choice not in ("slots", "generate"):
             raise EngineError(self.name, f"unknown decoder {choice!r} (slots or generate)")
         sampling = bool(options.get("do_sample")) or float(options.get("temperature") or 0.0) > 0.0
-        repetition = (float(options.get("repetition_penalty") or 1.0) != 1.0
-                      or int(options.get("no_repeat_ngram_size") or 0) > 0)
-        return choice == "slots" and not sampling and not repetition and options.get(
-            "cache_implementation") != "dynamic"
+        repetition = (
+            float(options.get("repetition_penalty") or 1.0) != 1.0 or int(options.get("no_repeat_ngram_size") or 0) > 0
+        )
+        return (
+            choice == "slots" and not sampling and not repetition and options.get("cache_implementation") != "dynamic"
+        )
 
     def _recognize_slots(self, pages: Sequence[Page], task: Task, mode: PromptMode) -> list[PageResult]:
         from polyocr.engines.dots.decode import cache_length_for
@@ -216,8 +230,13 @@ class DotsEngine(Engine):
         for index, (page, shape) in enumerate(zip(pages, shapes, strict=True)):
             done = finished[index]
             kept, stop, count = split_generation(done.tokens, self.processor.eos_token_ids, task.max_new_tokens)
-            generation = Generation(stop_reason=stop, prompt_tokens=done.prompt_tokens, generated_tokens=count,
-                                    seconds=round(seconds, 4), nonfinite_logits=done.nonfinite)
+            generation = Generation(
+                stop_reason=stop,
+                prompt_tokens=done.prompt_tokens,
+                generated_tokens=count,
+                seconds=round(seconds, 4),
+                nonfinite_logits=done.nonfinite,
+            )
             results.append(page_result(page, shape, mode, task, self.processor.decode(kept), generation))
         return results
 
@@ -240,9 +259,16 @@ class DotsEngine(Engine):
 
             torch.cuda.empty_cache()
         self._decoder = SlotDecoder(
-            self.model, max(1, self.plan.batch_size), cache_len, self.processor.eos_token_ids,
-            self.processor.pad_token_id, chunk=int(options["decode_chunk"]), compile=bool(options["compile"]),
-            graphs=bool(options["graphs"]), overlap=bool(options["overlap"]), refill=str(options["refill"]),
+            self.model,
+            max(1, self.plan.batch_size),
+            cache_len,
+            self.processor.eos_token_ids,
+            self.processor.pad_token_id,
+            chunk=int(options["decode_chunk"]),
+            compile=bool(options["compile"]),
+            graphs=bool(options["graphs"]),
+            overlap=bool(options["overlap"]),
+            refill=str(options["refill"]),
         )
         self._decoder_key = key
         return self._decoder
@@ -257,8 +283,12 @@ class DotsEngine(Engine):
 
         def make(index: int) -> Request:
             batch = processor.batch([self._prepare(pages[index])], [prompts[index]])
-            inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                      "pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
+            inputs = {
+                "input_ids": batch.input_ids,
+                "attention_mask": batch.attention_mask,
+                "pixel_values": batch.pixel_values,
+                "image_grid_thw": batch.image_grid_thw,
+            }
             return Request(index, inputs, task.max_new_tokens, min_new, task.timeout)
 
         ahead = max(2, self.plan.batch_size + 1)
@@ -296,41 +326,18 @@ class DotsEngine(Engine):
         return prompt_text(mode, (x1, y1, x2, y2))
 
     def _generation_kwargs(self, task: Task, prompt_tokens: int) -> dict[str, Any]:
-        assert self.processor is not None and self.model is not None
-        options = {k: v for k, v in self.plan.generation.items() if k in _GENERATION_OPTIONS}
-        # Greedy unless sampling is asked for; the reference's temperature 0.1 is close to greedy anyway.
-        temperature = float(options.pop("temperature", None) or 0.0)
-        sample = bool(self.plan.generation.get("do_sample")) or temperature > 0.0
-        if temperature > 0.0:
-            options["temperature"] = temperature
-        if not sample:
-            options.pop("top_p", None)
-            options.pop("top_k", None)
-        kwargs: dict[str, Any] = {
-            **options,
-            "do_sample": sample,
-            "max_new_tokens": task.max_new_tokens,
-            "eos_token_id": self.processor.eos_token_ids,
-            "pad_token_id": self.processor.pad_token_id,
-        }
-        if self.model.device.type == "cuda":
-            # (generate() path only: greedy pages on CUDA use the slot decoder, see _uses_slots.)
-            # A static cache lets transformers compile the one-token decoding step: 4.0-4.4 ms/token
-            # against 20 ms with the dynamic cache on an H100 (benchmarks/dots-gpu.md). The first generate
-            # per batch size pays 30-60 s of compilation, and the cache only grows, so later pages reuse
-            # it; its length is rounded up to a multiple of 256 (model.static_cache_length), which keeps
-            # the decoding products aligned and lets slightly longer prompts fit the same cache.
-            # plan.generation {"cache_implementation": "dynamic"} turns it off for one-page runs.
-            kwargs.setdefault("cache_implementation", "static")
-        if kwargs.get("cache_implementation") == "dynamic":
-            del kwargs["cache_implementation"]
-        elif kwargs.get("cache_implementation") == "static":
-            from polyocr.engines.dots.model import static_cache_length
-
-            kwargs["max_cache_len"] = static_cache_length(prompt_tokens, task.max_new_tokens)
-        if task.timeout is not None:
-            kwargs["max_time"] = task.timeout
-        return kwargs
+        """generate()'s settings (engines/vlm.py): greedy unless sampling is asked for (the reference's
+        temperature 0.1 is close to greedy anyway); on CUDA a static cache, so transformers compiles the
+        decoding step: 4.0-4.4 ms/token against 20 ms with the dynamic cache on an H100
+        (benchmarks/dots-gpu.md)."""
+        assert self.processor is not None
+        return vlm.generation_settings(
+            self.plan,
+            task,
+            eos_token_ids=self.processor.eos_token_ids,
+            pad_token_id=self.processor.pad_token_id,
+            prompt_tokens=prompt_tokens,
+        )
 
     def close(self) -> None:
         self._decoder = None
@@ -362,30 +369,17 @@ def _nonfinite_watch() -> Any:
     return NonFiniteLogits()
 
 
-def split_generation(tokens: Sequence[int], eos_token_ids: Sequence[int], max_new_tokens: int) -> tuple[
-    list[int], str, int
-]:
-    """The tokens before the first end token, why generation stopped, and how many tokens it made.
-
-    In a batch, rows that ended early are filled with padding after their end token, so the first
-    end token marks where each row's answer stops.
-    """
-    eos = set(eos_token_ids)
-    end = next((i for i, t in enumerate(tokens) if t in eos), None)
-    if end is not None:
-        return list(tokens[:end]), "eos", end + 1
-    if len(tokens) >= max_new_tokens:
-        return list(tokens), "max_tokens", len(tokens)
-    return list(tokens), "timeout", len(tokens)
-
-
 def page_result(
     page: Page, image: PreparedImage, mode: PromptMode, task: Task, output: str, generation: Generation
 ) -> PageResult:
     """A page's result from the model's answer; partial, with the reasons, when the answer was not clean."""
     result = PageResult(
-        page=page.number, source=page.source, width=page.image.width, height=page.image.height,
-        engine=DotsEngine.name, generation=generation,
+        page=page.number,
+        source=page.source,
+        width=page.image.width,
+        height=page.image.height,
+        engine=DotsEngine.name,
+        generation=generation,
     )
     stop, count = generation.stop_reason, generation.generated_tokens
     if not output.strip():
@@ -397,8 +391,9 @@ def page_result(
     if mode in (PromptMode.LAYOUT_ALL, PromptMode.LAYOUT_ONLY):
         parsed = parse_layout(output)
         problems += parsed.problems
-        result.blocks = to_blocks(parsed.elements, image.resized_size, image.original_size,
-                                  with_text=mode == PromptMode.LAYOUT_ALL)
+        result.blocks = to_blocks(
+            parsed.elements, image.resized_size, image.original_size, with_text=mode == PromptMode.LAYOUT_ALL
+        )
         unparsed = mode == PromptMode.LAYOUT_ALL and not parsed.elements and parsed.partial
     else:
         bbox = task.region if mode == PromptMode.GROUNDING_OCR else None
@@ -415,4 +410,3 @@ def page_result(
         result.status = PageStatus.PARTIAL
         result.errors += [f"{DotsEngine.name}: {problem}" for problem in problems]
     return result
-

@@ -20,12 +20,9 @@ from html.parser import HTMLParser
 from typing import Any
 
 from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, TextFormat
+from polyocr.results import LAYOUT_CATEGORIES, Block, TextFormat
 
-CATEGORIES = (
-    "Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header", "Picture",
-    "Section-header", "Table", "Text", "Title",
-)
+CATEGORIES = LAYOUT_CATEGORIES  # the published prompt_layout_all_en list (dots/prompts.py)
 _CANONICAL = {c.lower(): c for c in CATEGORIES}
 _FORMATS = {"Table": TextFormat.HTML, "Formula": TextFormat.LATEX, "Picture": TextFormat.PLAIN}
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?|\n?```\s*$")
@@ -122,8 +119,9 @@ def to_blocks(
         text = _text(element.get("text"), category) if with_text else ""
         if bbox is None and not text:
             continue
-        blocks.append(Block(bbox=bbox, category=category, text=text,
-                            format=_FORMATS.get(category, TextFormat.MARKDOWN)))
+        blocks.append(
+            Block(bbox=bbox, category=category, text=text, format=_FORMATS.get(category, TextFormat.MARKDOWN))
+        )
     return blocks
 
 
@@ -132,9 +130,7 @@ def _category(value: Any) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
-def _box(
-    value: Any, sx: float, sy: float, page_size: tuple[int, int]
-) -> tuple[float, float, float, float] | None:
+def _box(value: Any, sx: float, sy: float, page_size: tuple[int, int]) -> tuple[float, float, float, float] | None:
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 4:
         return None
     try:
@@ -163,7 +159,7 @@ def _bare_latex(text: str) -> str:
     """LaTeX without display delimiters, so renderers add exactly one pair."""
     for start, end in (("$$", "$$"), ("\\[", "\\]")):
         if text.startswith(start) and text.endswith(end) and len(text) >= len(start) + len(end):
-            inner = text[len(start):-len(end)].strip()
+            inner = text[len(start) : -len(end)].strip()
             if "$$" not in inner:
                 return inner
     return text

@@ -25,7 +25,6 @@ the silent random initialisation that makes a wrong checkpoint emit plausible ga
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
-from polyocr.engines.dots.config import DotsOCRConfig
+from polyocr.engines import vlm
+from polyocr.engines.dots.config import DotsOCRConfig, DotsVisionConfig
 from polyocr.engines.dots.vision import DotsVisionTransformer
-from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.errors import EngineError
 
 ENGINE = "dots"
 DEFAULT_REPO = "rednote-hilab/dots.ocr"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAMES_SHOWN = 8
 
 
@@ -93,18 +92,7 @@ AttentionInterface.register(PACKED_DECODE, sdpa_packed_decode)
 AttentionMaskInterface.register(PACKED_DECODE, sdpa_mask)
 
 # A static cache's length is the row length of the packed-decode products above (scores over every
-# cache slot, then probabilities times values). transformers sizes it to prompt + max_new_tokens - 1,
-# often not a multiple of 8, and bf16 rows that are not 16-byte aligned send cuBLAS to a slow sm80
-# fallback kernel once per layer per step (benchmarks/dots-decode-profile.md). Rounding the length
-# up costs a few masked slots and also lets a page with a slightly longer prompt reuse the cache
-# (and the compiled step) of an earlier one.
-STATIC_CACHE_MULTIPLE = 256
-
-
-def static_cache_length(prompt_tokens: int, max_new_tokens: int, multiple: int = STATIC_CACHE_MULTIPLE) -> int:
-    """transformers' own static cache length (the last token is never cached), rounded up to `multiple`."""
-    needed = prompt_tokens + max_new_tokens - 1
-    return -(-needed // multiple) * multiple
+# cache slot, then probabilities times values): engines/vlm.py rounds it (STATIC_CACHE_MULTIPLE).
 
 
 class CheckpointError(EngineError):
@@ -117,21 +105,7 @@ class CheckpointError(EngineError):
 
 def resolve_checkpoint(path_or_repo_id: str | Path = DEFAULT_REPO, download: bool = False) -> Path:
     """A local checkpoint directory for a path or a hub repo id (local cache; the hub only if `download`)."""
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
-    repo_id = str(path_or_repo_id)
-    if not _REPO_ID.match(repo_id) or path.exists():
-        raise EngineUnavailable(ENGINE, f"{repo_id} is not a checkpoint directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=not download))
-    except Exception as exc:  # the hub raises many types (offline, not cached, gated, network)
-        where = "the local Hugging Face cache" if not download else "the Hugging Face hub"
-        raise EngineUnavailable(
-            ENGINE, f"{repo_id} is not in {where}: {type(exc).__name__}", f"hf download {repo_id}"
-        ) from exc
+    return vlm.resolve_checkpoint(ENGINE, path_or_repo_id, download=download)
 
 
 def _listing(kind: str, names: list[str]) -> str:
@@ -171,6 +145,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
 
     def __init__(self, config: DotsOCRConfig):
         super().__init__(config)
+        assert isinstance(config.vision_config, DotsVisionConfig)  # DotsOCRConfig converts it when built
         self.vision_tower = DotsVisionTransformer(config.vision_config)
 
     def set_vision_attention(self, name: str) -> None:
@@ -238,7 +213,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
         return inputs
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         path: str | Path,
         *,

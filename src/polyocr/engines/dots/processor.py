@@ -188,8 +188,10 @@ class DotsProcessor:
         self.source = source
         if self.chat_template is None:
             raise EngineError("dots", f"{source}: no chat template (tokenizer_config.json or chat_template.json)")
-        ids = {token: tokenizer.convert_tokens_to_ids(token) for token in
-               (IMAGE_TOKEN, IMAGE_START, IMAGE_END, USER_START, USER_END, ASSISTANT_START, *END_TOKENS)}
+        ids = {
+            token: tokenizer.convert_tokens_to_ids(token)
+            for token in (IMAGE_TOKEN, IMAGE_START, IMAGE_END, USER_START, USER_END, ASSISTANT_START, *END_TOKENS)
+        }
         missing = [token for token, i in ids.items() if i is None or i == tokenizer.unk_token_id]
         if missing:
             raise EngineError("dots", f"{source}: tokenizer lacks the special tokens {', '.join(missing)}")
@@ -245,18 +247,20 @@ class DotsProcessor:
                 "the model was trained on",
             )
         at = ids.index(self.image_token_id)
-        return ids[:at] + [self.image_token_id] * image_tokens + ids[at + 1:]
+        return ids[:at] + [self.image_token_id] * image_tokens + ids[at + 1 :]
 
     def prepare(self, image: Image.Image) -> PreparedImage:
         return prepare_image(image, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
     def shape(self, image: Image.Image) -> PreparedImage:
         """What `prepare` would give, without the pixels (sizes, grid, token count): cheap."""
-        height, width = smart_resize(image.height, image.width, min_pixels=self.min_pixels,
-                                     max_pixels=self.max_pixels)
-        return PreparedImage(pixel_values=np.empty((0, PATCH_DIM), dtype=np.float32),
-                             grid_thw=(1, height // PATCH_SIZE, width // PATCH_SIZE),
-                             original_size=image.size, resized_size=(width, height))
+        height, width = smart_resize(image.height, image.width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return PreparedImage(
+            pixel_values=np.empty((0, PATCH_DIM), dtype=np.float32),
+            grid_thw=(1, height // PATCH_SIZE, width // PATCH_SIZE),
+            original_size=image.size,
+            resized_size=(width, height),
+        )
 
     def batch(self, images: Sequence[PreparedImage], prompts: Sequence[str]) -> DotsBatch:
         """Inputs for generate(); padding goes on the left so all prompts end at the same position."""
@@ -269,8 +273,8 @@ class DotsProcessor:
         input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
         for row, seq in enumerate(sequences):
-            input_ids[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[row, length - len(seq):] = 1
+            input_ids[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, length - len(seq) :] = 1
         return DotsBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from polyocr.engines.base import TaskKind
+from polyocr.types import TaskKind
 
 
 class PromptMode(StrEnum):
@@ -56,7 +56,7 @@ TASK_MODES: dict[TaskKind, PromptMode] = {
 }
 
 
-def prompt_text(mode: PromptMode, box: Sequence[int] | None = None) -> str:
+def prompt_text(mode: PromptMode, box: Sequence[float] | None = None) -> str:
     """The prompt for a mode; grounding appends the box as the reference does (`str([x1, y1, x2, y2])`).
 
     The box must already be in the pixel coordinates of the resized image the model sees.

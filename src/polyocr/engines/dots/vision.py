@@ -30,6 +30,7 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
 from polyocr.engines.dots.config import DotsVisionConfig
+from polyocr.errors import VisionAttentionUnavailable
 
 VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eager")
 
@@ -58,10 +59,6 @@ def sdpa_backends(names: Sequence[str]) -> list:
     if unknown:
         raise ValueError(f"unknown SDPA backend(s) {', '.join(unknown)} (known: {', '.join(SDPA_BACKENDS)})")
     return [table[n] for n in names]
-
-
-class VisionAttentionUnavailable(RuntimeError):
-    """A vision attention implementation that cannot run on this device and dtype, and why."""
 
 
 def _segments(cu_seqlens: torch.Tensor) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Writing systems: which scripts a task's languages use, and which script a piece of text is in.
+"""Writing systems, shared by every layer: which scripts a task's languages use, and which script a piece of text is in.
 
 The router needs both directions: to keep an engine that cannot read Cyrillic away from Russian
 pages, and to notice an engine that answered a Russian page in Chinese. Unicode character names
@@ -12,18 +12,87 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-from polyocr.engines.base import CYRILLIC, HAN, HANGUL, KANA, LATIN
+LATIN, CYRILLIC, GREEK, ARABIC, HEBREW = "Latin", "Cyrillic", "Greek", "Arabic", "Hebrew"
+HAN, KANA, HANGUL, KANNADA, DEVANAGARI = "Han", "Kana", "Hangul", "Kannada", "Devanagari"
 
-GREEK, ARABIC, HEBREW, KANNADA, DEVANAGARI = "Greek", "Arabic", "Hebrew", "Kannada", "Devanagari"
+# Every script named here: what an engine that reads any script (Tesseract with the traineddata,
+# the multilingual VLMs) declares.
+ANY_SCRIPT = frozenset({LATIN, CYRILLIC, GREEK, ARABIC, HEBREW, HAN, KANA, HANGUL, KANNADA, DEVANAGARI})
 
 _LATIN_LANGUAGES = (
-    "en", "eng", "de", "deu", "ger", "fr", "fra", "fre", "it", "ita", "es", "spa", "pt", "por", "nl", "nld",
-    "dut", "pl", "pol", "cs", "ces", "cze", "sk", "slk", "sv", "swe", "fi", "fin", "da", "dan", "no", "nor",
-    "tr", "tur", "ro", "ron", "hu", "hun", "hr", "hrv", "sl", "slv", "lt", "lit", "lv", "lav", "et", "est",
-    "id", "ind", "vi", "vie", "la", "lat", "ca", "cat",
+    "en",
+    "eng",
+    "de",
+    "deu",
+    "ger",
+    "fr",
+    "fra",
+    "fre",
+    "it",
+    "ita",
+    "es",
+    "spa",
+    "pt",
+    "por",
+    "nl",
+    "nld",
+    "dut",
+    "pl",
+    "pol",
+    "cs",
+    "ces",
+    "cze",
+    "sk",
+    "slk",
+    "sv",
+    "swe",
+    "fi",
+    "fin",
+    "da",
+    "dan",
+    "no",
+    "nor",
+    "tr",
+    "tur",
+    "ro",
+    "ron",
+    "hu",
+    "hun",
+    "hr",
+    "hrv",
+    "sl",
+    "slv",
+    "lt",
+    "lit",
+    "lv",
+    "lav",
+    "et",
+    "est",
+    "id",
+    "ind",
+    "vi",
+    "vie",
+    "la",
+    "lat",
+    "ca",
+    "cat",
 )
 _CYRILLIC_LANGUAGES = (
-    "ru", "rus", "uk", "ukr", "be", "bel", "bg", "bul", "sr", "srp", "mk", "mkd", "kk", "kaz", "chu",
+    "ru",
+    "rus",
+    "uk",
+    "ukr",
+    "be",
+    "bel",
+    "bg",
+    "bul",
+    "sr",
+    "srp",
+    "mk",
+    "mkd",
+    "kk",
+    "kaz",
+    "chu",
 )
 
 # Language codes (ISO 639-1, 639-2/3 and Tesseract's names) to the scripts their text is written in.
@@ -42,8 +111,16 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 
 # First word of a Unicode character name -> script name used here.
 _NAME_PREFIX = {
-    "LATIN": LATIN, "CYRILLIC": CYRILLIC, "CJK": HAN, "HIRAGANA": KANA, "KATAKANA": KANA,
-    "HANGUL": HANGUL, "GREEK": GREEK, "ARABIC": ARABIC, "HEBREW": HEBREW, "KANNADA": KANNADA,
+    "LATIN": LATIN,
+    "CYRILLIC": CYRILLIC,
+    "CJK": HAN,
+    "HIRAGANA": KANA,
+    "KATAKANA": KANA,
+    "HANGUL": HANGUL,
+    "GREEK": GREEK,
+    "ARABIC": ARABIC,
+    "HEBREW": HEBREW,
+    "KANNADA": KANNADA,
     "DEVANAGARI": DEVANAGARI,
 }
 

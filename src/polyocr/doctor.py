@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from polyocr.errors import ConfigError
+from polyocr.engines.base import Engine, create_engine, engine_names
+from polyocr.errors import ConfigError, EngineUnavailable
+from polyocr.router.plans import make_plan
 from polyocr.runtime.attention import TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
-from polyocr.runtime.memory import fit, free_bytes
 from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
+from polyocr.types import EngineKind
 
 
 @dataclass
@@ -135,39 +137,38 @@ def _attention_findings(profile: Profile) -> list[Finding]:
     return findings
 
 
-def _apply_decisions(status: EngineStatus, engine: Any, profile: Profile) -> None:
-    """Fill a VLM's device, dtype and attention as `choose` decides them, per sub-model.
+def _apply_decisions(status: EngineStatus, engine: Engine, profile: Profile) -> None:
+    """Fill a VLM's device, dtype, attention and page size with the plan the router would make
+    (router.plans.make_plan), and show each sub-model whose attention differs from the main one.
 
     An engine tells what it implements through `supported_attention()` (sub-model -> names, best
     first; "" is the whole model) and whether it is stable in float16 through `fp16_stable`.
     """
-    parts = engine.supported_attention()
+    try:
+        plan = make_plan(engine, profile)
+    except EngineUnavailable as exc:  # not even the smallest page fits this device
+        raise ConfigError(status.name, "page size", exc.reason, exc.fix) from exc
+    status.device, status.dtype, status.reasons = plan.device, plan.dtype, dict(plan.reasons)
+    if "max_pixels" in status.reasons:
+        status.reasons["page size"] = status.reasons.pop("max_pixels")
+    parts = {part: s for part, s in engine.supported_attention().items() if part}
     fp16_stable = engine.fp16_stable
     decisions = {
         part: choose(status.name, profile, supports=tuple(s), fp16_stable=fp16_stable) for part, s in parts.items()
     }
-    main = decisions.get("") or next(iter(decisions.values()))
-    status.device, status.dtype, status.reasons = main.device, main.dtype, dict(main.reasons)
-    dims = engine.model_dims(main.dtype)
-    if dims is not None and main.device.startswith("cuda"):
-        limits = fit(dims, free_bytes(profile, main.device), max_new_tokens=16384)
-        status.reasons["page size"] = limits.reason
-        if not limits.fits:
-            raise ConfigError(status.name, "page size", limits.reason,
-                              "free GPU memory, or use a smaller dtype (--dtype float16) or --device cpu")
-    if len({d.attention for d in decisions.values()}) == 1:
-        status.attention = main.attention
+    differing = {part: d for part, d in decisions.items() if d.attention != plan.attention}
+    if not differing:
+        status.attention = plan.attention
         return
-    status.attention = ", ".join(f"{part or 'model'}: {d.attention}" for part, d in decisions.items())
-    for part, decision in decisions.items():
-        if part and decision.attention != main.attention:
-            status.reasons[f"attention ({part})"] = decision.reasons["attention"]
+    status.attention = ", ".join(
+        [f"model: {plan.attention}"] + [f"{part}: {d.attention}" for part, d in decisions.items()]
+    )
+    for part, decision in differing.items():
+        status.reasons[f"attention ({part})"] = decision.reasons["attention"]
 
 
 def engine_statuses(profile: Profile) -> list[EngineStatus]:
     """Every registered engine: can it run here, and with which device, dtype and attention."""
-    from polyocr.engines.base import create_engine, engine_names
-
     statuses = []
     for name in engine_names():
         try:
@@ -177,14 +178,21 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             statuses.append(EngineStatus(name, "", False, reason, getattr(exc, "fix", "")))
             continue
-        status = EngineStatus(name, engine.kind, availability.ok, availability.reason, availability.fix,
-                              scripts=sorted(engine.scripts), notes=engine.notes or engine.description)
-        if availability.ok and engine.kind == "vlm":
+        status = EngineStatus(
+            name,
+            engine.kind,
+            availability.ok,
+            availability.reason,
+            availability.fix,
+            scripts=sorted(engine.scripts),
+            notes=engine.notes or engine.description,
+        )
+        if availability.ok and engine.kind == EngineKind.VLM:
             try:
                 _apply_decisions(status, engine, profile)
             except ConfigError as exc:
                 status.available, status.reason, status.fix = False, exc.reason, exc.fix
-        elif availability.ok and engine.kind == "classical":
+        elif availability.ok and engine.kind == EngineKind.CLASSICAL:
             status.device = "cpu"
         statuses.append(status)
     return statuses
@@ -212,27 +220,37 @@ def _gib(n: int) -> str:
 def render_report(report: Report, console: Console) -> None:
     """The report as Rich tables: machine, GPUs, attention kernels, engines, then problems and fixes."""
     p = report.profile
+    console.print(_machine_table(p))
+    if p.gpus:
+        console.print(_gpu_table(p))
+    if p.attention:
+        console.print(_attention_table(p))
+    else:
+        console.print(f"attention kernels: {escape(p.attention_note)}")
+    console.print(_engine_table(report.engines))
+    if not report.findings:
+        console.print("[green]no problems found[/green]")
+    for finding in report.findings:
+        console.print(f"[yellow]problem:[/yellow] {escape(finding.problem)}\n  [cyan]fix:[/cyan] {escape(finding.fix)}")
+
+
+def _torch_text(p: Profile) -> str:
     torch = p.torch
     if torch is None:
-        torch_text = "[red]not installed[/red]"
-    else:
-        build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
-        torch_text = escape(f"{torch.version} ({build})") + (
-            f" [red]{escape(torch.error)}[/red]" if torch.error else ""
-        )
+        return "[red]not installed[/red]"
+    build = f"CUDA {torch.cuda}" if torch.cuda else f"ROCm {torch.hip}" if torch.hip else "CPU-only build"
+    return escape(f"{torch.version} ({build})") + (f" [red]{escape(torch.error)}[/red]" if torch.error else "")
+
+
+def _machine_table(p: Profile) -> Table:
     machine = Table(title="polyocr doctor", show_header=False)
     machine.add_column(style="bold")
     machine.add_column(overflow="fold")
-    machine.add_row(
-        "system",
-        escape(
-            f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, "
-            f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}"
-        ),
-    )
-    machine.add_row("torch", torch_text)
-    if torch is not None and torch.arch_list:
-        machine.add_row("kernel images", escape(" ".join(torch.arch_list)))
+    memory = f"RAM {_gib(p.ram_available)} free of {_gib(p.ram_total)}"
+    machine.add_row("system", escape(f"{p.os} {p.machine}, Python {p.python}, {p.cpu_count} CPUs, {memory}"))
+    machine.add_row("torch", _torch_text(p))
+    if p.torch is not None and p.torch.arch_list:
+        machine.add_row("kernel images", escape(" ".join(p.torch.arch_list)))
     installed = [f"{name} {version}" for name, version in p.packages.items() if version and name != "torch"]
     machine.add_row("packages", escape(", ".join(installed) or "none"))
     languages = ", ".join(p.tessdata_languages)
@@ -241,48 +259,42 @@ def render_report(report: Report, console: Console) -> None:
     machine.add_row("HF cache", escape(f"{p.hf_cache}: {', '.join(p.hf_cache_models) or 'no model weights'}"))
     steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in p.timings.items())
     machine.add_row("probe", escape(f"{p.recorded}; {p.probe_seconds:.2f} s" + (f" ({steps})" if steps else "")))
-    console.print(machine)
-    if p.gpus:
-        gpus = Table(title="GPUs")
-        for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
-            gpus.add_column(column, overflow="fold")
-        for gpu in p.gpus:
-            kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {escape(gpu.error or '')}"
-            gpus.add_row(
-                str(gpu.index),
-                escape(gpu.name),
-                gpu.sm,
-                f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}",
-                "yes" if gpu.bf16 else "no",
-                kernels,
-            )
-        console.print(gpus)
-    if p.attention:
-        dtype = next(iter(p.attention.values())).dtype
-        attention = Table(title=f"attention kernels on {p.attention_device} ({dtype}, vs a float64 reference)")
-        for column in ("path", "ran", "relative error", "error"):
-            attention.add_column(column, overflow="fold")
-        for name in ATTENTION_PATHS:
-            check = p.attention.get(name)
-            if check is None:
-                continue
-            error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
-            attention.add_row(
-                name, "[green]yes[/green]" if check.ran else "[red]no[/red]", error, escape(check.error or "")
-            )
-        console.print(attention)
-    else:
-        console.print(f"attention kernels: {escape(p.attention_note)}")
+    return machine
+
+
+def _gpu_table(p: Profile) -> Table:
+    gpus = Table(title="GPUs")
+    for column in ("#", "name", "arch", "memory free / total", "bf16", "kernels"):
+        gpus.add_column(column, overflow="fold")
+    for gpu in p.gpus:
+        kernels = "[green]ran[/green]" if gpu.kernels_ok else f"[red]failed:[/red] {escape(gpu.error or '')}"
+        memory = f"{_gib(gpu.free_memory)} / {_gib(gpu.total_memory)}"
+        gpus.add_row(str(gpu.index), escape(gpu.name), gpu.sm, memory, "yes" if gpu.bf16 else "no", kernels)
+    return gpus
+
+
+def _attention_table(p: Profile) -> Table:
+    dtype = next(iter(p.attention.values())).dtype
+    attention = Table(title=f"attention kernels on {p.attention_device} ({dtype}, vs a float64 reference)")
+    for column in ("path", "ran", "relative error", "error"):
+        attention.add_column(column, overflow="fold")
+    for name in ATTENTION_PATHS:
+        check = p.attention.get(name)
+        if check is None:
+            continue
+        error = f"{check.rel_error:.1e}" if check.rel_error is not None else ""
+        ran = "[green]yes[/green]" if check.ran else "[red]no[/red]"
+        attention.add_row(name, ran, error, escape(check.error or ""))
+    return attention
+
+
+def _engine_table(statuses: list[EngineStatus]) -> Table:
     engines = Table(title="engines")
     for column in ("engine", "kind", "runs here", "device / dtype / attention", "why"):
         engines.add_column(column, overflow="fold")
-    for e in report.engines:
+    for e in statuses:
         settings = " / ".join(s for s in (e.device, e.dtype, e.attention) if s)
         why = "\n".join(f"{k}: {v}" for k, v in e.reasons.items()) or e.reason
         runs = "[green]yes[/green]" if e.available else "[red]no[/red]"
         engines.add_row(escape(e.name), escape(e.kind), runs, escape(settings), escape(why))
-    console.print(engines)
-    if not report.findings:
-        console.print("[green]no problems found[/green]")
-    for finding in report.findings:
-        console.print(f"[yellow]problem:[/yellow] {escape(finding.problem)}\n  [cyan]fix:[/cyan] {escape(finding.fix)}")
+    return engines

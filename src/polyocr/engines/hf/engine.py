@@ -1,7 +1,7 @@
 """One engine for the VLMs that transformers implements natively, parametrised by a VLMSpec.
 
 Qwen2-VL, Qwen3-VL, GOT-OCR 2.0, DeepSeek-OCR-2 and PaddleOCR-VL differ in prompts, processor
-settings, attention support and output format, all of which live in vlm_specs.py; loading,
+settings, attention support and output format, each in its own module beside this one; loading,
 batching, generation and reporting are the same and live here once. Weights come from a path the
 user gives or the local Hugging Face cache, never from the network: absent weights make the engine
 unavailable with the command that fetches them.
@@ -14,23 +14,16 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from polyocr.engines.base import Availability, Engine, EnginePlan, Task, TaskKind
-from polyocr.engines.vlm_specs import (
-    DEEPSEEK_OCR,
-    GOT,
-    PADDLEOCR_VL,
-    QWEN2VL,
-    QWEN3VL,
-    VLMSpec,
-    image_only_processor,
-    paragraphs,
-)
+from polyocr.engines import vlm
+from polyocr.engines.base import Engine
+from polyocr.engines.hf.spec import VLMSpec, image_only_processor, paragraphs
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -41,29 +34,12 @@ if TYPE_CHECKING:
 _TAG = re.compile(r"<\|[^|<>]{1,40}\|>")
 
 
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot of a hub repository holding a config and safetensors weights, if any.
-
-    Reads the cache only (huggingface_hub's try_to_load_from_cache): no network, no lock files.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(repo_id, "config.json")
-    if not isinstance(config, str):
-        return None
-    snapshot = Path(config).parent
-    return snapshot if _has_weights(snapshot) else None
-
-
-def _has_weights(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
 class HFVLMEngine(Engine):
     """A transformers-native VLM described by `spec`; subclasses only set the spec."""
 
     spec: ClassVar[VLMSpec]
-    kind: ClassVar[str] = "vlm"
+    kind: ClassVar[EngineKind] = EngineKind.VLM
+    takes_model_path: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,12 +48,14 @@ class HFVLMEngine(Engine):
         cls.description = spec.description
         cls.scripts = spec.scripts
         cls.notes = spec.notes
-        cls.tasks = frozenset({TaskKind.TEXT, TaskKind.REGION} | (
-            {TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set()))
+        cls.repo_id = spec.repo_id
+        cls.tasks = frozenset(
+            {TaskKind.TEXT, TaskKind.REGION}
+            | ({TaskKind.LAYOUT, TaskKind.LAYOUT_ONLY} if "layout" in spec.prompts else set())
+        )
 
-    def __init__(self, model_path: str | Path | None = None):
-        self.model_path = str(model_path) if model_path else None
-        self.plan = EnginePlan()
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path or None)
         self.attention: dict[str, str] = {}
         self._model: Any = None
         self._processor: Any = None
@@ -96,18 +74,16 @@ class HFVLMEngine(Engine):
         return parts
 
     def _weights(self, model_path: str | None) -> Path | None:
-        if model_path:
-            path = Path(model_path).expanduser()
-            return path if _has_weights(path) else None
-        return cached_snapshot(self.spec.repo_id)
+        return vlm.find_weights(model_path, self.spec.repo_id)
 
     def available(self, profile: Profile) -> Availability:
         for package in ("torch", "transformers"):
             if importlib.util.find_spec(package) is None:
                 return Availability.no(f"{package} is not installed", "pip install 'polyocr[vlm]'")
         if importlib.util.find_spec(f"transformers.models.{self.spec.module}") is None:
-            return Availability.no(f"the installed transformers has no {self.spec.model_class}",
-                                   "pip install -U 'transformers>=5'")
+            return Availability.no(
+                f"the installed transformers has no {self.spec.model_class}", "pip install -U 'transformers>=5'"
+            )
         weights = self._weights(self.model_path)
         if weights is None:
             return Availability.no(*self._no_weights(self.model_path))
@@ -130,18 +106,27 @@ class HFVLMEngine(Engine):
         model_cls = getattr(transformers, spec.model_class, None)
         processor_cls = getattr(transformers, spec.processor_class, None)
         if model_cls is None or processor_cls is None:
-            raise EngineUnavailable(self.name, f"transformers {transformers.__version__} has no {spec.model_class}",
-                                    "pip install -U 'transformers>=5'")
+            raise EngineUnavailable(
+                self.name,
+                f"transformers {transformers.__version__} has no {spec.model_class}",
+                "pip install -U 'transformers>=5'",
+            )
         if spec.image_only:
             processor_cls = image_only_processor(processor_cls)
         self.plan = plan
         self.attention = spec.implementation(plan.attention)
-        self._processor = processor_cls.from_pretrained(weights, local_files_only=True)
+        self._processor = cast(Any, processor_cls).from_pretrained(weights, local_files_only=True)
         self._processor.tokenizer.padding_side = "left"  # generation appends on the right
-        self._model = model_cls.from_pretrained(
-            weights, dtype=getattr(torch, plan.dtype), attn_implementation=dict(self.attention),
-            local_files_only=True,
-        ).to(plan.device).eval()
+        self._model = (
+            model_cls.from_pretrained(
+                weights,
+                dtype=getattr(torch, plan.dtype),
+                attn_implementation=dict(self.attention),
+                local_files_only=True,
+            )
+            .to(plan.device)
+            .eval()
+        )
         self._stop_ids = self._stop_token_ids()
 
     def _stop_token_ids(self) -> list[int]:
@@ -176,11 +161,13 @@ class HFVLMEngine(Engine):
         results: list[PageResult] = []
         step = max(1, self.plan.batch_size)
         for start in range(0, len(pages), step):
-            batch = pages[start:start + step]
+            batch = pages[start : start + step]
             images = [_task_image(page, task) for page in batch]
             outputs = self._generate(images, mode, task)
-            results.extend(self._result(page, tokens, generation, mode, task)
-                           for page, (tokens, generation) in zip(batch, outputs, strict=True))
+            results.extend(
+                self._result(page, tokens, generation, mode, task)
+                for page, (tokens, generation) in zip(batch, outputs, strict=True)
+            )
         return results
 
     def _prompt(self, instruction: str) -> str:
@@ -193,37 +180,29 @@ class HFVLMEngine(Engine):
         """The processor's batch for these images under a mode's prompt, on the model's device."""
         spec = self.spec
         own_size = dict(getattr(self._processor.image_processor, "size", None) or {})
-        pixel_kwargs = spec.pixel_kwargs([im.size for im in images], self.plan.min_pixels, self.plan.max_pixels,
-                                         own_size)
+        pixel_kwargs = spec.pixel_kwargs(
+            [im.size for im in images], self.plan.min_pixels, self.plan.max_pixels, own_size
+        )
         instruction = spec.prompts[mode] + (spec.cropped_suffix if pixel_kwargs.get("crop_to_patches") else "")
         prompt = self._prompt(instruction)
-        batch = self._processor(images=images, text=[prompt] * len(images), padding=True, return_tensors="pt",
-                                **pixel_kwargs)
+        batch = self._processor(
+            images=images, text=[prompt] * len(images), padding=True, return_tensors="pt", **pixel_kwargs
+        )
         batch = batch.to(self._model.device)
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self._model.dtype)
         return batch
 
-    def generation_settings(self, task: Task) -> dict[str, Any]:
-        """generate()'s keyword arguments for a task under this plan.
-
-        On CUDA the cache is static, so transformers compiles the one-token decoding step: in eager
-        mode a step is ~1,000-1,400 small kernel launches whose host cost (20-60 ms per token on an
-        H100 host) dwarfs the GPU's 3-9 ms, whatever the model's size; compiled, it is 3-6 ms
-        (benchmarks/hf-vlm-gpu.md). The first generate pays the compilation. plan.generation
-        {"cache_implementation": "dynamic"} turns it off (for one short page, say).
-        """
-        settings: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "do_sample": False,
-                                    "eos_token_id": self._stop_ids,
-                                    "pad_token_id": self._processor.tokenizer.pad_token_id}
-        if str(self.plan.device).startswith("cuda"):
-            settings["cache_implementation"] = "static"
-        if task.timeout:
-            settings["max_time"] = task.timeout
-        settings.update(self.plan.generation)
-        if settings.get("cache_implementation") == "dynamic":
-            del settings["cache_implementation"]
-        return settings
+    def generation_settings(self, task: Task, prompt_tokens: int) -> dict[str, Any]:
+        """generate()'s keyword arguments for a task under this plan (engines/vlm.py: static cache on
+        CUDA, its length rounded, the plan's sampling and repetition controls, the time limit)."""
+        return vlm.generation_settings(
+            self.plan,
+            task,
+            eos_token_ids=self._stop_ids,
+            pad_token_id=self._processor.tokenizer.pad_token_id,
+            prompt_tokens=prompt_tokens,
+        )
 
     def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
         """Greedy generation for a batch of images (left-padded): each row's answer tokens and report.
@@ -233,23 +212,20 @@ class HFVLMEngine(Engine):
         import torch
 
         batch = self.inputs(images, mode)
-        settings = self.generation_settings(task)
+        settings = self.generation_settings(task, int(batch["input_ids"].shape[1]))
         started = time.perf_counter()
         with torch.inference_mode():
             sequences = self._model.generate(**batch, **settings)
         seconds = round(time.perf_counter() - started, 3)
-        new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+        new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
         prompt_counts = batch["attention_mask"].sum(dim=1).tolist()
         outputs = []
         for tokens, prompt_count in zip(new_tokens, prompt_counts, strict=True):
-            stop_at = next((i for i, t in enumerate(tokens) if t in self._stop_ids), None)
-            if stop_at is not None:
-                reason, count, answer = "eos", stop_at + 1, tokens[:stop_at]
-            else:
-                reason = "max_tokens" if len(tokens) >= settings["max_new_tokens"] else "timeout"
-                count, answer = len(tokens), tokens
-            outputs.append((answer, Generation(stop_reason=reason, prompt_tokens=int(prompt_count),
-                                               generated_tokens=count, seconds=seconds)))
+            answer, reason, count = vlm.split_generation(tokens, self._stop_ids, settings["max_new_tokens"])
+            generation = Generation(
+                stop_reason=reason, prompt_tokens=int(prompt_count), generated_tokens=count, seconds=seconds
+            )
+            outputs.append((answer, generation))
         return outputs
 
     def _result(self, page: Page, tokens: list[int], generation: Generation, mode: str, task: Task) -> PageResult:
@@ -270,9 +246,16 @@ class HFVLMEngine(Engine):
             blocks = paragraphs(output, TextFormat.PLAIN)
         status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
         return PageResult(
-            page=page.number, source=page.source, width=page.image.width, height=page.image.height,
-            status=status, engine=self.name, blocks=blocks, text=blocks_to_text(blocks),
-            markdown=blocks_to_markdown(blocks), generation=generation,
+            page=page.number,
+            source=page.source,
+            width=page.image.width,
+            height=page.image.height,
+            status=status,
+            engine=self.name,
+            blocks=blocks,
+            text=blocks_to_text(blocks),
+            markdown=blocks_to_markdown(blocks),
+            generation=generation,
         )
 
 
@@ -281,23 +264,3 @@ def _task_image(page: Page, task: Task) -> Image.Image:
         return page.image
     x1, y1, x2, y2 = (round(v) for v in task.region)
     return page.image.crop((x1, y1, x2, y2))
-
-
-class Qwen2VLEngine(HFVLMEngine):
-    spec = QWEN2VL
-
-
-class Qwen3VLEngine(HFVLMEngine):
-    spec = QWEN3VL
-
-
-class GotOcr2Engine(HFVLMEngine):
-    spec = GOT
-
-
-class DeepseekOcrEngine(HFVLMEngine):
-    spec = DEEPSEEK_OCR
-
-
-class PaddleOCRVLEngine(HFVLMEngine):
-    spec = PADDLEOCR_VL

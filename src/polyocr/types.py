@@ -1,0 +1,81 @@
+"""The words every layer shares: what is asked of a page (Task), how an engine runs here (EnginePlan),
+whether it can (Availability), what sort of engine it is (EngineKind), and the attention and dtype
+names the runtime decides between.
+
+This module imports nothing of polyocr's but `defaults`, so runtime/, engines/, router/ and the
+server can all depend on it without depending on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from polyocr import defaults
+
+# Attention implementations, best first where all run; "varlen" and "flex" are torch's own.
+ATTENTIONS: tuple[str, ...] = ("flash_attention_2", "sdpa", "varlen", "flex", "eager")
+DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
+
+
+class TaskKind(StrEnum):
+    TEXT = "text"  # plain text in reading order
+    LAYOUT = "layout"  # blocks with boxes, categories and text
+    LAYOUT_ONLY = "layout_only"  # blocks with boxes and categories, no text
+    REGION = "region"  # text of one box on the page
+
+
+class EngineKind(StrEnum):
+    CLASSICAL = "classical"  # CPU OCR (Tesseract, RapidOCR): no plan beyond the CPU
+    VLM = "vlm"  # a vision-language model run here: device, dtype, attention and memory planned
+    REMOTE = "remote"  # a model behind a server: nothing to plan here
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is wanted from a page; engines map it to their own prompts or modes."""
+
+    kind: TaskKind = TaskKind.LAYOUT
+    languages: tuple[str, ...] = defaults.LANGUAGES
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    timeout: float | None = None
+    region: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+    fix: str = ""
+
+    @classmethod
+    def yes(cls, reason: str = "") -> Availability:
+        return cls(True, reason)
+
+    @classmethod
+    def no(cls, reason: str, fix: str = "") -> Availability:
+        return cls(False, reason, fix)
+
+
+# Plan fields an engine reads at each recognize() call; changing only these needs no reload.
+PER_CALL_FIELDS = frozenset({"generation", "batch_size"})
+
+
+@dataclass
+class EnginePlan:
+    """How to run an engine here: decided by runtime/ and the router, honoured by the engine."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention: str = "sdpa"
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    batch_size: int = 1
+    model_path: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, repetition controls
+    reasons: dict[str, str] = field(default_factory=dict)  # why each setting was chosen
+
+    def changed_fields(self, other: EnginePlan) -> set[str]:
+        """The settings that differ from `other` (reasons aside)."""
+        return {k for k in vars(self) if k != "reasons" and getattr(self, k) != getattr(other, k)}
