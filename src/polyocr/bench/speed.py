@@ -327,7 +327,9 @@ def dots_subject(
             return {}
         return {"cache_implementation": "static", "max_cache_len": static_cache_length(len(ids), new_tokens)}
 
-    details["cache"] = "static, compiled" if device.startswith("cuda") else "dynamic"
+    # transformers' generate path; the engine's default on CUDA, the slot decoder, is measured by
+    # benchmarks/bench_dots_throughput_gpu.py (benchmarks/dots-throughput-gpu.md).
+    details["cache"] = "static, compiled (generate)" if device.startswith("cuda") else "dynamic"
     return SpeedSubject(
         engine="dots",
         model=model,

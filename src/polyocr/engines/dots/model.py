@@ -5,7 +5,9 @@ vision tower (`vision_tower.*`) replaces the `<|imgpad|>` embeddings, in order, 
 2x2 patch window. Generation goes through transformers' GenerationMixin: pixel values are used at
 prefill only, left-padded batches give the same tokens as pages one at a time.
 
-Fast decoding (measured in benchmarks/dots-gpu.md, H100, one full page): on a GPU pass
+The engine's own fast path on CUDA is decode.SlotDecoder (continuous batching on a static cache,
+one compiled CUDA-graph step over this model's weights; benchmarks/dots-throughput-gpu.md). Through
+generate() (measured in benchmarks/dots-gpu.md, H100, one full page): on a GPU pass
 `cache_implementation="static"` to `generate`; transformers then compiles the one-token decoding
 step itself (4.0-4.4 ms/token at batch 1, 4.3-4.6 ms per batch-8 step, against 20 ms with the
 dynamic cache). The first generate per batch size pays the compilation (30-60 s); later calls reuse

@@ -252,6 +252,16 @@ class DotsProcessor:
     def prepare(self, image: Image.Image) -> PreparedImage:
         return prepare_image(image, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
+    def shape(self, image: Image.Image) -> PreparedImage:
+        """What `prepare` would give, without the pixels (sizes, grid, token count): cheap."""
+        height, width = smart_resize(image.height, image.width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return PreparedImage(
+            pixel_values=np.empty((0, PATCH_DIM), dtype=np.float32),
+            grid_thw=(1, height // PATCH_SIZE, width // PATCH_SIZE),
+            original_size=image.size,
+            resized_size=(width, height),
+        )
+
     def batch(self, images: Sequence[PreparedImage], prompts: Sequence[str]) -> DotsBatch:
         """Inputs for generate(); padding goes on the left so all prompts end at the same position."""
         if len(images) != len(prompts) or not images:

@@ -19,7 +19,8 @@ column ids are generated in the same order, and the merger fuses groups of 4 con
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import cache
 from itertools import pairwise
 
@@ -38,6 +39,26 @@ VISION_ATTENTION_IMPLEMENTATIONS = ("sdpa", "varlen", "flash_attention_2", "eage
 EAGER_SCORE_BUDGET = 64 * 1024 * 1024
 
 ROTARY_THETA = 10000.0
+
+
+# torch's SDPA backends by the names used in plan settings and benchmarks ("sdpa" picks among them).
+SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
+
+
+def sdpa_backends(names: Sequence[str]) -> list:
+    """torch.nn.attention.SDPBackend values for names of SDPA_BACKENDS, in priority order."""
+    from torch.nn.attention import SDPBackend
+
+    table = {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown SDPA backend(s) {', '.join(unknown)} (known: {', '.join(SDPA_BACKENDS)})")
+    return [table[n] for n in names]
 
 
 def _segments(cu_seqlens: torch.Tensor) -> list[tuple[int, int]]:
@@ -184,6 +205,54 @@ class DotsSwiGLU(nn.Module):
         return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
 
 
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen2RMSNorm's arithmetic, as a function of tensors."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def block_qkv(
+    x: torch.Tensor,
+    norm: torch.Tensor,
+    eps: float,
+    qkv: torch.Tensor,
+    qkv_bias: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A block's norm, qkv projection and rotary: what DotsVisionBlock does before attention."""
+    q, k, v = F.linear(_rms_norm(x, norm, eps), qkv, qkv_bias).reshape(x.shape[0], 3, heads, -1).unbind(1)
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+
+def block_out(
+    x: torch.Tensor,
+    attended: torch.Tensor,
+    proj: torch.Tensor,
+    proj_bias: torch.Tensor | None,
+    norm: torch.Tensor,
+    eps: float,
+    fc1: torch.Tensor,
+    fc1_bias: torch.Tensor | None,
+    fc2: torch.Tensor,
+    fc2_bias: torch.Tensor | None,
+    fc3: torch.Tensor,
+    fc3_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """A block's output projection, residual, norm and SwiGLU: what DotsVisionBlock does after attention."""
+    x = x + F.linear(attended.reshape(x.shape[0], -1), proj, proj_bias)
+    h = _rms_norm(x, norm, eps)
+    return x + F.linear(F.silu(F.linear(h, fc1, fc1_bias)) * F.linear(h, fc3, fc3_bias), fc2, fc2_bias)
+
+
+# The functions a block runs when the tower is "fused": plain here, torch.compile'd ones on CUDA
+# (set_fused). They take the weights as arguments, so one compiled graph serves all 42 blocks, and
+# are compiled with a dynamic patch count, so pages of other sizes do not recompile.
+_FUSED: dict[str, Callable] = {"qkv": block_qkv, "out": block_out}
+
+
 class DotsVisionBlock(nn.Module):
     def __init__(self, config: DotsVisionConfig):
         super().__init__()
@@ -193,10 +262,34 @@ class DotsVisionBlock(nn.Module):
         self.mlp = DotsSwiGLU(config)
 
     def forward(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor, rotary: Rotary, attention: AttentionFn
+        self,
+        x: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        rotary: Rotary,
+        attention: AttentionFn,
+        fused: dict[str, Callable] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cu_seqlens, rotary, attention)
-        return x + self.mlp(self.norm2(x))
+        if fused is None:
+            x = x + self.attn(self.norm1(x), cu_seqlens, rotary, attention)
+            return x + self.mlp(self.norm2(x))
+        attn, mlp = self.attn, self.mlp
+        q, k, v = fused["qkv"](
+            x, self.norm1.weight, self.norm1.variance_epsilon, attn.qkv.weight, attn.qkv.bias, *rotary, attn.num_heads
+        )
+        return fused["out"](
+            x,
+            attention(q, k, v, cu_seqlens),
+            attn.proj.weight,
+            attn.proj.bias,
+            self.norm2.weight,
+            self.norm2.variance_epsilon,
+            mlp.fc1.weight,
+            mlp.fc1.bias,
+            mlp.fc2.weight,
+            mlp.fc2.bias,
+            mlp.fc3.weight,
+            mlp.fc3.bias,
+        )
 
 
 class DotsPatchEmbed(nn.Module):
@@ -253,6 +346,27 @@ class DotsVisionTransformer(nn.Module):
         )
         self.merger = DotsPatchMerger(config)
         self.attention = attention
+        # With "sdpa": torch's backends to use, in priority order (None: torch's own choice).
+        self.sdpa_backends: tuple[str, ...] | None = None
+        self.fused: dict[str, Callable] | None = None
+
+    def set_fused(self, on: bool, compile: bool | None = None) -> None:
+        """Run each block as two functions of tensors around the attention; with `compile` (default: on
+        CUDA) through torch.compile, which fuses the norms, rotary, SiLU and residuals."""
+        if not on:
+            self.fused = None
+            return
+        if compile is None:
+            compile = self.merger.ln_q.weight.device.type == "cuda"
+        if not compile:
+            self.fused = dict(_FUSED)
+            return
+        self.fused = {name: torch.compile(fn, dynamic=True) for name, fn in _FUSED.items()}
+
+    def set_sdpa_backends(self, names: Sequence[str] | None) -> None:
+        if names:
+            sdpa_backends(names)  # validates the names
+        self.sdpa_backends = tuple(names) if names else None
 
     def set_attention(self, name: str) -> None:
         """Switch the attention implementation, refusing one that does not run on this device and dtype."""
@@ -279,6 +393,10 @@ class DotsVisionTransformer(nn.Module):
         angles = rotary_angles(grid_thw, head_dim, self.config.spatial_merge_size, x.device)
         rotary = (angles.cos().unsqueeze(1), angles.sin().unsqueeze(1))  # once, shared by all blocks
         attention = _ATTENTION[self.attention]
-        for block in self.blocks:
-            x = block(x, cu_seqlens, rotary, attention)
+        backends = self.sdpa_backends if self.attention == "sdpa" else None
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(sdpa_backends(backends), set_priority=True) if backends else nullcontext():
+            for block in self.blocks:
+                x = block(x, cu_seqlens, rotary, attention, self.fused)
         return self.merger(self.post_trunk_norm(x))
