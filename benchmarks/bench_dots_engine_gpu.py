@@ -36,8 +36,13 @@ from tiny_dots import TEXT, VISION, build_tiny_dots
 
 # The published decoder (config.json of rednote-hilab/dots.ocr); the vision tower's published sizes
 # are DotsVisionConfig's defaults.
-FULL_TEXT = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-             "num_key_value_heads": 2}
+FULL_TEXT = {
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+}
 VOCAB = 151936
 # A4 at 200 DPI (1654 x 2339), US letter at 200 DPI, and two A4 scans cropped a little: four prompt lengths.
 PAGE_SIZES = [(1654, 2339), (1700, 2200), (1620, 2339), (1654, 2300)]
@@ -53,7 +58,7 @@ def _pages(sizes: list[tuple[int, int]]) -> list[Page]:
         rows = rng.integers(0, height - 8, size=height // 12)
         for row in rows:
             start = int(rng.integers(0, width // 2))
-            pixels[row:row + 6, start:start + int(rng.integers(width // 8, width // 2))] = 30
+            pixels[row : row + 6, start : start + int(rng.integers(width // 8, width // 2))] = 30
         pages.append(Page(image=Image.fromarray(pixels), number=number, source="synthetic-a4", dpi=200))
     return pages
 
@@ -69,21 +74,35 @@ def _run(engine: DotsEngine, pages: list[Page], task: Task, sync: Any) -> tuple[
 def measure(tiny: bool, device: str, new_tokens: int, workdir: Path) -> dict[str, Any]:
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    text, vision = (TEXT, VISION) if tiny else (FULL_TEXT, {**VISION, **{
-        k: getattr(DotsVisionConfig(), k) for k in VISION if hasattr(DotsVisionConfig(), k)}})
+    text, vision = (
+        (TEXT, VISION)
+        if tiny
+        else (
+            FULL_TEXT,
+            {**VISION, **{k: getattr(DotsVisionConfig(), k) for k in VISION if hasattr(DotsVisionConfig(), k)}},
+        )
+    )
     dtype = "bfloat16" if cuda else "float32"
     row: dict[str, Any] = {"new_tokens_per_page": new_tokens, "dtype": dtype}
     start = time.perf_counter()
-    build_tiny_dots(workdir, shards=2, text=text, vision=vision, vocab_size=None if tiny else VOCAB,
-                    dtype=getattr(torch, dtype), device=device)
+    build_tiny_dots(
+        workdir,
+        shards=2,
+        text=text,
+        vision=vision,
+        vocab_size=None if tiny else VOCAB,
+        dtype=getattr(torch, dtype),
+        device=device,
+    )
     row["write_checkpoint_s"] = round(time.perf_counter() - start, 1)
     row["checkpoint_gib"] = round(sum(f.stat().st_size for f in workdir.glob("*.safetensors")) / 2**30, 2)
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     engine = DotsEngine(model_path=workdir)
-    plan = EnginePlan(device=device, dtype=dtype, attention="sdpa", batch_size=1,
-                      generation={"min_new_tokens": new_tokens})
+    plan = EnginePlan(
+        device=device, dtype=dtype, attention="sdpa", batch_size=1, generation={"min_new_tokens": new_tokens}
+    )
     sync()
     start = time.perf_counter()
     engine.load(plan)
@@ -101,16 +120,21 @@ def measure(tiny: bool, device: str, new_tokens: int, workdir: Path) -> dict[str
             seconds, results = _run(engine, pages[:batch] if label == "first" else pages, task, sync)
             generations = [r.generation for r in results]
             tokens = sum(g.generated_tokens for g in generations)
-            runs.append({
-                "batch": batch, "call": label, "pages": len(results), "seconds": round(seconds, 2),
-                "pages_per_s": round(len(results) / seconds, 3),
-                "prompt_tokens": [g.prompt_tokens for g in generations],
-                "generated_tokens": [g.generated_tokens for g in generations],
-                "page_seconds": [g.seconds for g in generations],
-                # a page's share of its batch's time over its tokens: prefill included
-                "ms_per_token": round(sum(g.seconds for g in generations) / tokens * 1000 * batch, 2),
-                "statuses": sorted({str(r.status) for r in results}),
-            })
+            runs.append(
+                {
+                    "batch": batch,
+                    "call": label,
+                    "pages": len(results),
+                    "seconds": round(seconds, 2),
+                    "pages_per_s": round(len(results) / seconds, 3),
+                    "prompt_tokens": [g.prompt_tokens for g in generations],
+                    "generated_tokens": [g.generated_tokens for g in generations],
+                    "page_seconds": [g.seconds for g in generations],
+                    # a page's share of its batch's time over its tokens: prefill included
+                    "ms_per_token": round(sum(g.seconds for g in generations) / tokens * 1000 * batch, 2),
+                    "statuses": sorted({str(r.status) for r in results}),
+                }
+            )
             print(json.dumps(runs[-1]), flush=True)
     row["runs"] = runs
     if cuda:
@@ -138,15 +162,23 @@ def report(row: dict[str, Any], command: str, machine: str, tiny: bool) -> str:
     ]
     if tiny:
         lines.append("- Tiny sizes on the CPU (`--tiny`): a code-path check, not a measurement.")
-    lines += ["", "| batch | call | pages | seconds | pages/s | prompt tokens | generated | ms/step | status |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| batch | call | pages | seconds | pages/s | prompt tokens | generated | ms/step | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in row["runs"]:
-        lines.append(f"| {r['batch']} | {r['call']} | {r['pages']} | {r['seconds']} | {r['pages_per_s']} | "
-                     f"{', '.join(map(str, r['prompt_tokens']))} | {sum(r['generated_tokens'])} | "
-                     f"{r['ms_per_token']} | {', '.join(r['statuses'])} |")
+        lines.append(
+            f"| {r['batch']} | {r['call']} | {r['pages']} | {r['seconds']} | {r['pages_per_s']} | "
+            f"{', '.join(map(str, r['prompt_tokens']))} | {sum(r['generated_tokens'])} | "
+            f"{r['ms_per_token']} | {', '.join(r['statuses'])} |"
+        )
     if "peak_gib" in row:
-        lines += ["", f"Weights {row['weights_gib']} GiB; peak allocated {row['peak_gib']} GiB "
-                      f"({row['peak_reserved_gib']} GiB reserved) over all calls."]
+        lines += [
+            "",
+            f"Weights {row['weights_gib']} GiB; peak allocated {row['peak_gib']} GiB "
+            f"({row['peak_reserved_gib']} GiB reserved) over all calls.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -165,8 +197,10 @@ def main() -> None:
     import transformers
 
     machine = f"{gpu}; torch {torch.__version__}; transformers {transformers.__version__}; {platform.platform()}"
-    command = args.command or "PYTHONPATH=src:tests python3 benchmarks/bench_dots_engine_gpu.py " \
-                              "--out benchmarks/dots-engine-gpu.md"
+    command = (
+        args.command
+        or "PYTHONPATH=src:tests python3 benchmarks/bench_dots_engine_gpu.py --out benchmarks/dots-engine-gpu.md"
+    )
     text = report(row, command, machine, args.tiny)
     Path(args.out).write_text(text)
     Path(args.out).with_suffix(".json").write_text(json.dumps(row, indent=2))

@@ -43,10 +43,21 @@ from polyocr.engines.vlm import STATIC_CACHE_MULTIPLE, static_cache_length
 
 FULL_TEXT = PUBLISHED_TEXT  # the published config.json's sizes and token ids
 FULL_VISION: dict = {}  # DotsVisionConfig's defaults are the published vision_config
-TINY_TEXT = {**FULL_TEXT, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "vocab_size": 151936}
-TINY_VISION = {"embed_dim": 64, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-               "num_attention_heads": 2}
+TINY_TEXT = {
+    **FULL_TEXT,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 151936,
+}
+TINY_VISION = {
+    "embed_dim": 64,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
 IMG_START, IMG_END, USER, END_USER, ASSISTANT = 151666, 151667, 151670, 151671, 151672
 A4_200DPI_GRID = (1, 168, 118)  # 2352 x 1652 pixels / 14
 PROMPT_TEXT_TOKENS = 150  # the layout_all prompt is about this long
@@ -161,8 +172,8 @@ def bench_vision(model: DotsOCRForCausalLM, grid: tuple[int, int, int], repeats:
     vision._ATTENTION["dense_mask_reference"] = dense_mask_reference()
     names = [*vision.VISION_ATTENTION_IMPLEMENTATIONS, "dense_mask_reference"]
     for name in names:
-        reason = "" if name == "dense_mask_reference" else vision.vision_attention_unavailable(
-            name, device, model.dtype
+        reason = (
+            "" if name == "dense_mask_reference" else vision.vision_attention_unavailable(name, device, model.dtype)
         )
         if reason:
             rows.append({"attention": name, "unavailable": reason})
@@ -189,13 +200,23 @@ def bench_vision(model: DotsOCRForCausalLM, grid: tuple[int, int, int], repeats:
 
 
 def bench_generate(
-    model: DotsOCRForCausalLM, batch: int, cache: str, new_tokens: int, grid: tuple[int, int, int], attention: str,
+    model: DotsOCRForCausalLM,
+    batch: int,
+    cache: str,
+    new_tokens: int,
+    grid: tuple[int, int, int],
+    attention: str,
     multiple: int,
 ) -> dict:
     model.set_attn_implementation(attention)
     inputs = page_inputs(batch, grid, model.device)
-    settings = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
-                "pad_token_id": 0, "eos_token_id": None}
+    settings = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": 0,
+        "eos_token_id": None,
+    }
     cache_len = None
     if cache == "static":
         cache_len = static_cache_length(inputs["input_ids"].shape[1], new_tokens, multiple)
@@ -222,11 +243,19 @@ def bench_generate(
     step = statistics.median(steps)
     to_1024 = clock.stamps[min(1023, len(clock.stamps) - 1)] - start
     row = {
-        "batch": batch, "cache": cache, "decoder_attention": attention,
-        "prompt_tokens": inputs["input_ids"].shape[1], "new_tokens": new_tokens, "cache_multiple": multiple,
+        "batch": batch,
+        "cache": cache,
+        "decoder_attention": attention,
+        "prompt_tokens": inputs["input_ids"].shape[1],
+        "new_tokens": new_tokens,
+        "cache_multiple": multiple,
         "cache_len": cache_len,
-        "warmup_seconds": warm, "prefill_seconds": prefill, "ms_per_step": step * 1000,
-        "tokens_per_second": batch / step, "total_seconds": total, "peak_bytes": peak_bytes(),
+        "warmup_seconds": warm,
+        "prefill_seconds": prefill,
+        "ms_per_step": step * 1000,
+        "tokens_per_second": batch / step,
+        "total_seconds": total,
+        "peak_bytes": peak_bytes(),
         "peak_reserved_bytes": peak_reserved(),
         "pages_per_second_1024": batch / to_1024 if new_tokens >= 1024 else None,
         "pages_per_second_1024_estimated": batch / (prefill + 1023 * step),
@@ -241,8 +270,7 @@ def render(results: dict, command: str) -> str:
         "# dots.ocr on a GPU (random weights, full-size config, bf16)",
         "",
         f"- command: `{command}`",
-        f"- machine: {env['device']}; torch {env['torch']}, transformers {env['transformers']}, "
-        f"Python {env['python']}",
+        f"- machine: {env['device']}; torch {env['torch']}, transformers {env['transformers']}, Python {env['python']}",
         f"- date: {env['date']}",
         f"- model: {results['parameters'] / 1e9:.2f} B parameters, weights {gib(results['weight_bytes'])} GiB",
     ]
@@ -342,17 +370,26 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="smoke test with a tiny config")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["vision", "dynamic", "static", "sdpa"])
-    parser.add_argument("--cache-multiple", nargs="+", type=int, default=[STATIC_CACHE_MULTIPLE],
-                        help="static cache lengths rounded up to each of these (1: transformers' own length)")
-    parser.add_argument("--new-tokens", type=int,
-                        help="new tokens for every static row (default 1024, and 2000 for the batch-1 memory row)")
+    parser.add_argument(
+        "--cache-multiple",
+        nargs="+",
+        type=int,
+        default=[STATIC_CACHE_MULTIPLE],
+        help="static cache lengths rounded up to each of these (1: transformers' own length)",
+    )
+    parser.add_argument(
+        "--new-tokens",
+        type=int,
+        help="new tokens for every static row (default 1024, and 2000 for the batch-1 memory row)",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     text, vision_cfg = (TINY_TEXT, TINY_VISION) if args.tiny else (FULL_TEXT, FULL_VISION)
     grid = (1, 8, 6) if args.tiny else A4_200DPI_GRID
-    new_tokens = {"dynamic": 8, "static": 12, "memory": 16} if args.tiny else {
-        "dynamic": 128, "static": 1024, "memory": 2000}
+    new_tokens = (
+        {"dynamic": 8, "static": 12, "memory": 16} if args.tiny else {"dynamic": 128, "static": 1024, "memory": 2000}
+    )
     if args.new_tokens:
         new_tokens.update(static=args.new_tokens, memory=args.new_tokens)
     config = DotsOCRConfig(**text, vision_config=vision_cfg)
@@ -363,12 +400,17 @@ def main() -> None:
     results: dict = {
         "environment": {
             "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "date": datetime.date.today().isoformat(),
         },
         "parameters": sum(p.numel() for p in model.parameters()),
         "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-        "grid": list(grid), "patches": grid[0] * grid[1] * grid[2], "vision": [], "generate": [],
+        "grid": list(grid),
+        "patches": grid[0] * grid[1] * grid[2],
+        "vision": [],
+        "generate": [],
     }
     print(f"{results['parameters'] / 1e9:.2f} B parameters on {results['environment']['device']}", flush=True)
     command = "PYTHONPATH=src python3 " + " ".join(["benchmarks/bench_dots_gpu.py", *sys.argv[1:]])
@@ -385,10 +427,12 @@ def main() -> None:
         save()
     first = args.cache_multiple[0]
     runs = [
-        (1, "dynamic", "dynamic", PACKED_DECODE, first), (8, "dynamic", "dynamic", PACKED_DECODE, first),
+        (1, "dynamic", "dynamic", PACKED_DECODE, first),
+        (8, "dynamic", "dynamic", PACKED_DECODE, first),
         *[(1, "static", "memory", PACKED_DECODE, m) for m in args.cache_multiple],
         *[(8, "static", "static", PACKED_DECODE, m) for m in args.cache_multiple],
-        (1, "static", "static", "sdpa", first), (8, "static", "static", "sdpa", first),
+        (1, "static", "static", "sdpa", first),
+        (8, "static", "static", "sdpa", first),
     ]
     for batch, cache, length, attention, multiple in runs:
         if cache in args.skip or attention in args.skip:
@@ -404,6 +448,7 @@ def main() -> None:
             reset_peak()
         save()
     print(render(results, command))
+
 
 if __name__ == "__main__":
     main()

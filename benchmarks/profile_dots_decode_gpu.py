@@ -63,12 +63,17 @@ def profile_batch(model: DotsOCRForCausalLM, batch: int) -> list[str]:
     groups: dict[str, float] = {}
     for name, times in per_kernel.items():
         groups[_group(name)] = groups.get(_group(name), 0.0) + sum(times)
-    lines = [f"## Batch {batch}", "",
-             f"- generate of {STEPS + 1} tokens: {wall * 1000:.1f} ms wall under the profiler; "
-             f"a 1-token generate (prefill incl. vision) takes {prefill * 1000:.1f} ms, so about "
-             f"{(wall - prefill) / STEPS * 1000:.2f} ms per decoding step",
-             f"- GPU busy {busy:.1f} ms in all (prefill included)", "",
-             "| kernel group | GPU ms |", "| --- | ---: |"]
+    lines = [
+        f"## Batch {batch}",
+        "",
+        f"- generate of {STEPS + 1} tokens: {wall * 1000:.1f} ms wall under the profiler; "
+        f"a 1-token generate (prefill incl. vision) takes {prefill * 1000:.1f} ms, so about "
+        f"{(wall - prefill) / STEPS * 1000:.2f} ms per decoding step",
+        f"- GPU busy {busy:.1f} ms in all (prefill included)",
+        "",
+        "| kernel group | GPU ms |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {k} | {v:.1f} |" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])]
     lines += ["", "| kernel | calls | GPU ms | group |", "| --- | ---: | ---: | --- |"]
     for name, times in sorted(per_kernel.items(), key=lambda kv: -sum(kv[1]))[:15]:
@@ -83,14 +88,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = DotsOCRForCausalLM._from_config(DotsOCRConfig(**FULL_TEXT, vision_config=FULL_VISION),
-                                                dtype=torch.bfloat16, attn_implementation=PACKED_DECODE).eval()
-    lines = ["# dots.ocr static-cache decoding step: GPU profile", "",
-             "- Command: `PYTHONPATH=src python3 benchmarks/profile_dots_decode_gpu.py "
-             "--out benchmarks/dots-decode-profile.md`",
-             f"- Machine: {torch.cuda.get_device_name()}; torch {torch.__version__}; "
-             f"transformers {transformers.__version__}",
-             f"- Date: {datetime.date.today().isoformat()}", ""]
+        model = DotsOCRForCausalLM._from_config(
+            DotsOCRConfig(**FULL_TEXT, vision_config=FULL_VISION),
+            dtype=torch.bfloat16,
+            attn_implementation=PACKED_DECODE,
+        ).eval()
+    lines = [
+        "# dots.ocr static-cache decoding step: GPU profile",
+        "",
+        "- Command: `PYTHONPATH=src python3 benchmarks/profile_dots_decode_gpu.py "
+        "--out benchmarks/dots-decode-profile.md`",
+        f"- Machine: {torch.cuda.get_device_name()}; torch {torch.__version__}; "
+        f"transformers {transformers.__version__}",
+        f"- Date: {datetime.date.today().isoformat()}",
+        "",
+    ]
     for batch in (int(b) for b in args.batches.split(",")):
         lines += profile_batch(model, batch)
         args.out.write_text("\n".join(lines) + "\n")

@@ -414,13 +414,13 @@ class SlotDecoder:
     def _read(self) -> tuple[list[list[int]], list[int], list[bool], list[bool]]:
         names = ("out", "count", "active", "bad")
         if self.device.type != "cuda":
-            return tuple(getattr(self, name).tolist() for name in names)  # type: ignore[return-value]
+            return tuple(getattr(self, name).tolist() for name in names)
         for name in names:
             self._host[name].copy_(getattr(self, name), non_blocking=True)
         event = torch.cuda.Event()
         event.record()
         event.synchronize()
-        return tuple(self._host[name].tolist() for name in names)  # type: ignore[return-value]
+        return tuple(self._host[name].tolist() for name in names)
 
     def _finish(self, state: _Row, bad: bool, now: float) -> Finished:
         staged = state.staged
