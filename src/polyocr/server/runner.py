@@ -74,7 +74,8 @@ class JobRunner:
                 self.service.submit(self._run, job, timeout=self.job_timeout).result()
             except Exception as exc:  # shutdown cancelled the work before it started, or it never started
                 if self._stopping.is_set():
-                    self.store.requeue(job.id)
+                    if job.id not in self._handed_back:
+                        self.store.requeue(job.id)
                 elif isinstance(exc, WorkStopped):
                     self._fail(job.id, self._over_time(exc))
                 else:
