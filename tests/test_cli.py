@@ -35,7 +35,7 @@ def test_one_bad_input_does_not_stop_the_others(tmp_path: Path) -> None:
         "ocr", str(bad), str(SAMPLE_PDF), "--engine", "tesseract", "--format", "md", "--out", str(out), "--overlay"
     )
     assert run.returncode == 1
-    assert "broken.png: not an image or PDF" in run.stderr
+    assert "broken.png: corrupt or truncated PNG image" in run.stderr  # PNG by its magic number
     markdown = (out / "sample-en-ru.md").read_text(encoding="utf-8")
     assert "Reading Machines" in markdown and "\n---\n" in markdown
     assert not (out / "broken.md").exists()

@@ -154,7 +154,9 @@ def test_pdf_page_over_pixel_limit(tmp_path: Path) -> None:
     pdf.new_page(72 * 40, 72 * 40)  # a 40-inch poster
     path = tmp_path / "poster.pdf"
     pdf.save(path)
-    assert "over the limit" in _error(path, max_pixels=20_000_000)
+    # the page fails alone (issue 16): it comes out as a page with its error, not as the end of the file
+    (page,) = open_source(path, max_pixels=20_000_000).pages()
+    assert page.number == 1 and page.error is not None and "over the limit" in page.error
 
 
 def test_pdf_page_limit_and_raising_it(tmp_path: Path) -> None:

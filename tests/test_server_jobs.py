@@ -77,7 +77,7 @@ def test_store_fails_a_job_that_keeps_killing_the_server(tmp_path: Path) -> None
     store.close()
 
 
-def test_store_keeps_files_until_fetched_or_expired(tmp_path: Path) -> None:
+def test_store_deletes_uploads_when_done_and_results_when_expired(tmp_path: Path) -> None:
     store = JobStore(tmp_path, ttl=60, max_starts=3)
     kept = store.create(b"upload-1", "a.png", {}, 1)
     gone = store.create(b"upload-2", "b.png", {}, 1)
@@ -86,7 +86,9 @@ def test_store_keeps_files_until_fetched_or_expired(tmp_path: Path) -> None:
         store.claim_next()
         store.finish(job.id, '{"source": "x"}', 1)
     assert store.read_result(kept.id) == '{"source": "x"}'
-    assert not store.upload_path(kept.id).exists() and store.upload_path(gone.id).read_bytes() == b"upload-2"
+    # a finished job's upload is deleted at once (issue 16); its result stays until it expires
+    assert not store.upload_path(kept.id).exists() and not store.upload_path(gone.id).exists()
+    assert store.upload_path(waiting.id).read_bytes() == b"upload-3" and store.result_path(gone.id).exists()
     finished = store.get(gone.id).finished
     assert store.expire(now=finished + 30) == []
     assert sorted(store.expire(now=finished + 61)) == sorted([kept.id, gone.id])

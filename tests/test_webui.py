@@ -353,8 +353,10 @@ def test_dpi_of_a_request_sets_the_page_size_and_the_page_image(tmp_path: Path) 
     with running_server(settings) as url:
         refused = httpx.post(f"{url}/v1/jobs", files={"file": ("a.pdf", text_pdf(1))}, data={"dpi": "5000"})
         assert refused.status_code == 400 and "invalid dpi" in refused.json()["error"]["message"]
-        job = httpx.post(f"{url}/v1/jobs", files={"file": ("a.pdf", text_pdf(1))}, data={"dpi": "144"}).json()
-        assert job["params"]["dpi"] == 144.0
+        # keep_pages: the page's image is kept as the job runs (the upload is deleted when it finishes)
+        keep = {"keep_pages": "1"}
+        job = httpx.post(f"{url}/v1/jobs", files={"file": ("a.pdf", text_pdf(1))}, data={"dpi": "144", **keep}).json()
+        assert job["params"]["dpi"] == 144.0 and job["params"]["keep_pages"] is True
 
         def finished() -> dict | None:
             state = httpx.get(f"{url}/ui/api/jobs/{job['id']}", timeout=10).json()
@@ -373,14 +375,18 @@ def test_dpi_of_a_request_sets_the_page_size_and_the_page_image(tmp_path: Path) 
         frames = [Image.new("RGB", (300 + 100 * n, 200), "white") for n in range(2)]
         buffer = io.BytesIO()
         frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
-        tiff = httpx.post(f"{url}/v1/jobs", files={"file": ("two.tif", buffer.getvalue())}).json()
+        tiff = httpx.post(f"{url}/v1/jobs", files={"file": ("two.tif", buffer.getvalue())}, data=keep).json()
         assert tiff["page_count"] == 2
         wait_until(lambda: httpx.get(f"{url}/ui/api/jobs/{tiff['id']}").json()["status"] == "done", 60, 0.1, "tiff")
         with Image.open(io.BytesIO(httpx.get(f"{url}/ui/api/jobs/{tiff['id']}/pages/2").content)) as second:
             assert second.size == (400, 200)
-        # The API's own fetch deletes the upload; the cached page image stays, an unrendered one is gone.
+        # The upload is gone once the job finished; the kept page image stays. Without keep_pages: 410.
         assert httpx.get(f"{url}/v1/jobs/{job['id']}/result").status_code == 200
         assert httpx.get(f"{url}/ui/api/jobs/{job['id']}/pages/1").content == image.content
+        bare = httpx.post(f"{url}/v1/jobs", files={"file": ("b.pdf", text_pdf(1))}).json()
+        wait_until(lambda: httpx.get(f"{url}/ui/api/jobs/{bare['id']}").json()["status"] == "done", 60, 0.1, "bare")
+        gone = httpx.get(f"{url}/ui/api/jobs/{bare['id']}/pages/1")
+        assert gone.status_code == 410 and "keep_pages" in gone.json()["error"]["message"]
 
 
 def test_a_running_job_reports_its_finished_pages(tmp_path: Path) -> None:

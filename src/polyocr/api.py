@@ -3,16 +3,19 @@ CLI shares (configuration, task, chain, the user's overrides, preflight) so both
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from PIL import Image
 
 from polyocr import defaults
 from polyocr.config import RouterConfig, load_config
 from polyocr.documents import Source, load_pages, open_source
-from polyocr.errors import ConfigError, InputError
+from polyocr.documents.loader import open_bytes_or_stream
+from polyocr.errors import ConfigError, InputError, OptionError
 from polyocr.results import DocumentResult
 from polyocr.router import Router, resolve_chain
 from polyocr.scripts import language_codes
@@ -37,10 +40,52 @@ class RunOptions:
     attn: str | None = None
     plans: dict[str, EnginePlan] = field(default_factory=dict)  # given outright, used as they are
 
+    def validate(self) -> None:
+        """Refuse values no page could be read with, up front and with the valid range (OptionError)."""
+        checks = (
+            ("dpi", self.dpi, 1, MAX_DPI),
+            ("max_pixels", self.max_pixels, 1, None),
+            ("max_pages", self.max_pages, 1, None),
+            ("max_new_tokens", self.max_new_tokens, 1, None),
+        )
+        for name, value, low, high in checks:
+            number = float(value)
+            if not math.isfinite(number) or number < low or (high is not None and number > high):
+                span = f"from {low} to {high}" if high is not None else f"at least {low}"
+                raise OptionError(f"{name} must be {span}, got {value!r}")
+        if self.timeout is not None and (not math.isfinite(float(self.timeout)) or self.timeout <= 0):
+            raise OptionError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        check_languages(self.language_tuple())
+
     def language_tuple(self) -> tuple[str, ...]:
         """A string is one language or several joined by "+" ("eng+rus"), never its letters."""
         items = [self.languages] if isinstance(self.languages, str) else list(self.languages)
         return tuple(language_codes(items))
+
+
+MAX_DPI = 2400  # beyond this a Letter page is over a billion pixels
+
+
+def check_languages(languages: Sequence[str]) -> None:
+    """Refuse a language polyocr does not know and no installed Tesseract model reads (OptionError)."""
+    from polyocr.scripts import LANGUAGE_SCRIPTS
+
+    if not languages:
+        raise OptionError("no language given; use codes such as eng or eng+rus")
+    unknown = [code for code in languages if code not in LANGUAGE_SCRIPTS]
+    if not unknown:
+        return
+    from polyocr.engines.tesseract import find_tessdata, installed_languages
+
+    tessdata = find_tessdata()
+    installed = set(installed_languages(tessdata)) if tessdata is not None else set()
+    missing = [code for code in unknown if code not in installed]
+    if missing:
+        known = ", ".join(sorted(set(LANGUAGE_SCRIPTS) | installed))
+        raise OptionError(
+            f"unknown language {'+'.join(missing)!r}: not a language polyocr knows and no Tesseract "
+            f"traineddata for it is installed; known: {known}"
+        )
 
 
 def prepare_router(options: RunOptions) -> Router:
@@ -49,6 +94,7 @@ def prepare_router(options: RunOptions) -> Router:
     Raises a PolyOCRError (EngineUnavailable, ConfigError, ConfigFileError) when the run cannot work
     at all, before any page: the CLI turns that into exit code 2, the API raises it.
     """
+    options.validate()
     config = load_config(options.engine, options.timeout)
     task = Task(
         kind=TaskKind(options.task),
@@ -73,15 +119,25 @@ def _apply_overrides(config: RouterConfig, chain: list[str], options: RunOptions
         config.plans.setdefault(name, {}).update({k: v for k, v in overrides.items() if v})
 
 
-def open_input(item: str | Path | Image.Image, options: RunOptions) -> Source:
-    """An input opened as the run's options say; InputError when it cannot be read."""
+Input = str | Path | Image.Image | bytes | bytearray | memoryview | IO[bytes]
+
+
+def open_input(item: Input | Any, options: RunOptions) -> Source:
+    """An input opened as the run's options say (a path, a PIL image, bytes or a binary file object);
+    InputError when it cannot be read."""
     if isinstance(item, Image.Image):
-        return Source(path="<image>", kind="image", page_count=1, _pages=iter(load_pages(item)))
-    return open_source(item, dpi=options.dpi, max_pixels=options.max_pixels, max_pages=options.max_pages)
+        pages = load_pages(item, max_pixels=options.max_pixels)
+        return Source(path="<image>", kind="image", page_count=1, _pages=iter(pages))
+    dpi, max_pixels, max_pages = options.dpi, options.max_pixels, options.max_pages
+    if isinstance(item, (bytes, bytearray, memoryview)) or hasattr(item, "read"):
+        return open_bytes_or_stream(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+    if not isinstance(item, (str, Path)):
+        raise TypeError(f"cannot OCR a {type(item).__name__}: give a path, a PIL image, bytes or a binary file")
+    return open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
 
 
 def ocr(
-    item: str | Path | Image.Image,
+    item: Input,
     engine: str | Sequence[str] = "auto",
     *,
     task: TaskKind | str = TaskKind.LAYOUT,
@@ -97,7 +153,7 @@ def ocr(
     dtype: str | None = None,
     attn: str | None = None,
 ) -> DocumentResult:
-    """OCR one file (image, multi-page TIFF, PDF) or PIL image.
+    """OCR one file (image, multi-page TIFF, PDF), PIL image, bytes or binary file object.
 
     An input that cannot be read gives a DocumentResult with no pages and the reason in `errors`
     rather than an exception, the same as the CLI reports it; check `result.ok`. A run that cannot
@@ -124,9 +180,10 @@ def ocr(
         attn=attn,
         plans=dict(plans or {}),
     )
+    options.validate()
     try:
         source = open_input(item, options)
     except InputError as exc:
-        return DocumentResult(source=str(item), errors=[str(exc)])
+        return DocumentResult(source=exc.path, errors=[str(exc)])
     with prepare_router(options) as router:
         return router.run_source(source)

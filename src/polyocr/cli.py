@@ -90,11 +90,13 @@ class _RunStats:
     pages: int = 0
     failed_pages: int = 0
     failed_inputs: int = 0
+    failed_outputs: int = 0
 
 
 @app.command()
 def ocr(
-    inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
+    # readable=False: an unreadable input is that input's error, not a refusal of the whole run
+    inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.", readable=False)],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
     lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
@@ -154,7 +156,10 @@ def ocr(
         _error(exc)
         raise typer.Exit(2) from None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        problem = _output_dir_problem(out_dir)
+        if problem:
+            _error(problem)
+            raise typer.Exit(2)
     stats = _RunStats()
     summary = RunSummary()
     start = time.perf_counter()
@@ -183,8 +188,13 @@ def ocr(
                         + escape("; ".join(result.errors))
                     )
                 summary.add(result)
-                if overlay and out_dir is not None:
-                    draw_overlay(page.image, result).save(out_dir / f"{stem}.page{page.number:04d}.png")
+                if overlay and out_dir is not None and page.error is None:
+                    target = out_dir / f"{stem}.page{page.number:04d}.png"
+                    try:
+                        draw_overlay(page.image, result).save(target)
+                    except OSError as exc:
+                        stats.failed_outputs += 1
+                        _error(f"{target}: overlay not written: {exc.strerror or exc}")
                 elapsed = time.perf_counter() - start
                 progress.update(
                     bar,
@@ -199,11 +209,22 @@ def ocr(
                 for message in doc.errors:
                     _error(message)
             if out_dir is not None:
-                (out_dir / f"{stem}{suffix_for(fmt)}").write_text(render(doc, fmt), encoding="utf-8")
+                target = out_dir / f"{stem}{suffix_for(fmt)}"
+                try:
+                    _write_output(target, render(doc, fmt))
+                except OSError as exc:  # one output that cannot be written fails that input only
+                    stats.failed_outputs += 1
+                    _error(f"{path}: result not written to {target}: {exc.strerror or exc}")
             else:
                 documents.append(doc)
     if out_dir is None:
-        _print_documents([d for d in documents if d.pages], fmt)
+        if fmt == "json":
+            # One shape whatever failed: an object for one file named, a list otherwise (failed
+            # inputs included, with their errors and no pages).
+            single = len(inputs) == 1 and not inputs[0].is_dir()
+            _print_json(documents, single)
+        else:
+            _print_documents([d for d in documents if d.pages], fmt)
     seconds = time.perf_counter() - start
     if not quiet:
         if fmt == "json":
@@ -212,7 +233,10 @@ def ocr(
                     {
                         "summary": summary.to_dict(),
                         "inputs": len(files),
+                        "pages": stats.pages,
+                        "failed_pages": stats.failed_pages,
                         "unreadable_inputs": stats.failed_inputs,
+                        "unwritten_outputs": stats.failed_outputs,
                         "seconds": round(seconds, 3),
                     }
                 )
@@ -221,11 +245,38 @@ def ocr(
             err.print(
                 f"{len(files)} input(s), {stats.pages} page(s), {stats.failed_pages} failed page(s), "
                 f"{summary.partial} partial, {summary.fell_back} fallback(s), "
-                f"{stats.failed_inputs} unreadable input(s), {seconds:.1f} s; engines: {summary.line()}",
+                f"{stats.failed_inputs} unreadable input(s), "
+                + (f"{stats.failed_outputs} output(s) not written, " if stats.failed_outputs else "")
+                + f"{seconds:.1f} s; engines: {summary.line()}",
                 soft_wrap=True,
             )
-    if stats.failed_pages or stats.failed_inputs:
+    if stats.failed_pages or stats.failed_inputs or stats.failed_outputs:
         raise typer.Exit(1)
+
+
+def _output_dir_problem(out_dir: Path) -> str | None:
+    """Why --out cannot take files at all (then nothing is run), or None."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out {out_dir}: exists and is not a directory; give a directory (it is created if missing)"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out_dir}: cannot create the directory: {exc.strerror or exc}"
+    return None
+
+
+def _write_output(target: Path, text: str) -> None:
+    """Write one result file; a directory in the way is an error like any other (OSError)."""
+    if target.is_dir():
+        raise IsADirectoryError(21, "a directory with that name is in the way")
+    target.write_text(text, encoding="utf-8")
+
+
+def _print_json(documents: list[DocumentResult], single: bool) -> None:
+    if single and len(documents) == 1:
+        sys.stdout.write(documents[0].to_json() + "\n")
+        return
+    sys.stdout.write("[\n" + ",\n".join(d.to_json() for d in documents) + "\n]\n")
 
 
 def _unique_stem(out_dir: Path, path: Path, used: set[str]) -> str:
@@ -458,13 +509,23 @@ def schema() -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to bind (default 127.0.0.1); beyond loopback wants --api-key.")
+        str | None,
+        typer.Option(help="Address to bind (default 127.0.0.1); beyond loopback needs a key or --insecure-no-auth."),
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="Default chain: auto, a name, or a,b,c.")] = None,
     allow_engines: Annotated[str | None, typer.Option(help="Engines requests may name, a,b,c (default all).")] = None,
     lang: Annotated[str | None, typer.Option(help="Default languages, joined by + (default eng+rus).")] = None,
-    api_key: Annotated[str | None, typer.Option(help="Bearer token required on /v1/* (or POLYOCR_API_KEY).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Bearer token required on /v1/* (visible in ps: prefer --api-key-file).")
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File whose first line is the bearer token (or POLYOCR_API_KEY_FILE / POLYOCR_API_KEY)."),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Allow a --host beyond loopback without an API key.")
+    ] = False,
     cors: Annotated[str | None, typer.Option(help="Origins allowed by CORS, a,b (default: CORS off).")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Pages recognised at once; each holds its own engines (1).")
@@ -478,24 +539,33 @@ def serve(
         Path | None, typer.Option(help="Job database and files (default ~/.cache/polyocr/jobs).")
     ] = None,
     job_ttl: Annotated[float | None, typer.Option(help="Hours a finished job is kept (24).")] = None,
+    max_job_mb: Annotated[
+        float | None, typer.Option(help="Uploads and results kept in --job-dir, MiB, before new jobs get 507 (2048).")
+    ] = None,
+    job_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a job may run before it is stopped and failed (no limit).")
+    ] = None,
 ) -> None:
     """Serve polyocr over HTTP: /v1/ocr, /v1/jobs, /v1/engines, OpenAI-compatible /v1/chat/completions, /docs.
 
     Unset options come from polyocr.toml's [server] section, then the defaults.
     """
-    from polyocr.config import server_settings
+    from polyocr.config import read_key_file, server_settings
     from polyocr.server.app import serve as run_server
 
     def names(value: str | None) -> tuple[str, ...] | None:
         return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
 
     try:
+        if api_key_file is not None:
+            api_key = read_key_file(api_key_file)
         settings = server_settings(
             host=host,
             port=port,
             engine=engine,
             languages=_languages(lang) if lang is not None else None,
             api_key=api_key,
+            insecure_no_auth=insecure_no_auth or None,
             allowed_engines=names(allow_engines),
             cors_origins=names(cors),
             workers=workers,
@@ -506,6 +576,8 @@ def serve(
             max_pixels=max_pixels,
             job_dir=job_dir,
             job_ttl=job_ttl * 3600 if job_ttl is not None else None,
+            max_job_bytes=int(max_job_mb * 1024 * 1024) if max_job_mb is not None else None,
+            job_timeout=job_timeout,
         )
         run_server(settings)
     except (PolyOCRError, ValueError) as exc:

@@ -170,6 +170,7 @@ class ServerSettings:
     allowed_engines: tuple[str, ...] | None = None  # engines a request may name; None: every engine
     languages: tuple[str, ...] = defaults.LANGUAGES
     api_key: str | None = None  # bearer token required on /v1/* when set
+    insecure_no_auth: bool = False  # allow binding beyond loopback without an API key
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 50 * MIB
     max_pages: int = 200
@@ -182,16 +183,28 @@ class ServerSettings:
     job_dir: Path = field(default_factory=default_job_dir)
     job_ttl: float = 24 * 3600.0  # seconds a finished job and its files are kept
     job_max_starts: int = 3  # a job interrupted this many times is marked failed, not retried
+    max_job_bytes: int = 2048 * MIB  # uploads and results kept in job_dir; beyond it new jobs get 507
+    job_timeout: float | None = None  # seconds a job may run before it is stopped and failed; None: no limit
+    shutdown_grace: float = 2.0  # seconds a stop waits for pages in hand before requeueing and exiting
     warm_up: bool = True  # load the default chain at start-up so /ready means ready
 
     def __post_init__(self) -> None:
         self.job_dir = Path(self.job_dir)
         self.languages = tuple(self.languages)
-        for name in ("max_request_bytes", "max_pages", "max_pixels", "workers", "job_max_starts"):
-            if getattr(self, name) < 1:
+        for name in ("max_request_bytes", "max_pages", "max_pixels", "workers", "job_max_starts", "max_job_bytes"):
+            if not getattr(self, name) >= 1:
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)}")
-        if self.queue_size < 0 or self.request_timeout <= 0 or self.job_ttl <= 0:
-            raise ValueError("server settings queue_size must be >= 0, request_timeout and job_ttl > 0")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"server setting port must be from 1 to 65535, got {self.port}")
+        if not 1 <= self.dpi <= 2400:
+            raise ValueError(f"server setting dpi must be from 1 to 2400, got {self.dpi}")
+        positive = [self.request_timeout, self.job_ttl] + ([self.job_timeout] if self.job_timeout is not None else [])
+        if not self.queue_size >= 0 or not all(v > 0 and v != float("inf") for v in positive):
+            raise ValueError(
+                "server settings queue_size must be >= 0, request_timeout, job_ttl and job_timeout finite and > 0"
+            )
+        if not self.shutdown_grace >= 0:
+            raise ValueError(f"server setting shutdown_grace must be >= 0, got {self.shutdown_grace}")
 
     @property
     def capacity(self) -> int:
@@ -200,7 +213,45 @@ class ServerSettings:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        """Whether every address the host resolves to is a loopback address (judged by address, not
+        by name: "127.evil.example" is whatever DNS says it is, and unresolvable counts as not)."""
+        return is_loopback_host(self.host)
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond loopback without an API key unless insecure_no_auth says so."""
+        if self.api_key or self.insecure_no_auth or self.is_loopback:
+            return
+        raise ValueError(
+            f"--host {self.host} is reachable beyond this machine and no API key is set: give --api-key-file "
+            "FILE (or POLYOCR_API_KEY / POLYOCR_API_KEY_FILE), or pass --insecure-no-auth to serve without one"
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]) for info in infos}
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    except ValueError:
+        return False
+
+
+def read_key_file(path: str | Path, origin: str = "--api-key-file") -> str:
+    """The API key held in a file (first line, stripped), so it need not appear in `ps`."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigFileError(origin, f"cannot read the API key file {path}: {reason}") from None
+    if not key or not key[0].strip():
+        raise ConfigFileError(origin, f"the API key file {path} is empty")
+    return key[0].strip()
 
 
 SERVER_FIELDS = frozenset(f.name for f in fields(ServerSettings))
@@ -278,6 +329,8 @@ def load(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -
     if env.get("POLYOCR_TIMEOUT"):
         config.router.timeout = _timeout(env["POLYOCR_TIMEOUT"], "POLYOCR_TIMEOUT")
         config.router.origins.append("POLYOCR_TIMEOUT")
+    if env.get(API_KEY_FILE_ENV):
+        config.server = replace(config.server, api_key=read_key_file(env[API_KEY_FILE_ENV], API_KEY_FILE_ENV))
     if env.get(API_KEY_ENV):
         config.server = replace(config.server, api_key=env[API_KEY_ENV])
     openai_env = {name: env[var] for name, var in OPENAI_ENV.items() if env.get(var, "").strip()}
@@ -287,6 +340,7 @@ def load(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -
 
 
 API_KEY_ENV = "POLYOCR_API_KEY"
+API_KEY_FILE_ENV = "POLYOCR_API_KEY_FILE"
 
 
 def load_config(

@@ -73,3 +73,11 @@ class VisionAttentionUnavailable(PolyOCRError, RuntimeError):
 
 class ChatRequestError(PolyOCRError, ValueError):
     """A chat request polyocr cannot answer; the message says what to send instead."""
+
+
+class OptionError(PolyOCRError, ValueError):
+    """An option whose value no run could use (--dpi 0, --max-pages 0, an unknown language); says the valid range."""
+
+
+class JobStoreError(PolyOCRError):
+    """The server's job store cannot be used (damaged, not a database, not a directory); names the file and the fix."""

@@ -1,20 +1,28 @@
 """Turn files, directories and in-memory images into pages.
 
-Inputs are recognised by their content, not their names. Pages are produced lazily, one at a time,
-so a 300-page PDF is never held in memory whole and progress can be shown as pages arrive. Every
-reason a file cannot be read becomes an InputError naming the file; callers collect those per file
-so one bad input never stops the others.
+Inputs are recognised by their content (magic numbers at offset 0), not their names. Pages are
+produced lazily, one at a time, so a 300-page PDF is never held in memory whole and progress can be
+shown as pages arrive. Every reason a file cannot be read becomes an InputError naming the file;
+callers collect those per file so one bad input never stops the others. A page of a multi-page input
+that cannot be read (over the pixel limit, corrupt, drawing a bomb image) comes out as a Page with
+`error` set: that page fails, the pages after it are still read.
+
+Pixel limits are enforced per call, before decoding or rasterising; Pillow's process-wide
+MAX_IMAGE_PIXELS is left as the user's program set it.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polyocr import defaults
 from polyocr.errors import InputError
@@ -23,12 +31,52 @@ DEFAULT_DPI = defaults.DPI
 DEFAULT_MAX_PIXELS = defaults.INPUT_MAX_PIXELS  # per page; guards against decompression bombs
 DEFAULT_MAX_PAGES = defaults.MAX_PAGES  # per PDF or TIFF, unless raised
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 DOCUMENT_SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
-_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "DIB"})
+_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "DIB", "GIF"})
+# Formats whose extra frames are pages (TIFF pages, animated GIF/WebP/APNG frames). An MPO's second
+# picture is a stereo view or preview of the first, so only its first picture is read.
+_MULTI_FRAME_FORMATS = frozenset({"TIFF", "GIF", "WEBP", "PNG"})
 
-# We enforce our own pixel limit with a clear error; Pillow's warning/exception would preempt it.
-Image.MAX_IMAGE_PIXELS = None
+# Accepted content by its first bytes, at offset 0 (a PNG whose text chunk holds "%PDF-" is a PNG).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"II+\x00", "image/tiff"),  # BigTIFF
+    (b"MM\x00+", "image/tiff"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"%PDF-", "application/pdf"),
+)
+_FORMAT_NAMES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/tiff": "TIFF",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/webp": "WebP",
+}
+SNIFF_BYTES = 1024
+_PILLOW_LIMIT = threading.Lock()
+
+
+def sniff(head: bytes) -> str | None:
+    """The content type of a file by its first bytes, or None when it is no accepted kind.
+
+    Image magic numbers are matched at offset 0 only. A PDF may, as PDF readers allow, have a few
+    bytes of junk before its "%PDF-" header (within the first 1024 bytes) when no image magic matched.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if b"%PDF-" in head[:SNIFF_BYTES]:
+        return "application/pdf"
+    return None
 
 
 @dataclass
@@ -39,6 +87,7 @@ class Page:
     number: int  # 1-based within its source
     source: str
     dpi: float | None = None
+    error: str | None = None  # set when this page could not be read; the page then fails alone
 
     @property
     def size(self) -> tuple[int, int]:
@@ -63,27 +112,47 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
 
     Directories are walked recursively in sorted order; inside them only known document suffixes
     are taken (anything else is noted and skipped). Files named explicitly are always taken, so a
-    misnamed or broken file gets its own clear error later instead of vanishing.
+    misnamed or broken file gets its own clear error later instead of vanishing. What looked like
+    input but cannot be read is returned as a file too, so that opening it fails with its reason and
+    the run counts it: a subfolder that cannot be listed, a dangling symbolic link with a document
+    suffix. Symbolic links to directories are not followed, and are noted.
     """
     files: list[Path] = []
     notes: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if child.suffix.lower() in DOCUMENT_SUFFIXES:
-                    files.append(child)
-                elif not child.name.startswith("."):
-                    notes.append(f"{child}: skipped, not a document ({child.suffix or 'no suffix'})")
+            _walk(path, files, notes)
         else:
             files.append(path)
     return files, notes
 
 
-def _sniff(path: Path, head: bytes) -> str:
-    if b"%PDF-" in head[:1024]:
-        return "pdf"
-    return "image"
+def _walk(root: Path, files: list[Path], notes: list[str]) -> None:
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        files.append(root)  # open_source names the reason
+        return
+    for entry in entries:
+        child = Path(entry.path)
+        try:
+            is_link = entry.is_symlink()
+            if entry.is_dir(follow_symlinks=False):
+                _walk(child, files, notes)
+                continue
+            if is_link and child.is_dir():
+                notes.append(f"{child}: skipped, a symbolic link to a directory (not followed)")
+                continue
+            regular = entry.is_file(follow_symlinks=True)
+        except OSError:
+            regular = False
+        looks_like_input = child.suffix.lower() in DOCUMENT_SUFFIXES
+        if looks_like_input:
+            files.append(child)  # a dangling link or an unreadable entry fails when opened, by name
+        elif not child.name.startswith("."):
+            what = "not a document" if regular or not is_link else "a dangling symbolic link"
+            notes.append(f"{child}: skipped, {what} ({child.suffix or 'no suffix'})")
 
 
 def open_source(
@@ -92,24 +161,39 @@ def open_source(
     dpi: float = DEFAULT_DPI,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
+    name: str | None = None,
 ) -> Source:
-    """Open a file and validate it far enough to know its page count; raise InputError if unusable."""
+    """Open a file and validate it far enough to know its page count; raise InputError if unusable.
+
+    `name` is what messages and results call the input (default: the path), so a server can name
+    an upload by the client's file name rather than where it keeps it.
+    """
     path = Path(path)
+    label = name or str(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(label, "dangling symbolic link (its target does not exist)")
     if not path.exists():
-        raise InputError(path, "no such file")
+        raise InputError(label, "no such file")
     if path.is_dir():
-        raise InputError(path, "is a directory (pass it to expand_inputs)")
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:
+            raise InputError(label, f"directory cannot be read: {exc.strerror or exc}") from exc
+        raise InputError(label, "is a directory (pass it to expand_inputs)")
     try:
         size = path.stat().st_size
+        if not path.is_file():
+            raise InputError(label, "not a regular file (a device, socket or pipe)")
         with path.open("rb") as fh:
-            head = fh.read(1024)
+            head = fh.read(SNIFF_BYTES)
     except OSError as exc:
-        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from exc
+        raise InputError(label, f"cannot be read: {exc.strerror or exc}") from exc
     if size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
-    if _sniff(path, head) == "pdf":
-        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
-    return _open_image(path, path.read_bytes(), max_pixels=max_pixels, max_pages=max_pages)
+        raise InputError(label, "file is empty (0 bytes)")
+    if sniff(head) == "application/pdf":
+        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=label)
+    return _open_image(label, path, head, max_pixels=max_pixels, max_pages=max_pages)
 
 
 def load_pages(
@@ -121,6 +205,7 @@ def load_pages(
 ) -> list[Page]:
     """All pages of one input (a path or a PIL image), decoded."""
     if isinstance(item, Image.Image):
+        _check_pixels("<image>", item.size, max_pixels)
         return [Page(image=_normalise(item), number=1, source="<image>")]
     source = open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
     return list(source.pages())
@@ -137,9 +222,10 @@ def image_source(
     """Open in-memory bytes (an upload) exactly as a file with that name would be opened."""
     if not data:
         raise InputError(name, "file is empty (0 bytes)")
-    if b"%PDF-" in data[:1024]:
+    data = bytes(data)
+    if sniff(data[:SNIFF_BYTES]) == "application/pdf":
         return _open_pdf(data, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=name)
-    return _open_image(name, data, max_pixels=max_pixels, max_pages=max_pages)
+    return _open_image(name, io.BytesIO(data), data[:SNIFF_BYTES], max_pixels=max_pixels, max_pages=max_pages)
 
 
 def _normalise(image: Image.Image) -> Image.Image:
@@ -156,34 +242,89 @@ def _normalise(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_image(path: str | Path, data: bytes, *, max_pixels: int, max_pages: int) -> Source:
-    name = str(path)
+def _pillow_open(fp: str | Path | IO[bytes], max_pixels: int) -> Image.Image:
+    """Image.open without Pillow's process-wide bomb limit deciding for us.
+
+    Pillow refuses images over twice its MAX_IMAGE_PIXELS at open. Below our own limit that is
+    reported as ours; a caller who raised max_pixels above Pillow's limit gets Pillow's limit raised
+    for the duration of this one open (under a lock), then restored.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(fp)
+        except Image.DecompressionBombError:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is None or max_pixels <= 2 * limit:
+                raise
+        if not isinstance(fp, (str, Path)):
+            fp.seek(0)
+        with _PILLOW_LIMIT:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                return Image.open(fp)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_image(name: str, fp: str | Path | IO[bytes], head: bytes, *, max_pixels: int, max_pages: int) -> Source:
+    kind = sniff(head)
+    if kind is None:
+        raise InputError(name, "not an image or PDF (unrecognised content)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(name, "not an image or PDF (unrecognised content)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(name, f"corrupt image: {exc}") from exc
+        image = _pillow_open(fp, max_pixels)
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            name,
+            f"image is over the limit of {max_pixels:,} pixels ({exc}; raise --max-pixels if it is genuine)",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f": {exc}"
+        raise InputError(name, f"corrupt or truncated {_FORMAT_NAMES[kind]} image{detail}") from None
     if image.format not in _IMAGE_FORMATS:
+        image.close()
         raise InputError(name, f"unsupported image format {image.format}")
-    frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    frames = getattr(image, "n_frames", 1) if image.format in _MULTI_FRAME_FORMATS else 1
     if frames > max_pages:
+        image.close()
         raise InputError(name, f"has {frames} pages, over the limit of {max_pages} (raise --max-pages)")
-    _check_pixels(name, image.size, max_pixels)
-    # Decode the first frame now so a truncated file fails here, with its name, not mid-run.
-    first = _decode(name, image)
+    if frames == 1:
+        try:
+            _check_pixels(name, image.size, max_pixels)
+            # Decode now so a truncated file fails here, with its name, not mid-run.
+            first = _decode(name, image)
+        finally:
+            image.close()
+
+        def single() -> Iterator[Page]:
+            yield Page(image=first, number=1, source=name, dpi=_dpi(image))
+
+        return Source(path=name, kind="image", page_count=1, _pages=single())
 
     def pages() -> Iterator[Page]:
-        if frames == 1:
-            yield Page(image=first, number=1, source=name, dpi=_dpi(image))
-            return
-        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            _check_pixels(f"{name} page {number}", frame.size, max_pixels)
-            yield Page(image=_decode(name, frame, number), number=number, source=name, dpi=_dpi(frame))
+        try:
+            for number in range(1, frames + 1):
+                where = f"{name} page {number}"
+                try:
+                    image.seek(number - 1)
+                    _check_pixels(where, image.size, max_pixels)
+                    page = Page(image=_decode(name, image, number), number=number, source=name, dpi=_dpi(image))
+                except InputError as exc:
+                    page = failed_page(name, number, exc.reason)
+                except (OSError, ValueError, SyntaxError, EOFError) as exc:
+                    page = failed_page(name, number, f"frame cannot be read: {exc}")
+                yield page
+        finally:
+            image.close()
 
     return Source(path=name, kind="image", page_count=frames, _pages=pages())
+
+
+def failed_page(source: str, number: int, error: str) -> Page:
+    """A page that could not be read: it fails alone, with `error` (the reason; the page carries its
+    source and number), and the pages after it go on."""
+    return Page(image=Image.new("RGB", (1, 1), "white"), number=number, source=source, error=error)
 
 
 def _decode(name: str, image: Image.Image, number: int | None = None) -> Image.Image:
@@ -191,8 +332,9 @@ def _decode(name: str, image: Image.Image, number: int | None = None) -> Image.I
     try:
         image.load()
         return _normalise(image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(where, f"corrupt or truncated image: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        kind = f"{image.format} image" if image.format else "image"
+        raise InputError(where, f"corrupt or truncated {kind}: {exc}") from exc
 
 
 def _dpi(image: Image.Image) -> float | None:
@@ -217,6 +359,7 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
 
 def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None) -> Source:
     import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     name = name or str(path)
     try:
@@ -228,25 +371,58 @@ def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int
         raise InputError(name, f"broken PDF: {exc}") from exc
     count = len(pdf)
     if count == 0:
+        pdf.close()
         raise InputError(name, "PDF has no pages")
     if count > max_pages:
+        pdf.close()
         raise InputError(name, f"PDF has {count} pages, over the limit of {max_pages} (raise --max-pages)")
     scale = dpi / 72.0
+
+    def render(index: int) -> Page:
+        where = f"{name} page {index + 1}"
+        try:
+            page = pdf[index]
+            width_pt, height_pt = page.get_size()
+            _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), max_pixels)
+            # The render is bounded before rasterising: an image drawn on the page is decoded whole
+            # by PDFium whatever the output size, so one over the pixel limit fails the page here.
+            for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4):
+                width, height = obj.get_px_size()
+                if width * height > max_pixels:
+                    raise InputError(
+                        where,
+                        f"page draws an image of {width}x{height} = {width * height:,} pixels, over the limit "
+                        f"of {max_pixels:,} (possible decompression bomb; raise --max-pixels if it is genuine)",
+                    )
+            image = page.render(scale=scale).to_pil()
+        except InputError as exc:
+            return failed_page(name, index + 1, exc.reason)
+        except pdfium.PdfiumError as exc:
+            return failed_page(name, index + 1, f"page could not be rendered: {exc}")
+        return Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
 
     def pages() -> Iterator[Page]:
         try:
             for index in range(count):
-                where = f"{name} page {index + 1}"
-                page = pdf[index]
-                width_pt, height_pt = page.get_size()
-                _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), max_pixels)
-                try:
-                    bitmap = page.render(scale=scale)
-                    image = bitmap.to_pil()
-                except pdfium.PdfiumError as exc:
-                    raise InputError(where, f"page could not be rendered: {exc}") from exc
-                yield Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
+                yield render(index)
         finally:
             pdf.close()
 
     return Source(path=name, kind="pdf", page_count=count, _pages=pages())
+
+
+def open_bytes_or_stream(
+    item: bytes | bytearray | memoryview | IO[bytes] | Any,
+    *,
+    dpi: float = DEFAULT_DPI,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pages: int = DEFAULT_MAX_PAGES,
+) -> Source:
+    """Open in-memory bytes or a binary file object (read whole; it is named by its .name if any)."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return image_source(bytes(item), "<bytes>", dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+    name = str(getattr(item, "name", "") or "<stream>")
+    data = item.read()
+    if not isinstance(data, bytes):
+        raise InputError(name, "the file object is not binary (open it with 'rb')")
+    return image_source(data, name, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)

@@ -124,7 +124,12 @@ class Router:
         """
         task = self.task if task is None else self._with_timeout(task)
         states = [_PageState(page, PageContext(page, task)) for page in pages]
-        pending = list(states)
+        for state in states:
+            if state.page.error is not None:  # the loader could not read it: it fails alone
+                state.result = _unreadable(state.page)
+                if on_page is not None:
+                    on_page(state.page, state.result)
+        pending = [state for state in states if state.result is None]
         for name in self.chain:
             if not pending:
                 break
@@ -325,6 +330,19 @@ def _give_up(state: _PageState) -> PageResult:
         status=PageStatus.FAILED,
         attempts=state.attempts,
         errors=errors or ["no engine in the chain"],
+    )
+
+
+def _unreadable(page: Page) -> PageResult:
+    """The result of a page the loader could not read (no engine saw it)."""
+    return PageResult(
+        page=page.number,
+        source=page.source,
+        width=0,
+        height=0,
+        status=PageStatus.FAILED,
+        attempts=[],
+        errors=[page.error or "page could not be read"],
     )
 
 

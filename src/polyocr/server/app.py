@@ -58,11 +58,41 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
 
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
-    """Run the server in this process until interrupted."""
+    """Run the server in this process until interrupted.
+
+    Beyond loopback without an API key it refuses to start (ValueError) unless insecure_no_auth is
+    set. SIGTERM or Ctrl-C stops every piece of work at its next page at once; open requests get
+    `shutdown_grace` seconds, then the job in hand goes back to the queue, and if a page is still in a
+    worker after the grace the process exits without waiting for it.
+    """
+    import os
+
     import uvicorn
 
+    settings.check_exposure()
     if not settings.is_loopback and not settings.api_key:
         log.warning(
-            "polyocr serve: listening on %s without an API key; anyone who can reach it can use it", settings.host
+            "polyocr serve: listening on %s without an API key (--insecure-no-auth); anyone who can reach it "
+            "can use it",
+            settings.host,
         )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    app = create_app(settings)
+    ctx: ServerContext = app.state.ctx
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            ctx.service.stop_work()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+    )
+    _Server(config).run()
+    if not ctx.clean:
+        log.warning("polyocr serve: exiting with a page still in a worker (its job was requeued)")
+        logging.shutdown()
+        os._exit(0)

@@ -111,7 +111,10 @@ def _read_prompt(prompt: str) -> tuple[TaskKind, str, tuple[float, float, float,
         box = _BOX.search(prompt, len(grounding))
         if box is None:
             raise ChatRequestError("the grounding prompt needs a box [x1, y1, x2, y2] after 'Bounding Box:'")
-        x1, y1, x2, y2 = (float(v) for v in box.groups())
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box.groups())
+        except ValueError:
+            raise ChatRequestError(f"the grounding box {box.group(0)} is not four numbers") from None
         if x2 <= x1 or y2 <= y1:
             raise ChatRequestError(f"the grounding box {[x1, y1, x2, y2]} is empty")
         return TaskKind.TEXT, "text", (x1, y1, x2, y2)

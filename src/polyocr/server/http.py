@@ -1,7 +1,13 @@
 """The HTTP plumbing of polyocr's API: its error shape, the body-size guard, uploads read by content.
 
 Every error a client can cause is a 4xx with a JSON body {"error": {"message", "type", "code"}}
-(the shape OpenAI clients already parse).
+(the shape OpenAI clients already parse). No answer carries a stack trace or a path on the server:
+error messages pass through `redact`, and an unexpected error is answered with its type only (the
+details go to the server's log).
+
+Uploads are received onto disk (the job directory's incoming/), never held whole in memory: a
+multipart file is spooled by Starlette (1 MiB in memory, then a temporary file) and copied there, a
+JSON body (bounded by the size cap) is decoded straight to its file.
 """
 
 from __future__ import annotations
@@ -10,7 +16,13 @@ import base64
 import binascii
 import json
 import logging
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from polyocr.documents.loader import SNIFF_BYTES, sniff
 from polyocr.errors import InputError
 from polyocr.results import DocumentResult
 from polyocr.types import TaskKind
@@ -28,14 +41,7 @@ log = logging.getLogger("polyocr.server")
 MIN_DPI, MAX_DPI = 50.0, 600.0  # a request's PDF resolution (the page-pixel cap still applies)
 FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
 MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
-# Content types accepted, recognised by their first bytes (the loader then validates them fully).
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-    (b"BM", "image/bmp"),
-)
+ACCEPTED = "PDF, PNG, JPEG, TIFF, WebP, GIF or BMP"
 
 
 class ApiError(Exception):
@@ -53,24 +59,49 @@ class TooLarge(Exception):
     """The body grew past the size cap while it was being read."""
 
 
+_PRIVATE: list[str] = []  # path prefixes of this server that no answer may show
+
+
+def private_paths(*paths: str | Path) -> list[str]:
+    """Register where the server keeps things (job dir, temp dir, the installation, home) for `redact`."""
+    candidates = [*paths, tempfile.gettempdir(), sys.prefix, sys.base_prefix, os.path.expanduser("~")]
+    candidates += [os.path.dirname(os.path.dirname(__file__))]  # the polyocr package itself
+    for path in candidates:
+        for form in {str(path), os.path.realpath(path), os.path.abspath(path)}:
+            if len(form) > 1 and form not in _PRIVATE:
+                _PRIVATE.append(form)
+    _PRIVATE.sort(key=len, reverse=True)
+    return list(_PRIVATE)
+
+
+def redact(message: str, paths: Iterable[str] | None = None) -> str:
+    """The message with the server's own paths replaced by "<server>" (a client's file name stays)."""
+    for path in _PRIVATE if paths is None else paths:
+        message = message.replace(path, "<server>")
+    return message
+
+
+def redact_document(doc: DocumentResult) -> DocumentResult:
+    """The errors in a result, redacted (engines may name their weights' or binaries' paths)."""
+    doc.errors = [redact(e) for e in doc.errors]
+    for page in doc.pages:
+        page.errors = [redact(e) for e in page.errors]
+        for attempt in page.attempts:
+            attempt.error = redact(attempt.error) if attempt.error else attempt.error
+    return doc
+
+
 def error_response(
     status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
+        {"error": {"message": redact(message), "type": kind, "code": status}}, status_code=status, headers=headers
     )
 
 
 def sniff_content_type(data: bytes) -> str | None:
-    """The accepted content type of an upload by its bytes, or None when it is none of them."""
-    if b"%PDF-" in data[:1024]:
-        return "application/pdf"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            return kind
-    return None
+    """The accepted content type of an upload by its first bytes, or None when it is none of them."""
+    return sniff(data[:SNIFF_BYTES])
 
 
 class BodyLimit:
@@ -118,9 +149,27 @@ class BodyLimit:
 
 @dataclass
 class Upload:
-    data: bytes
+    """A received document: its file on the server's disk, the client's name for it, its fields."""
+
+    path: Path
     filename: str
     fields: dict[str, str]
+    size: int = 0
+
+    @property
+    def data(self) -> bytes:
+        return self.path.read_bytes()
+
+    def head(self) -> bytes:
+        with self.path.open("rb") as fh:
+            return fh.read(SNIFF_BYTES)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def incoming_path(directory: Path) -> Path:
+    return directory / uuid.uuid4().hex
 
 
 def documented_body(description: str) -> dict[str, Any]:
@@ -159,7 +208,8 @@ def documented_body(description: str) -> dict[str, Any]:
     }
 
 
-def json_upload(raw: bytes) -> Upload:
+def json_upload(raw: bytes, directory: Path | None = None) -> Upload:
+    """The upload of a JSON body (the file as base64), written to a new file in `directory`."""
     try:
         payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -174,7 +224,9 @@ def json_upload(raw: bytes) -> Upload:
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, f"'file' is not valid base64: {exc}") from None
     fields = {k: str(payload[k]) for k in ("engine", "task", "language", "format", "dpi") if payload.get(k) is not None}
-    return Upload(data, str(payload.get("filename") or "upload"), fields)
+    path = incoming_path(directory if directory is not None else Path(tempfile.gettempdir()))
+    path.write_bytes(data)
+    return Upload(path, str(payload.get("filename") or "upload"), fields, len(data))
 
 
 def request_dpi(value: str | None) -> float | None:
@@ -230,5 +282,7 @@ def install_error_handlers(app: FastAPI, max_request_bytes: int) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+        log.exception("unexpected error")  # the details stay in the server's log
+        return error_response(
+            500, f"internal error ({type(exc).__name__}); the server's log has the details", "server_error"
+        )

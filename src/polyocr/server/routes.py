@@ -22,11 +22,16 @@ from polyocr.runtime.probe import get_profile
 from polyocr.server.chat import ChatAsk, completion, parse_chat
 from polyocr.server.context import authorize, context
 from polyocr.server.http import (
+    ACCEPTED,
     FORMAT_ALIASES,
     MEDIA_TYPES,
     ApiError,
+    Upload,
     documented_body,
     input_error,
+    redact,
+    redact_document,
+    refusal,
     sniff_content_type,
     unreadable,
 )
@@ -44,14 +49,31 @@ probes = APIRouter()
 )
 async def ocr(request: Request) -> Response:
     ctx = context(request)
-    upload = await ctx.read_upload(request)
-    params, fmt = ctx.params_from(upload.fields)
-    doc = await ctx.run_admitted(ctx.service.recognize, upload.data, upload.filename, params)
+    ctx.admit()  # a full server refuses before reading the body
+    upload: Upload | None = None
+    submitted = False
+    try:
+        upload = await ctx.read_upload(request)
+        params, fmt = ctx.params_from(upload.fields)
+        submitted = True
+        doc = await ctx.run_admitted(ctx.service.recognize, upload.path, upload.filename, params, admitted=True)
+    finally:
+        if not submitted:
+            ctx.service.release()
+        if upload is not None:
+            upload.discard()  # a worker that still reads it holds it open; one not yet started never will
+    redact_document(doc)
     if doc.errors and not doc.pages:
         raise unreadable(doc)
+    if doc.pages and all(page.status == PageStatus.FAILED and not page.attempts for page in doc.pages):
+        # no page could even be decoded (every one over the pixel limit, say): refused like an unreadable file
+        more = f" (and {len(doc.pages) - 1} more page(s) like it)" if len(doc.pages) > 1 else ""
+        first = doc.pages[0]
+        raise refusal(f"{first.source} page {first.page}: {first.errors[0]}{more}")
     body = doc.to_json(indent=None) if fmt == "json" else render(doc, fmt)
     failed = sum(page.status == PageStatus.FAILED for page in doc.pages)
-    return Response(body, media_type=MEDIA_TYPES[fmt], headers={"X-Polyocr-Failed-Pages": str(failed)})
+    headers = {"X-Polyocr-Failed-Pages": str(failed), "X-Polyocr-Pages": str(len(doc.pages))}
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @api.post(
@@ -62,8 +84,7 @@ async def ocr(request: Request) -> Response:
 )
 async def submit_job(request: Request) -> JSONResponse:
     ctx = context(request)
-    upload = await ctx.read_upload(request)
-    params, _ = ctx.params_from(upload.fields)
+    # Refused before the body is read: a full queue, or job storage that this upload would overfill.
     if ctx.store.count(JobStatus.QUEUED) >= ctx.settings.max_queued_jobs:
         raise ApiError(
             429,
@@ -71,11 +92,19 @@ async def submit_job(request: Request) -> JSONResponse:
             "rate_limit_error",
             {"Retry-After": "5"},
         )
+    declared = request.headers.get("content-length", "")
+    await _check_storage(ctx, int(declared) if declared.isdigit() else 0)
+    upload = await ctx.read_upload(request)
     try:
-        pages = await asyncio.to_thread(ctx.service.page_count, upload.data, upload.filename, params.dpi)
-    except InputError as exc:
-        raise input_error(exc) from None
-    job = await asyncio.to_thread(ctx.store.create, upload.data, upload.filename, params.to_dict(), pages)
+        params, _ = ctx.params_from(upload.fields)
+        await _check_storage(ctx, upload.size)
+        try:
+            pages = await asyncio.to_thread(ctx.service.page_count, upload.path, upload.filename, params.dpi)
+        except InputError as exc:
+            raise input_error(exc) from None
+        job = await asyncio.to_thread(ctx.store.create, upload.path, upload.filename, params.to_dict(), pages)
+    finally:
+        upload.discard()  # moved into the job's uploads/ when the job was created
     ctx.runner.wake()
     return JSONResponse(
         {**job.public(ctx.settings.job_ttl), "url": f"/v1/jobs/{job.id}", "result_url": f"/v1/jobs/{job.id}/result"},
@@ -89,7 +118,35 @@ async def job_status(request: Request, job_id: str) -> dict[str, Any]:
     job = ctx.store.get(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} (never created, or expired)", "not_found")
-    return job.public(ctx.settings.job_ttl)
+    public = job.public(ctx.settings.job_ttl)
+    public["error"] = redact(public["error"]) if public["error"] else public["error"]
+    return public
+
+
+@api.delete("/jobs/{job_id}", summary="Delete a finished job and its files (frees job storage)")
+async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
+    ctx = context(request)
+    job = ctx.store.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} (never created, or expired)", "not_found")
+    if not await asyncio.to_thread(ctx.store.delete, job_id):
+        raise ApiError(409, f"job {job_id} is {job.status.value}; only a finished job can be deleted", "job_not_done")
+    return {"id": job_id, "deleted": True}
+
+
+async def _check_storage(ctx: Any, incoming: int) -> None:
+    """507 when the job directory's uploads and results would pass --max-job-mb with this upload."""
+    used = await asyncio.to_thread(ctx.store.usage)
+    limit = ctx.settings.max_job_bytes
+    if used + incoming > limit:
+        raise ApiError(
+            507,
+            f"job storage is full: {used / 2**20:.1f} MiB of {limit / 2**20:.1f} MiB held by jobs' files, and this "
+            f"upload is {incoming / 2**20:.1f} MiB; fetch and DELETE finished jobs (or wait for them to expire), "
+            "or ask the operator to raise --max-job-mb",
+            "insufficient_storage",
+            {"Retry-After": "60"},
+        )
 
 
 @api.get("/jobs/{job_id}/result", summary="A finished job's result (json, md or txt)")
@@ -109,7 +166,15 @@ async def job_result(request: Request, job_id: str, format: str = "json") -> Res
             f"job {job_id} is {job.status.value} ({job.pages_done}/{job.page_count} pages); poll GET /v1/jobs/{job_id}",
             "job_not_done",
         )
-    text = await asyncio.to_thread(ctx.store.read_result, job_id)
+    try:
+        text = await asyncio.to_thread(ctx.store.read_result, job_id)
+    except OSError:
+        raise ApiError(
+            410,
+            f"the result of job {job_id} is no longer stored on the server (removed outside polyocr); "
+            "submit the document again",
+            "gone",
+        ) from None
     if fmt == "json":
         return Response(text, media_type=MEDIA_TYPES["json"])
     return Response(render(DocumentResult.from_json(text), fmt), media_type=MEDIA_TYPES[fmt])
@@ -134,21 +199,18 @@ async def chat(request: Request) -> JSONResponse:
     ctx = context(request)
     try:
         body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not JSON (UTF-8): {exc}") from None
+    try:
         ask = parse_chat(body)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"request body is not JSON: {exc}") from None
     except ChatRequestError as exc:
         raise ApiError(400, str(exc)) from None
     if sniff_content_type(ask.image) is None:
-        raise ApiError(
-            415,
-            "the image is not PDF, PNG, JPEG, TIFF, WebP or BMP (recognised by content)",
-            "unsupported_media_type",
-        )
+        raise ApiError(415, f"the image is not {ACCEPTED} (recognised by content)", "unsupported_media_type")
     engine = ask.model if ask.model in engine_names() else None
     params = OCRParams(ctx.chain_for(engine, ask.task, ctx.settings.languages), ask.task, ctx.settings.languages)
     transform = _cropper(ask) if ask.region else None
-    doc = await ctx.run_admitted(_recognize_one_page, ctx.service, ask, params, transform)
+    doc = redact_document(await ctx.run_admitted(_recognize_one_page, ctx.service, ask, params, transform))
     if doc.errors and not doc.pages:
         raise unreadable(doc)
     if doc.pages[0].status == PageStatus.FAILED:
@@ -156,9 +218,20 @@ async def chat(request: Request) -> JSONResponse:
     return JSONResponse(completion(doc, ask, ask.model or ",".join(params.chain)))
 
 
-@probes.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, Any]:
-    return {"status": "ok", "service": "polyocr", "version": __version__}
+@probes.get("/health", summary="Liveness: the process answers; and the job directory's usage")
+async def health(request: Request) -> dict[str, Any]:
+    ctx = context(request)
+    used = await asyncio.to_thread(ctx.store.usage)
+    return {
+        "status": "ok",
+        "service": "polyocr",
+        "version": __version__,
+        "job_storage": {
+            "bytes": used,
+            "limit_bytes": ctx.settings.max_job_bytes,
+            "full": used >= ctx.settings.max_job_bytes,
+        },
+    }
 
 
 @probes.get("/ready", summary="Readiness (the default engine chain has loaded) and current load")
@@ -169,11 +242,14 @@ async def ready(request: Request) -> JSONResponse:
         "capacity": ctx.settings.capacity,
         "jobs_queued": ctx.store.count(JobStatus.QUEUED),
     }
+    saturated = ctx.service.saturation()
+    if ctx.service.ready and saturated:  # up, but a new request would wait or be refused
+        return JSONResponse({"ready": False, "reason": saturated, **load}, status_code=503)
     if ctx.service.ready:
         return JSONResponse({"ready": True, "engines": list(ctx.default_chain), **load})
     if ctx.settings.warm_up:
         ctx.service.start_warm_up(ctx.default_params)
-    return JSONResponse({"ready": False, "reason": ctx.service.ready_reason, **load}, status_code=503)
+    return JSONResponse({"ready": False, "reason": redact(ctx.service.ready_reason), **load}, status_code=503)
 
 
 def _recognize_one_page(

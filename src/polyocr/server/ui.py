@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import io
-import os
 import re
 import threading
 import unicodedata
@@ -44,7 +42,7 @@ from polyocr.formats.markdown import block_to_markdown
 from polyocr.formats.text import NON_TEXT
 from polyocr.results import DocumentResult, PageResult
 from polyocr.server.context import authorize  # the same bearer-key check as /v1
-from polyocr.server.jobs import Job, JobStatus
+from polyocr.server.jobs import Job, JobStatus, save_page_png
 from polyocr.types import TaskKind
 
 STATIC = Path(__file__).with_name("static")
@@ -198,20 +196,15 @@ def _page_png(state: Any, job: Job, number: int) -> bytes:
         upload: Path = state.store.upload_path(job.id)
         if not upload.is_file():
             raise HTTPException(
-                410, "the page image is gone: the upload was deleted once the result was fetched through the API"
+                410,
+                "the page image is gone: the job's upload was deleted when it finished (submit with keep_pages=1 "
+                "to keep page images)",
             )
         try:
             source = state.service.open(upload.read_bytes(), job.filename, job.params.get("dpi"))
             cache.mkdir(parents=True, exist_ok=True)
             for page in source.pages():
-                path = cache / f"{page.number}.png"
-                if not path.is_file():
-                    buffer = io.BytesIO()
-                    dpi = round(page.dpi) if page.dpi else None
-                    page.image.save(buffer, format="PNG", **({"dpi": (dpi, dpi)} if dpi else {}))
-                    tmp = path.with_name(path.name + ".tmp")
-                    tmp.write_bytes(buffer.getvalue())
-                    os.replace(tmp, path)
+                save_page_png(cache, page)
                 if page.number >= number:
                     break
         except InputError as exc:

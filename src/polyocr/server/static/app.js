@@ -226,6 +226,8 @@ async function submit(event) {
         const form = new FormData();
         form.append("file", file, file.name);
         for (const [name, value] of Object.entries(fields)) if (value) form.append(name, value);
+        // The server deletes a job's upload when it finishes: ask it to keep each page's image.
+        form.append("keep_pages", "1");
         const job = await json("/v1/jobs", { method: "POST", body: form });
         state.jobs.set(job.id, { ...job, pages: [] });
         state.order.push(job.id);
