@@ -32,6 +32,7 @@ def ocr(
     max_pages: int = DEFAULT_MAX_PAGES,
     plans: dict[str, EnginePlan] | None = None,
     timeout: float | None = None,
+    text_layer: str = "auto",
 ) -> DocumentResult:
     """OCR one file (image, multi-page TIFF, PDF) or PIL image.
 
@@ -40,7 +41,8 @@ def ocr(
 
     `engine="auto"` lets a polyocr.toml or POLYOCR_ENGINES choose the chain, as on the command line;
     `plans` gives an engine's EnginePlan outright instead of the one the router would decide;
-    `timeout` is seconds per page before the router moves on to the next engine.
+    `timeout` is seconds per page before the router moves on to the next engine; `text_layer`
+    (auto | always | never) whether a PDF page is read from its own text layer when it has one.
     """
     config = load_config(engine, timeout)
     task_obj = Task(kind=TaskKind(task), languages=tuple(languages), timeout=config.timeout)
@@ -48,7 +50,7 @@ def ocr(
         source = Source(path="<image>", kind="image", page_count=1, _pages=iter(load_pages(item)))
     else:
         try:
-            source = open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+            source = open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, text_layer=text_layer)
         except InputError as exc:
             return DocumentResult(source=str(item), errors=[str(exc)])
     with Router(resolve_chain(config.engines, task_obj), task_obj, plans=plans, config=config) as router:

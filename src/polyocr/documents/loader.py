@@ -9,14 +9,19 @@ so one bad input never stops the others.
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from polyocr.errors import InputError
+
+if TYPE_CHECKING:
+    from polyocr.documents.textlayer import TextLayer, Verdict
 
 DEFAULT_DPI = 200
 DEFAULT_MAX_PIXELS = 150_000_000  # per page; guards against decompression bombs
@@ -38,6 +43,11 @@ class Page:
     number: int  # 1-based within its source
     source: str
     dpi: float | None = None
+    # A PDF page's own text layer and whether to read the page from it (documents/textlayer.py);
+    # None when the input is an image or --text-layer is never.
+    text_layer: TextLayer | None = None
+    layer_verdict: Verdict | None = None
+    layer_seconds: float = 0.0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -91,8 +101,13 @@ def open_source(
     dpi: float = DEFAULT_DPI,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
+    text_layer: str = "never",
 ) -> Source:
-    """Open a file and validate it far enough to know its page count; raise InputError if unusable."""
+    """Open a file and validate it far enough to know its page count; raise InputError if unusable.
+
+    `text_layer` (auto | always | never) is for PDFs: whether a page's own text layer is read and
+    checked, so the router can take the page from it instead of OCR (documents/textlayer.py).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
@@ -107,7 +122,7 @@ def open_source(
     if size == 0:
         raise InputError(path, "file is empty (0 bytes)")
     if _sniff(path, head) == "pdf":
-        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, text_layer=text_layer)
     return _open_image(path, path.read_bytes(), max_pixels=max_pixels, max_pages=max_pages)
 
 
@@ -132,12 +147,13 @@ def image_source(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
     dpi: float = DEFAULT_DPI,
+    text_layer: str = "never",
 ) -> Source:
     """Open in-memory bytes (an upload) exactly as a file with that name would be opened."""
     if not data:
         raise InputError(name, "file is empty (0 bytes)")
     if b"%PDF-" in data[:1024]:
-        return _open_pdf(data, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=name)
+        return _open_pdf(data, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=name, text_layer=text_layer)
     return _open_image(name, data, max_pixels=max_pixels, max_pages=max_pages)
 
 
@@ -214,9 +230,21 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None) -> Source:
+def _open_pdf(
+    path: Path | bytes,
+    *,
+    dpi: float,
+    max_pixels: int,
+    max_pages: int,
+    name: str | None = None,
+    text_layer: str = "never",
+) -> Source:
     import pypdfium2 as pdfium
 
+    from polyocr.documents.textlayer import TEXT_LAYER_MODES
+
+    if text_layer not in TEXT_LAYER_MODES:
+        raise ValueError(f"text_layer must be one of {', '.join(TEXT_LAYER_MODES)}, not {text_layer!r}")
     name = name or str(path)
     try:
         pdf = pdfium.PdfDocument(path)
@@ -244,8 +272,27 @@ def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int
                     image = bitmap.to_pil()
                 except pdfium.PdfiumError as exc:
                     raise InputError(where, f"page could not be rendered: {exc}") from exc
-                yield Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
+                result = Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
+                if text_layer != "never":
+                    _read_layer(result, page, text_layer)
+                yield result
         finally:
             pdf.close()
 
     return Source(path=name, kind="pdf", page_count=count, _pages=pages())
+
+
+def _read_layer(result: Page, page, mode: str) -> None:
+    """Attach the page's text layer and the verdict on it; a layer pdfium cannot read is no layer."""
+    import pypdfium2 as pdfium
+
+    from polyocr.documents.textlayer import TextLayer, assess, extract
+
+    start = time.perf_counter()
+    try:
+        layer = extract(page, *result.image.size)
+    except pdfium.PdfiumError:
+        layer = TextLayer()
+    result.text_layer = layer
+    result.layer_verdict = assess(layer, result.image, mode)
+    result.layer_seconds = time.perf_counter() - start

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 
 from polyocr import defaults
 from polyocr.documents import Page, Source
+from polyocr.documents.textlayer import ENGINE as LAYER_ENGINE
+from polyocr.documents.textlayer import declined_attempt, layer_result
 from polyocr.errors import ConfigError, EngineUnavailable, InputError, PageTimeout
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
@@ -122,7 +124,7 @@ class Router:
         """
         task = self.task if task is None else self._with_timeout(task)
         states = [_PageState(page, PageContext(page, task)) for page in pages]
-        pending = list(states)
+        pending = [state for state in states if not self._from_text_layer(state, on_page)]
         for name in self.chain:
             if not pending:
                 break
@@ -132,6 +134,27 @@ class Router:
             if on_page is not None:
                 on_page(state.page, state.result)
         return [state.result for state in states if state.result is not None]
+
+    def _from_text_layer(self, state: _PageState, on_page: PageCallback | None) -> bool:
+        """Read a PDF page from its own text layer when the loader found it trustworthy and the
+        router's checks accept it; otherwise record why not, for the page to go to OCR."""
+        verdict = state.page.layer_verdict
+        if verdict is None or state.page.text_layer is None:
+            return False
+        page = state.page
+        if verdict.use:
+            result = layer_result(page.text_layer, verdict, page.number, page.source, page.image.size)
+            _complete(result, page, LAYER_ENGINE)
+            failures = run_checks(result, state.ctx, self.checks)
+            if not failures:
+                result.attempts[0].seconds = page.layer_seconds
+                state.result = result
+                if on_page is not None:
+                    on_page(page, result)
+                return True
+            verdict = replace(verdict, check="checks", reason="; ".join(str(f) for f in failures))
+        state.attempts.append(declined_attempt(verdict, page.layer_seconds))
+        return False
 
     def _run_engine(self, name: str, states: list[_PageState], on_page: PageCallback | None) -> list[_PageState]:
         """Offer the pages to one engine in batches of its current batch size (which an out-of-memory

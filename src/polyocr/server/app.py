@@ -46,7 +46,13 @@ log = logging.getLogger("polyocr.server")
 T = TypeVar("T")
 
 _FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
-_MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
+_MEDIA_TYPES = {
+    "json": "application/json",
+    "md": "text/markdown; charset=utf-8",
+    "txt": "text/plain; charset=utf-8",
+    "hocr": "application/xhtml+xml; charset=utf-8",
+    "alto": "application/xml; charset=utf-8",
+}
 # Content types accepted, recognised by their first bytes (the loader then validates them fully).
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -147,7 +153,7 @@ def _documented_body(description: str) -> dict[str, Any]:
         "engine": {"type": "string", "description": "auto, an engine name, or a chain a,b,c"},
         "task": {"type": "string", "enum": [t.value for t in TaskKind]},
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
-        "format": {"type": "string", "enum": ["json", "md", "txt"]},
+        "format": {"type": "string", "enum": ["json", "md", "txt", "hocr", "alto"]},
     }
     return {
         "requestBody": {
