@@ -370,3 +370,29 @@ def test_pdfa_output_declares_pdfa_2b(scanned, tmp_path):
         assert pdf.Root.OutputIntents[0].S == "/GTS_PDFA1"
         font = pdf.pages[0].Resources.Font.F1.DescendantFonts[0].FontDescriptor
         assert "/FontFile2" in font
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_rotated_pdf_pages_get_their_layer_where_the_page_is_displayed(router, tmp_path, rotate):
+    """A scan stored sideways with /Rotate: the layer lands on the words as the page is displayed."""
+    from polyocr.documents.textlayer import blocks, extract
+
+    upright = Image.open(PHOTOTEST).convert("RGB")
+    scan = scanned_pdf(tmp_path / "rotated.pdf", [upright.rotate(rotate, expand=True)], dpi=200)
+    with pikepdf.open(scan, allow_overwriting_input=True) as pdf:
+        pdf.pages[0].Rotate = rotate
+        pdf.save(scan)
+    doc = router.run_source(open_source(scan, dpi=200))
+    result = doc.pages[0]
+    assert result.text.startswith("This is a lot of 12 point text")
+    target = tmp_path / "out.pdf"
+    write_pdf(doc, target, source_pdf=scan, dpi=200)
+    pdf = pdfium.PdfDocument(target)
+    extracted = [
+        w for b in blocks(extract(pdf[0], result.width, result.height)) for line in b.children for w in line.children
+    ]
+    pdf.close()
+    recognised = [w for region in page_regions(result) for line in region.lines for w in line.words]
+    assert [w.text for w in extracted] == [w.text for w in recognised]
+    for got, want in zip(extracted, recognised, strict=True):
+        assert max(abs(a - b) for a, b in zip(got.bbox, want.bbox, strict=True)) < 2.0

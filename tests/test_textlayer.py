@@ -69,16 +69,42 @@ def test_a_scan_with_only_a_typed_caption_is_partial_and_ocred(tmp_path):
     assert "covers" in page.layer_verdict.reason
 
 
-def test_an_invisible_ocr_layer_is_not_trusted_in_auto(tmp_path):
-    """polyocr's own searchable PDF of a scan: its layer is invisible, so auto OCRs it again."""
-    image = Image.open(EVAL / "tesseract_test" / "phototest.tif").convert("RGB")
-    scanned = polyocr.ocr(image, engine="tesseract", languages=("eng",))
-    target = tmp_path / "searchable.pdf"
-    write_pdf(scanned, target, images={1: PageImage.encode(image, 200)})
-    page = next(open_source(target, text_layer="auto", dpi=200).pages())
-    assert page.layer_verdict.check == "invisible"
-    assert not page.layer_verdict.use
-    assert next(open_source(target, text_layer="always", dpi=200).pages()).layer_verdict.use
+def _searchable(tmp_path, name: str, scramble: bool) -> tuple:
+    """polyocr's own searchable PDF of a scan (an invisible layer), optionally with every word's
+    letters reversed: a layer in the right place whose text is poor."""
+    image = Image.open(EVAL / "old_books_eng" / "a013.png").convert("RGB")
+    doc = polyocr.ocr(image, engine="tesseract", languages=("eng",))
+    if scramble:
+        for block in doc.pages[0].blocks:
+            for line in block.children:
+                for word in line.children:
+                    word.text = word.text[::-1].swapcase()
+    target = tmp_path / name
+    write_pdf(doc, target, images={1: PageImage.encode(image, 300)})
+    return target, doc
+
+
+def test_a_good_invisible_ocr_layer_is_kept_after_an_ocr_sample(tmp_path):
+    target, scanned = _searchable(tmp_path, "good.pdf", scramble=False)
+    page = next(open_source(target, text_layer="auto", dpi=300).pages())
+    assert page.layer_verdict.check == "invisible" and not page.layer_verdict.use
+    doc = polyocr.ocr(target, engine="tesseract", languages=("eng",), dpi=300)
+    result = doc.pages[0]
+    assert result.engine == "text-layer"
+    assert "invisible OCR layer kept" in result.attempts[0].settings["check"]
+    assert normalise(result.text) == normalise(scanned.pages[0].text.replace("\n\n", "\n"))
+
+
+def test_a_poor_invisible_ocr_layer_is_replaced_by_ocr(tmp_path):
+    target, _ = _searchable(tmp_path, "poor.pdf", scramble=True)
+    doc = polyocr.ocr(target, engine="tesseract", languages=("eng",), dpi=300)
+    result = doc.pages[0]
+    assert result.engine == "tesseract"
+    first = result.attempts[0]
+    assert (first.engine, first.outcome, first.settings["check"]) == ("text-layer", Outcome.REJECTED, "invisible")
+    assert "poor quality" in first.error and "CER" in first.error
+    assert "WHY AND WHEREFORE" in result.text
+    assert next(open_source(target, text_layer="always", dpi=300).pages()).layer_verdict.use
 
 
 def test_empty_layer_and_mojibake_verdicts():

@@ -13,7 +13,8 @@ the rendered page and says why it is or is not used:
   glyph tops estimate_glyphs counts) outside small embedded pictures, more than UNCOVERED_SHARE
   (and at least UNCOVERED_MIN) lie outside every character box;
 - `invisible`: most characters are drawn in render mode 3, i.e. someone's OCR layer. In `auto`
-  mode that is not trusted (polyocr OCRs the page itself); `always` takes it.
+  mode the router reads a strip of the page with its own chain and keeps the layer only if the two
+  agree (router/textlayer.py); `always` takes it.
 
 Modes: `auto` (use the layer when it passes), `always` (use any non-empty layer), `never` (OCR).
 """
@@ -187,7 +188,7 @@ def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
         return Verdict(
             False,
             "invisible",
-            f"{layer.invisible_share:.0%} of the characters are invisible (an earlier OCR layer); OCRing the page",
+            f"{layer.invisible_share:.0%} of the characters are invisible (an earlier OCR layer)",
         )
     covered, total = ink_coverage(layer, image)
     uncovered = total - covered

@@ -29,6 +29,7 @@ from polyocr.router.config import RouterConfig
 from polyocr.router.plans import make_plan, plan_settings
 from polyocr.router.policy import History, decide, is_oom
 from polyocr.router.pool import EnginePool, call_with_timeout, free_memory
+from polyocr.router.textlayer import sample_invisible_layer
 from polyocr.runtime.probe import Profile, get_profile
 from polyocr.types import EngineKind, EnginePlan, Task
 
@@ -142,6 +143,10 @@ class Router:
         if verdict is None or state.page.text_layer is None:
             return False
         page = state.page
+        if verdict.check == "invisible":  # someone's OCR: a strip of the page decides (router/textlayer.py)
+            start = time.perf_counter()
+            verdict = sample_invisible_layer(self, page, verdict)
+            page.layer_seconds += time.perf_counter() - start
         if verdict.use:
             result = layer_result(page.text_layer, verdict, page.number, page.source, page.image.size)
             _complete(result, page, LAYER_ENGINE)
