@@ -396,3 +396,37 @@ def test_rotated_pdf_pages_get_their_layer_where_the_page_is_displayed(router, t
     assert [w.text for w in extracted] == [w.text for w in recognised]
     for got, want in zip(extracted, recognised, strict=True):
         assert max(abs(a - b) for a, b in zip(got.bbox, want.bbox, strict=True)) < 2.0
+
+
+def test_pages_without_boxes_are_named_in_a_note():
+    from polyocr.formats.layout import placement_note
+
+    note = placement_note(VLM_PAGE)
+    assert note == "vlm.png page 1: qwen3-vl gave no box for 1 of 5 block(s); their text is spread over the page"
+    boxed_only = VLM_PAGE.model_copy(update={"blocks": VLM_PAGE.blocks[:2]})
+    assert "no word boxes for 2 of 2" in placement_note(boxed_only)
+
+
+def test_bad_inputs_give_a_message_each_and_never_a_broken_pdf(tmp_path):
+    """An encrypted PDF gets an error and no file; a PDF whose second page is over the pixel limit
+    keeps every original page, the first with its text layer, and says which page was refused."""
+    born = born_digital_pdf(tmp_path / "born.pdf", ["A short page."])
+    locked = tmp_path / "locked.pdf"
+    with pikepdf.open(born) as pdf:
+        pdf.save(locked, encryption=pikepdf.Encryption(owner="owner", user="secret"))
+    small = Image.open(PHOTOTEST).convert("RGB")
+    two = scanned_pdf(tmp_path / "two.pdf", [small, small.resize((small.width * 4, small.height * 4))], dpi=200)
+    out = tmp_path / "out"
+    limit = ["--max-pixels", "2000000"]
+    run = subprocess.run(
+        [*RUN, "ocr", str(locked), str(two), *limit, "-e", "tesseract", "--lang", "eng", "-f", "pdf", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert "locked.pdf: PDF is encrypted" in run.stderr
+    assert "two.pdf page 2" in run.stderr and "over the limit" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["two.pdf"]
+    _qpdf_ok(out / "two.pdf")
+    assert "This is a lot of 12 point text" in normalise(pdf_text(out / "two.pdf", 0))
+    assert normalise(pdf_text(out / "two.pdf", 1)) == ""

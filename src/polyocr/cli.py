@@ -90,6 +90,7 @@ def ocr(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
+    from polyocr.formats.layout import placement_note
     from polyocr.formats.overlay import draw_overlay
     from polyocr.formats.pdf import PageImage
     from polyocr.router import Router, RunSummary, load_config, resolve_chain
@@ -186,6 +187,9 @@ def ocr(
                 stats.failed_inputs += 1
                 for message in doc.errors:
                     _error(message)
+            if fmt in ("pdf", "hocr", "alto") and not quiet:
+                for note in filter(None, map(placement_note, doc.pages)):
+                    err.print(f"[dim]note: {escape(note)}[/dim]")
             if out_dir is not None and fmt == "pdf":
                 _write_pdf(
                     doc, out_dir / f"{stem}.pdf", images, path if source.kind == "pdf" else None, dpi, pdfa, stats

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from polyocr.results import Block, PageResult, TextFormat
+from polyocr.results import Block, PageResult, PageStatus, TextFormat
 
 Box = tuple[float, float, float, float]
 
@@ -247,6 +247,24 @@ def _plain_markdown(text: str) -> str:
         stripped = stripped.replace("$$", "").replace("`", "")
         lines.append(stripped)
     return "\n".join(lines)
+
+
+def placement_note(result: PageResult) -> str | None:
+    """A line saying how much of a page's positioned text is estimated rather than recognised
+    (None when every word has its engine's box), for the user of a searchable PDF, hOCR or ALTO."""
+    if result.status == PageStatus.FAILED:
+        return None
+    regions = [r for r in page_regions(result) if r.kind != "picture"]
+    unboxed = sum(1 for b in result.blocks if b.category != "Picture" and not _valid(b.bbox) and b.text.strip())
+    spread = sum(1 for r in regions if r.synthetic)
+    where = f"{result.source} page {result.page}" if result.source else f"page {result.page}"
+    engine = result.engine or "the engine"
+    total = len(regions)
+    if unboxed:
+        return f"{where}: {engine} gave no box for {unboxed} of {total} block(s); their text is spread over the page"
+    if spread:
+        return f"{where}: {engine} gave no word boxes for {spread} of {total} block(s); words spread over the block"
+    return None
 
 
 def polyocr_version() -> str:
