@@ -430,3 +430,11 @@ def test_bad_inputs_give_a_message_each_and_never_a_broken_pdf(tmp_path):
     _qpdf_ok(out / "two.pdf")
     assert "This is a lot of 12 point text" in normalise(pdf_text(out / "two.pdf", 0))
     assert normalise(pdf_text(out / "two.pdf", 1)) == ""
+
+
+def test_pdfa_is_refused_for_pdf_inputs_rather_than_claimed(tmp_path):
+    born = born_digital_pdf(tmp_path / "born.pdf", ["A short page."])
+    doc = DocumentResult(source=str(born), pages=[])
+    with pytest.raises(ValueError, match="ocrmypdf"):
+        write_pdf(doc, tmp_path / "out.pdf", source_pdf=born, pdfa=True)
+    assert not (tmp_path / "out.pdf").exists()

@@ -15,7 +15,7 @@ baseline at 20% of it (the font's descent), horizontal scaling so its advance is
 and a space glyph after it so extracted text keeps word breaks. Blocks that come with
 no word boxes (VLM engines) are spread over their box by formats.layout.
 
-`pdfa=True` writes PDF/A-2b metadata with pikepdf (XMP pdfaid part 2 / conformance B, an sRGB
+`pdfa=True` (image inputs only) writes PDF/A-2b metadata with pikepdf (XMP pdfaid part 2 / conformance B, an sRGB
 OutputIntent from Pillow's built-in profile; fonts are embedded, nothing is transparent or
 encrypted). It is done on the file polyocr writes rather than by Ghostscript, whose pdfwrite
 re-encodes every image and re-creates the fonts (OCRmyPDF works around both); it is not validated
@@ -315,6 +315,13 @@ def write_pdf(
     import pikepdf
 
     results = {page.page: page for page in doc.pages}
+    if source_pdf is not None and pdfa:
+        # Claiming PDF/A for someone else's PDF needs a real conversion (fonts, transparency, colour):
+        # that is OCRmyPDF's job; polyocr only writes PDF/A for files it builds itself.
+        raise ValueError(
+            "--pdfa is for image inputs; for a PDF input use "
+            "`ocrmypdf --plugin polyocr.ocrmypdf_plugin --output-type pdfa IN OUT`"
+        )
     if source_pdf is not None:
         pdf = pikepdf.open(source_pdf)
         font = _make_font(pdf)
