@@ -438,3 +438,19 @@ def test_pdfa_is_refused_for_pdf_inputs_rather_than_claimed(tmp_path):
     with pytest.raises(ValueError, match="ocrmypdf"):
         write_pdf(doc, tmp_path / "out.pdf", source_pdf=born, pdfa=True)
     assert not (tmp_path / "out.pdf").exists()
+
+
+def test_the_server_answers_in_hocr_and_alto(tmp_path):
+    import httpx
+
+    from polyocr.server.settings import ServerSettings
+    from test_server_support import running_server, text_png
+
+    settings = ServerSettings(engine="tesseract", languages=("eng",), workers=1, job_dir=tmp_path / "jobs")
+    with running_server(settings) as url:
+        hocr = httpx.post(f"{url}/v1/ocr", files={"file": ("p.png", text_png())}, data={"format": "hocr"}, timeout=60)
+        alto = httpx.post(f"{url}/v1/ocr", files={"file": ("p.png", text_png())}, data={"format": "alto"}, timeout=60)
+    assert hocr.status_code == 200 and hocr.headers["content-type"].startswith("application/xhtml+xml")
+    assert etree.fromstring(hocr.content).find(".//{http://www.w3.org/1999/xhtml}span") is not None
+    assert alto.status_code == 200 and alto.headers["content-type"].startswith("application/xml")
+    assert _alto_schema().validate(etree.fromstring(alto.content))
