@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pdf_samples import EVAL, born_digital_pdf, dev_text  # noqa: E402
 
 
-def build_scan(path: Path) -> int:
-    """The 40-page scanned PDF: each page image in its own one-page Pillow PDF at its DPI, joined."""
+def build_scan(path: Path) -> list[Path]:
+    """The 40-page scanned PDF: each page image in its own one-page Pillow PDF at its DPI, joined;
+    returns the ground-truth file of each page."""
     import pikepdf
     from PIL import Image
 
@@ -54,7 +55,21 @@ def build_scan(path: Path) -> int:
             with pikepdf.open(one) as page_pdf:
                 out.pages.extend(page_pdf.pages)
         out.save(path)
-    return len(items)
+    manifest = {}
+    for line in (EVAL / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        image, gt = line.split("\t")[:2]
+        manifest[image] = EVAL / gt if gt else None
+    return [manifest[str(item.relative_to(EVAL))] for item in items]
+
+
+def text_cer(pdf: Path, truths: list[Path]) -> float:
+    """CER of the text extracted from the output (pypdfium2) against the pages' ground truth."""
+    from pdf_samples import pdf_text
+    from polyocr.bench.metrics import char_errors, total
+
+    return round(
+        total(char_errors(gt.read_text(encoding="utf-8"), pdf_text(pdf, i)) for i, gt in enumerate(truths)).rate, 4
+    )
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -102,7 +117,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         scan = tmp / "scan40.pdf"
-        pages = build_scan(scan)
+        truths = build_scan(scan)
+        pages = len(truths)
+        load_start = os.getloadavg()[0]
         py = sys.executable
         polyocr_pdf = [py, "-m", "polyocr", "ocr", "-e", "tesseract", "--lang", "eng+rus", "-f", "pdf", "--dpi", "300"]
         plugin = [py, "-m", "ocrmypdf", "--plugin", "polyocr.ocrmypdf_plugin", "--polyocr-engine", "tesseract"]
@@ -127,13 +144,16 @@ def main() -> None:
                 "seconds": round(seconds, 1),
                 "pages_per_s": round(pages / seconds, 3),
                 "kb_per_page": round(output.stat().st_size / pages / 1024, 1),
+                "cer_vs_ground_truth": text_cer(output, truths),
                 "command": " ".join(c if not c.startswith(str(tmp)) else Path(c).name for c in cmd[1:]),
             }
             print(label, rows[label], flush=True)
         born = born_digital(tmp)
         print("born-digital", born, flush=True)
         input_kb = round(scan.stat().st_size / pages / 1024, 1)
+    load = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     record = {"date": str(date.today()), "machine": args.machine, "python": platform.python_version()}
+    record["load_average_start_end"] = load
     record |= {"pages": pages, "input_kb_per_page": input_kb, "variants": rows, "born_digital": born}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
@@ -142,14 +162,17 @@ def main() -> None:
         f"Command: `PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/bench_pdf.py` on the {args.machine},",
         f"{record['date']}; one run of each variant, in one invocation, on the same {pages}-page scanned PDF",
         f"(the dev set's page images at their own DPI, {input_kb} KB/page). "
-        f"Raw: `{args.out.with_suffix('.json').name}`.",
+        f"Raw: `{args.out.with_suffix('.json').name}`. Load average (1 min) {load[0]} at the start, {load[1]} at the",
+        "end: the machine is shared, so seconds are indicative; the variants ran back to back under the same load.",
+        "CER: the output's extracted text (pypdfium2) against the pages' ground truth.",
         "",
-        "| variant | seconds | pages/s | output KB/page | command |",
-        "|---|---|---|---|---|",
+        "| variant | seconds | pages/s | output KB/page | CER | command |",
+        "|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
         lines.append(
-            f"| {label} | {row['seconds']} | {row['pages_per_s']} | {row['kb_per_page']} | `{row['command']}` |"
+            f"| {label} | {row['seconds']} | {row['pages_per_s']} | {row['kb_per_page']} "
+            f"| {row['cer_vs_ground_truth']} | `{row['command']}` |"
         )
     auto, never = born["auto"], born["never"]
     lines += [

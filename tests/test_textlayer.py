@@ -54,6 +54,29 @@ def test_a_garbage_layer_falls_back_to_ocr(tmp_path):
     assert forced.pages[0].engine == "text-layer"
 
 
+def test_vector_drawings_do_not_make_a_born_digital_page_partial(tmp_path):
+    """Lines, a circle, a box and rules count as a few marks of ink each, not as text the layer misses."""
+    from fpdf import FPDF
+
+    from pdf_samples import DEJAVU
+
+    pdf = FPDF(unit="pt", format="A4")
+    pdf.add_font("dejavu", fname=str(DEJAVU))
+    pdf.set_font("dejavu", size=10.5)
+    pdf.add_page()
+    pdf.multi_cell(0, 14, dev_text("old_books_eng/a013.gt.txt", 700))
+    pdf.set_line_width(1.5)
+    pdf.ellipse(90, 440, 120, 120)
+    pdf.line(100, 450, 400, 650)
+    pdf.line(100, 650, 400, 450)
+    pdf.rect(300, 470, 200, 150)
+    for i in range(10):
+        pdf.line(80, 680 + i * 8, 500, 700 + i * 8)
+    pdf.output(str(tmp_path / "figure.pdf"))
+    verdict = next(open_source(tmp_path / "figure.pdf", text_layer="auto").pages()).layer_verdict
+    assert verdict.use, verdict.reason
+
+
 def test_a_scan_with_only_a_typed_caption_is_partial_and_ocred(tmp_path):
     """A scanned page whose layer holds one line typed over it covers little of its ink."""
     import pikepdf

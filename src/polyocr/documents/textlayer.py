@@ -217,9 +217,7 @@ def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1600) -> 
     dark = pixels < _otsu(pixels)
     if dark.mean() > 0.5:
         dark = ~dark
-    above = np.zeros_like(dark)
-    above[1:] = dark[:-1]
-    tops = dark & ~above & ~np.pad(dark, ((0, 0), (1, 0)))[:, :-1]
+    tops = _mark_tops(dark)
     page_area = image.width * image.height
     for x1, y1, x2, y2 in layer.picture_boxes:
         if (x2 - x1) * (y2 - y1) < SMALL_PICTURE * page_area:
@@ -233,6 +231,26 @@ def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1600) -> 
         pad = 0.2 * (y2 - y1)
         mask[_slice(y1 - pad, y2 + pad, scale, mask.shape[0]), _slice(x1 - pad, x2 + pad, scale, mask.shape[1])] = True
     return int((tops & mask).sum()), total
+
+
+def _mark_tops(dark: np.ndarray) -> np.ndarray:
+    """The first pixel of every horizontal run of ink that no ink touches from the row above: the
+    top of a connected mark, as router.checks.estimate_glyphs counts them (a line or a curve of a
+    drawing is one mark however long, a letter one or two)."""
+    starts = dark & ~np.pad(dark, ((0, 0), (1, 0)))[:, :-1]
+    above = np.zeros_like(dark)
+    above[1:] = dark[:-1]
+    near_above = above | np.pad(above, ((0, 0), (1, 0)))[:, :-1] | np.pad(above, ((0, 0), (0, 1)))[:, 1:]
+    run_ids = np.cumsum(starts, axis=1)
+    width = dark.shape[1] + 1
+    rows = np.nonzero(dark)[0]
+    touched = np.unique((rows.astype(np.int64) * width + run_ids[dark])[near_above[dark]])
+    start_rows, start_cols = np.nonzero(starts)
+    start_keys = start_rows.astype(np.int64) * width + run_ids[start_rows, start_cols]
+    tops = np.zeros_like(dark)
+    untouched = ~np.isin(start_keys, touched)
+    tops[start_rows[untouched], start_cols[untouched]] = True
+    return tops
 
 
 def _slice(a: float, b: float, scale: float, limit: int) -> slice:
