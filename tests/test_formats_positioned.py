@@ -197,6 +197,7 @@ def test_pdf_input_keeps_its_pages_and_only_ocrs_those_without_text(tmp_path):
     mixed = tmp_path / "mixed.pdf"
     with pikepdf.new() as pdf, pikepdf.open(born) as a, pikepdf.open(scan) as b:
         pdf.pages.extend([a.pages[0], b.pages[0]])
+        pdf.docinfo["/Title"] = "Mixed originals"
         pdf.save(mixed)
 
     def stream_hashes(path):
@@ -223,6 +224,8 @@ def test_pdf_input_keeps_its_pages_and_only_ocrs_those_without_text(tmp_path):
     assert before[1][0] in after[1] and len(after[1]) == 3  # q, the original stream, Q + the text layer
     with pikepdf.open(produced) as pdf, pikepdf.open(mixed) as original:
         assert [tuple(p.mediabox) for p in pdf.pages] == [tuple(p.mediabox) for p in original.pages]
+        assert str(pdf.docinfo["/Title"]) == "Mixed originals"
+        assert str(pdf.docinfo["/Producer"]).startswith("polyocr")
     assert normalise(pdf_text(produced, 0)) == normalise(pdf_text(mixed, 0))
     json_run = subprocess.run(
         [*RUN, "ocr", str(mixed), "-e", "tesseract", "--lang", "eng", "--format", "json", "-q"],

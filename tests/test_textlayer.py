@@ -155,3 +155,16 @@ def test_the_cli_reports_the_text_layer_path(tmp_path):
     doc = DocumentResult.from_json(run.stdout)
     assert doc.pages[0].engine == "text-layer"
     assert "text-layer" in run.stderr  # the summary names the path taken
+
+
+def test_technical_russian_with_latin_symbols_is_not_mojibake():
+    """ "z⟨суффикс⟩" or "x1-координата" mix scripts across symbols, not inside a run of letters."""
+    blank = Image.new("RGB", (100, 100), "white")
+    from polyocr.documents.textlayer import Char
+
+    words = "z⟨суффикс⟩ x1-координата ⟨атом⟩→⟨переменная⟩ " * 10
+    layer = TextLayer(chars=[Char(ch, (0, 0, 1, 1)) for ch in words])
+    assert assess(layer, blank).check != "garbage"
+    homoglyphs = "пpивeт мuр " * 10  # Latin p, e, u inside Cyrillic words
+    layer = TextLayer(chars=[Char(ch, (0, 0, 1, 1)) for ch in homoglyphs])
+    assert assess(layer, blank).check == "garbage"

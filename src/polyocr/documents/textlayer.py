@@ -8,7 +8,8 @@ the rendered page and says why it is or is not used:
 
 - `empty`: no characters at all;
 - `garbage`: more than GARBAGE_SHARE of the characters are unmapped, replacement, private-use or
-  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1 or mix scripts;
+  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1 or mix scripts
+  within one run of letters (Latin look-alikes inside a Cyrillic word);
 - `partial`: the page's ink is not covered by the characters' boxes: of the marks of ink (the
   glyph tops estimate_glyphs counts) outside small embedded pictures, more than UNCOVERED_SHARE
   (and at least UNCOVERED_MIN) lie outside every character box;
@@ -42,6 +43,10 @@ SMALL_PICTURE = 0.5  # embedded pictures below this share of the page are figure
 # A UTF-8 multi-byte sequence decoded as Latin-1/cp1252: Ã or Â before a continuation byte, Ð/Ñ before
 # one (Cyrillic), â€ (punctuation).
 _MOJIBAKE = re.compile(r"[ÃÂ][\x80-\xbf\u00a0-\u00bf]|[ÐÑ][\x80-\xbf\u00a0-\u00bf\u0152-\u0178\u2018-\u203a]|â€")
+
+
+# A run of letters: one script expected within it ("z⟨суффикс⟩" is two runs, "пpивeт" one mixed run).
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 
 @dataclass
@@ -181,7 +186,7 @@ def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
             False, "garbage", f"{bad} of {len(visible)} characters are unmapped, private-use or replacement characters"
         )
     words = layer.text.split()
-    odd = sum(bool(_MOJIBAKE.search(w)) or len(_scripts(w) - {"DIGIT"}) > 1 for w in words)
+    odd = sum(bool(_MOJIBAKE.search(w)) or any(len(_scripts(run)) > 1 for run in _LETTERS.findall(w)) for w in words)
     if words and odd / len(words) > MOJIBAKE_SHARE:
         return Verdict(False, "garbage", f"{odd} of {len(words)} words look like mojibake (mixed or misread encodings)")
     if layer.invisible_share > INVISIBLE_SHARE:
@@ -200,7 +205,7 @@ def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
     return Verdict(True, "ok", f"{len(visible)} characters, covering {share} of the page's ink")
 
 
-def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1600) -> tuple[int, int]:
+def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1000) -> tuple[int, int]:
     """(marks of ink inside a character box, marks of ink) on the page, leaving out small pictures.
 
     Marks are the tops of ink runs, as router.checks.estimate_glyphs counts them: about one per
@@ -241,7 +246,7 @@ def _mark_tops(dark: np.ndarray) -> np.ndarray:
     above = np.zeros_like(dark)
     above[1:] = dark[:-1]
     near_above = above | np.pad(above, ((0, 0), (1, 0)))[:, :-1] | np.pad(above, ((0, 0), (0, 1)))[:, 1:]
-    run_ids = np.cumsum(starts, axis=1)
+    run_ids = np.cumsum(starts, axis=1, dtype=np.int32)
     width = dark.shape[1] + 1
     rows = np.nonzero(dark)[0]
     touched = np.unique((rows.astype(np.int64) * width + run_ids[dark])[near_above[dark]])

@@ -201,10 +201,11 @@ def _rotation_matrix(rotate: int, box: tuple[float, float, float, float]) -> str
 def _metadata(pdf, doc: DocumentResult, title: str | None, pdfa: bool) -> None:
     import pikepdf
 
-    title = title or Path(doc.source).stem
+    # A PDF input keeps its own title and language; polyocr's file gets the source's name.
+    title = title or str(pdf.docinfo.get("/Title", "")) or Path(doc.source).stem
     producer = f"polyocr {polyocr_version()}"
     engines = ", ".join(sorted({p.engine for p in doc.pages if p.engine})) or "none"
-    lang = hocr_language(doc.pages[0] if doc.pages else None)
+    lang = str(pdf.Root.get("/Lang", "")) or hocr_language(doc.pages[0] if doc.pages else None)
     if lang:
         pdf.Root.Lang = pikepdf.String(lang)
     now = datetime.now(UTC).replace(microsecond=0)
