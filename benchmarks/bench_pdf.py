@@ -105,6 +105,7 @@ def born_digital(tmp: Path) -> dict:
                 "engines": sorted({p.engine or "-" for p in doc.pages}),
             }
     results["speedup"] = round(results["never"]["seconds"] / results["auto"]["seconds"], 1)
+    results["speedup_median_page"] = round(results["never"]["median_page_s"] / results["auto"]["median_page_s"], 1)
     return results
 
 
@@ -187,8 +188,9 @@ def main() -> None:
         f"| never (Tesseract) | {never['seconds']} | {never['pages_per_s']} | {never['median_page_s']} "
         f"| {', '.join(never['engines'])} |",
         "",
-        f"Speed-up of reading the text layer: {born['speedup']}x "
-        "(wall time of the whole document, page rendering included).",
+        f"Speed-up of reading the text layer: {born['speedup']}x in wall time for the whole document (page",
+        f"rendering at 200 DPI, the checks and the router included), {born['speedup_median_page']}x in the median",
+        "page's attempt time (the layer's extraction and checks against one Tesseract call).",
         "",
     ]
     args.out.write_text("\n".join(lines))
