@@ -343,11 +343,12 @@ def layer_result(layer: TextLayer, verdict: Verdict, number: int, source: str, s
 
 
 def declined_attempt(verdict: Verdict, seconds: float) -> Attempt:
-    """The attempt a page records when its layer was not used and it went to OCR."""
+    """The attempt a page records when its layer was not used and it went to OCR (a page with no
+    layer at all records none: it is a scan, and OCR was the only path)."""
     return Attempt(
         engine=ENGINE,
         settings={"path": "ocr", "check": verdict.check},
-        outcome=Outcome.UNAVAILABLE if verdict.check in ("empty", "never") else Outcome.REJECTED,
+        outcome=Outcome.REJECTED,
         seconds=seconds,
         error=verdict.reason,
     )

@@ -140,8 +140,8 @@ class Router:
         """Read a PDF page from its own text layer when the loader found it trustworthy and the
         router's checks accept it; otherwise record why not, for the page to go to OCR."""
         verdict = state.page.layer_verdict
-        if verdict is None or state.page.text_layer is None:
-            return False
+        if verdict is None or state.page.text_layer is None or verdict.check == "empty":
+            return False  # a page with no text layer at all (a scan) just goes to OCR, as without the feature
         page = state.page
         if verdict.check == "invisible":  # someone's OCR: a strip of the page decides (router/textlayer.py)
             start = time.perf_counter()
