@@ -15,6 +15,7 @@ from polyocr import defaults
 from polyocr.config import RouterConfig, load_config
 from polyocr.documents import Source, load_pages, open_source
 from polyocr.documents.loader import open_bytes_or_stream
+from polyocr.documents.textlayer import TEXT_LAYER_MODES
 from polyocr.errors import ConfigError, InputError, OptionError
 from polyocr.results import DocumentResult
 from polyocr.router import Router, resolve_chain
@@ -39,6 +40,7 @@ class RunOptions:
     dtype: str | None = None
     attn: str | None = None
     plans: dict[str, EnginePlan] = field(default_factory=dict)  # given outright, used as they are
+    text_layer: str = "auto"  # PDFs: read a page from its own text layer (auto | always | never)
 
     def validate(self) -> None:
         """Refuse values no page could be read with, up front and with the valid range (OptionError)."""
@@ -56,6 +58,8 @@ class RunOptions:
         if self.timeout is not None and (not math.isfinite(float(self.timeout)) or self.timeout <= 0):
             raise OptionError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         check_languages(self.language_tuple())
+        if self.text_layer not in TEXT_LAYER_MODES:
+            raise OptionError(f"text_layer must be one of {', '.join(TEXT_LAYER_MODES)}, got {self.text_layer!r}")
 
     def language_tuple(self) -> tuple[str, ...]:
         """A string is one language or several joined by "+" ("eng+rus"), never its letters."""
@@ -128,12 +132,17 @@ def open_input(item: Input | Any, options: RunOptions) -> Source:
     if isinstance(item, Image.Image):
         pages = load_pages(item, max_pixels=options.max_pixels)
         return Source(path="<image>", kind="image", page_count=1, _pages=iter(pages))
-    dpi, max_pixels, max_pages = options.dpi, options.max_pixels, options.max_pages
+    caps: dict[str, Any] = {
+        "dpi": options.dpi,
+        "max_pixels": options.max_pixels,
+        "max_pages": options.max_pages,
+        "text_layer": options.text_layer,
+    }
     if isinstance(item, (bytes, bytearray, memoryview)) or hasattr(item, "read"):
-        return open_bytes_or_stream(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+        return open_bytes_or_stream(item, **caps)
     if not isinstance(item, (str, Path)):
         raise TypeError(f"cannot OCR a {type(item).__name__}: give a path, a PIL image, bytes or a binary file")
-    return open_source(item, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+    return open_source(item, **caps)
 
 
 def ocr(
@@ -152,6 +161,7 @@ def ocr(
     device: str | None = None,
     dtype: str | None = None,
     attn: str | None = None,
+    text_layer: str = "auto",
 ) -> DocumentResult:
     """OCR one file (image, multi-page TIFF, PDF), PIL image, bytes or binary file object.
 
@@ -163,7 +173,8 @@ def ocr(
     `languages` is "eng", "eng+rus" or a sequence of codes; `model` is a checkpoint for the first
     engine named; `device`, `dtype` and `attn` override the runtime's choice for VLM engines;
     `plans` gives an engine's EnginePlan outright; `timeout` is seconds per page before the router
-    moves on to the next engine.
+    moves on to the next engine; `text_layer` (auto | always | never) whether a PDF page is read
+    from its own text layer when it has one.
     """
     options = RunOptions(
         engine=engine,
@@ -179,6 +190,7 @@ def ocr(
         dtype=dtype,
         attn=attn,
         plans=dict(plans or {}),
+        text_layer=text_layer,
     )
     options.validate()
     try:

@@ -22,8 +22,10 @@ from rich.table import Table
 
 from polyocr import defaults
 from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs
+from polyocr.documents.textlayer import TEXT_LAYER_MODES
 from polyocr.errors import PolyOCRError
-from polyocr.formats import FORMATS, render, suffix_for
+from polyocr.formats import BINARY_FORMATS, FORMATS, render, suffix_for
+from polyocr.formats.atomic import write_atomic
 from polyocr.results import DocumentResult, PageStatus, json_schema_text
 from polyocr.types import TaskKind
 
@@ -99,7 +101,16 @@ def ocr(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.", readable=False)],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
     lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="txt, md, json, hocr, alto, or pdf (searchable PDF; needs --out).")
+    ] = "txt",
+    text_layer: Annotated[
+        str,
+        typer.Option(
+            help="PDFs: read pages from their own text layer: auto (when it passes the checks), always, never."
+        ),
+    ] = "auto",
+    pdfa: Annotated[bool, typer.Option(help="--format pdf: write PDF/A-2b.")] = False,
     task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
@@ -122,11 +133,17 @@ def ocr(
 ) -> None:
     """Recognise text in documents. Exit code 0 only if every page of every input succeeded."""
     from polyocr.api import RunOptions, open_input, prepare_router
+    from polyocr.formats.layout import placement_note
     from polyocr.formats.overlay import draw_overlay
+    from polyocr.formats.pdf import PageImage
     from polyocr.router import RunSummary
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if fmt not in (*FORMATS, *BINARY_FORMATS):
+        raise typer.BadParameter(f"choose one of {', '.join((*FORMATS, *BINARY_FORMATS))}", param_hint="--format")
+    if fmt in BINARY_FORMATS and out_dir is None:
+        raise typer.BadParameter(f"--format {fmt} writes files, so it needs --out DIR", param_hint="--format")
+    if text_layer not in TEXT_LAYER_MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(TEXT_LAYER_MODES)}", param_hint="--text-layer")
     if overlay and out_dir is None:
         raise typer.BadParameter("--overlay writes files, so it needs --out DIR", param_hint="--overlay")
     files, notes = expand_inputs(inputs)
@@ -149,6 +166,7 @@ def ocr(
         device=device,
         dtype=dtype,
         attn=attn,
+        text_layer=text_layer,
     )
     try:
         router = prepare_router(options)
@@ -178,8 +196,11 @@ def ocr(
                 continue
             progress.update(bar, total=(progress.tasks[0].total or 0) + source.page_count)
             stem = _unique_stem(out_dir, path, used_names) if out_dir else path.stem
+            images: dict = {}  # --format pdf of an image input: each page's image, encoded as it arrives
 
-            def on_page(page, result, stem=stem):
+            def on_page(page, result, stem=stem, images=images, kind=source.kind):
+                if fmt == "pdf" and kind == "image":
+                    images[page.number] = PageImage.encode(page.image, page.dpi)
                 stats.pages += 1
                 if result.status == PageStatus.FAILED:
                     stats.failed_pages += 1
@@ -208,7 +229,13 @@ def ocr(
                 stats.failed_inputs += 1
                 for message in doc.errors:
                     _error(message)
-            if out_dir is not None:
+            if fmt in ("pdf", "hocr", "alto") and not quiet:
+                for note in filter(None, map(placement_note, doc.pages)):
+                    err.print(f"[dim]note: {escape(note)}[/dim]")
+            if out_dir is not None and fmt == "pdf":
+                source_pdf = path if source.kind == "pdf" else None
+                _write_pdf(doc, out_dir / f"{stem}.pdf", images, source_pdf, dpi, pdfa, stats)
+            elif out_dir is not None:
                 target = out_dir / f"{stem}{suffix_for(fmt)}"
                 try:
                     _write_output(target, render(doc, fmt))
@@ -269,7 +296,7 @@ def _write_output(target: Path, text: str) -> None:
     """Write one result file; a directory in the way is an error like any other (OSError)."""
     if target.is_dir():
         raise IsADirectoryError(21, "a directory with that name is in the way")
-    target.write_text(text, encoding="utf-8")
+    write_atomic(target, text)
 
 
 def _print_json(documents: list[DocumentResult], single: bool) -> None:
@@ -277,6 +304,21 @@ def _print_json(documents: list[DocumentResult], single: bool) -> None:
         sys.stdout.write(documents[0].to_json() + "\n")
         return
     sys.stdout.write("[\n" + ",\n".join(d.to_json() for d in documents) + "\n]\n")
+
+
+def _write_pdf(doc, target: Path, images: dict, source_pdf: Path | None, dpi: float, pdfa: bool, stats) -> None:
+    """The searchable PDF of one input; an input with no readable page, or whose PDF cannot be
+    rewritten, gets an error line and no file (never a half-written or empty one)."""
+    from polyocr.formats.pdf import write_pdf
+
+    if not doc.pages or (source_pdf is None and not images):
+        _error(f"{doc.source}: no page could be read, so no PDF was written")
+        return
+    try:
+        write_pdf(doc, target, images=images, source_pdf=source_pdf, dpi=dpi, pdfa=pdfa)
+    except Exception as exc:  # pikepdf refusing a PDF that pdfium could read, a full disk...
+        stats.failed_outputs += 1
+        _error(f"{doc.source}: the searchable PDF could not be written: {type(exc).__name__}: {exc}")
 
 
 def _unique_stem(out_dir: Path, path: Path, used: set[str]) -> str:

@@ -16,16 +16,20 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polyocr import defaults
 from polyocr.errors import InputError
+
+if TYPE_CHECKING:
+    from polyocr.documents.textlayer import TextLayer, Verdict
 
 DEFAULT_DPI = defaults.DPI
 DEFAULT_MAX_PIXELS = defaults.INPUT_MAX_PIXELS  # per page; guards against decompression bombs
@@ -88,6 +92,11 @@ class Page:
     source: str
     dpi: float | None = None
     error: str | None = None  # set when this page could not be read; the page then fails alone
+    # A PDF page's own text layer and whether to read the page from it (documents/textlayer.py);
+    # None when the input is an image or --text-layer is never.
+    text_layer: TextLayer | None = None
+    layer_verdict: Verdict | None = None
+    layer_seconds: float = 0.0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -162,11 +171,14 @@ def open_source(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
     name: str | None = None,
+    text_layer: str = "never",
 ) -> Source:
     """Open a file and validate it far enough to know its page count; raise InputError if unusable.
 
     `name` is what messages and results call the input (default: the path), so a server can name
-    an upload by the client's file name rather than where it keeps it.
+    an upload by the client's file name rather than where it keeps it. `text_layer` (auto | always |
+    never) is for PDFs: whether a page's own text layer is read and checked, so the router can take
+    the page from it instead of OCR (documents/textlayer.py).
     """
     path = Path(path)
     label = name or str(path)
@@ -192,7 +204,7 @@ def open_source(
     if size == 0:
         raise InputError(label, "file is empty (0 bytes)")
     if sniff(head) == "application/pdf":
-        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=label)
+        return _open_pdf(path, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=label, text_layer=text_layer)
     return _open_image(label, path, head, max_pixels=max_pixels, max_pages=max_pages)
 
 
@@ -218,13 +230,14 @@ def image_source(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
     dpi: float = DEFAULT_DPI,
+    text_layer: str = "never",
 ) -> Source:
     """Open in-memory bytes (an upload) exactly as a file with that name would be opened."""
     if not data:
         raise InputError(name, "file is empty (0 bytes)")
     data = bytes(data)
     if sniff(data[:SNIFF_BYTES]) == "application/pdf":
-        return _open_pdf(data, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=name)
+        return _open_pdf(data, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages, name=name, text_layer=text_layer)
     return _open_image(name, io.BytesIO(data), data[:SNIFF_BYTES], max_pixels=max_pixels, max_pages=max_pages)
 
 
@@ -357,10 +370,22 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int, name: str | None = None) -> Source:
+def _open_pdf(
+    path: Path | bytes,
+    *,
+    dpi: float,
+    max_pixels: int,
+    max_pages: int,
+    name: str | None = None,
+    text_layer: str = "never",
+) -> Source:
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
+    from polyocr.documents.textlayer import TEXT_LAYER_MODES
+
+    if text_layer not in TEXT_LAYER_MODES:
+        raise ValueError(f"text_layer must be one of {', '.join(TEXT_LAYER_MODES)}, not {text_layer!r}")
     name = name or str(path)
     try:
         pdf = pdfium.PdfDocument(path)
@@ -399,7 +424,10 @@ def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int
             return failed_page(name, index + 1, exc.reason)
         except pdfium.PdfiumError as exc:
             return failed_page(name, index + 1, f"page could not be rendered: {exc}")
-        return Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
+        result = Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
+        if text_layer != "never":
+            _read_layer(result, page, text_layer)
+        return result
 
     def pages() -> Iterator[Page]:
         try:
@@ -417,12 +445,30 @@ def open_bytes_or_stream(
     dpi: float = DEFAULT_DPI,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_pages: int = DEFAULT_MAX_PAGES,
+    text_layer: str = "never",
 ) -> Source:
     """Open in-memory bytes or a binary file object (read whole; it is named by its .name if any)."""
+    caps: dict[str, Any] = {"dpi": dpi, "max_pixels": max_pixels, "max_pages": max_pages, "text_layer": text_layer}
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return image_source(bytes(item), "<bytes>", dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+        return image_source(bytes(item), "<bytes>", **caps)
     name = str(getattr(item, "name", "") or "<stream>")
     data = item.read()
     if not isinstance(data, bytes):
         raise InputError(name, "the file object is not binary (open it with 'rb')")
-    return image_source(data, name, dpi=dpi, max_pixels=max_pixels, max_pages=max_pages)
+    return image_source(data, name, **caps)
+
+
+def _read_layer(result: Page, page, mode: str) -> None:
+    """Attach the page's text layer and the verdict on it; a layer pdfium cannot read is no layer."""
+    import pypdfium2 as pdfium
+
+    from polyocr.documents.textlayer import TextLayer, assess, extract
+
+    start = time.perf_counter()
+    try:
+        layer = extract(page, *result.image.size)
+    except pdfium.PdfiumError:
+        layer = TextLayer()
+    result.text_layer = layer
+    result.layer_verdict = assess(layer, result.image, mode)
+    result.layer_seconds = time.perf_counter() - start

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from polyocr.results import DocumentResult, PageStatus
 
-FORMATS = ("txt", "md", "json")
-_SUFFIX = {"txt": ".txt", "md": ".md", "json": ".json"}
+# Text formats, rendered from a DocumentResult alone; "pdf" (formats/pdf.py) also needs the pages.
+FORMATS = ("txt", "md", "json", "hocr", "alto")
+BINARY_FORMATS = ("pdf",)
+_SUFFIX = {"txt": ".txt", "md": ".md", "json": ".json", "hocr": ".hocr", "alto": ".alto.xml", "pdf": ".pdf"}
 PAGE_BREAK = "\f"  # between pages in text output, as pdftotext does
 
 
@@ -14,10 +16,18 @@ def suffix_for(fmt: str) -> str:
 
 
 def render(doc: DocumentResult, fmt: str) -> str:
-    """The document as text, Markdown or JSON; failed pages are marked, never silently dropped."""
+    """The document as text, Markdown, JSON, hOCR or ALTO; failed pages are marked, never silently dropped."""
     if fmt == "json":
         return doc.to_json() + "\n"
-    if fmt not in _SUFFIX:
+    if fmt == "hocr":
+        from polyocr.formats.hocr import render_hocr
+
+        return render_hocr(doc)
+    if fmt == "alto":
+        from polyocr.formats.alto import render_alto
+
+        return render_alto(doc)
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     chunks = []
     for page in doc.pages:

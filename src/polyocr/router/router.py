@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from polyocr import defaults
 from polyocr.config import RouterConfig
 from polyocr.documents import Page, Source
+from polyocr.documents.textlayer import ENGINE as LAYER_ENGINE
+from polyocr.documents.textlayer import declined_attempt, layer_result
 from polyocr.errors import ConfigError, EngineUnavailable, InputError, PageTimeout
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
@@ -28,6 +30,7 @@ from polyocr.router.checks import CHECKS, LOOP_CHECKS, SOFT_CHECKS, Check, Failu
 from polyocr.router.plans import make_plan, plan_settings
 from polyocr.router.policy import History, decide, is_oom
 from polyocr.router.pool import EnginePool, call_with_timeout, free_memory
+from polyocr.router.textlayer import sample_invisible_layer
 from polyocr.runtime.probe import Profile, get_profile
 from polyocr.types import EngineKind, EnginePlan, Task
 
@@ -129,7 +132,7 @@ class Router:
                 state.result = _unreadable(state.page)
                 if on_page is not None:
                     on_page(state.page, state.result)
-        pending = [state for state in states if state.result is None]
+        pending = [state for state in states if state.result is None and not self._from_text_layer(state, on_page)]
         for name in self.chain:
             if not pending:
                 break
@@ -139,6 +142,32 @@ class Router:
             if on_page is not None:
                 on_page(state.page, state.result)
         return [state.result for state in states if state.result is not None]
+
+    def _from_text_layer(self, state: _PageState, on_page: PageCallback | None) -> bool:
+        """Read a PDF page from its own text layer when the loader found it trustworthy and the
+        router's checks accept it; otherwise record why not, for the page to go to OCR."""
+        verdict = state.page.layer_verdict
+        if verdict is None or state.page.text_layer is None or verdict.check == "empty":
+            return False  # a page with no text layer at all (a scan) just goes to OCR, as without the feature
+        page = state.page
+        if verdict.check == "invisible":  # someone's OCR: a strip of the page decides (router/textlayer.py)
+            start = time.perf_counter()
+            verdict = sample_invisible_layer(self, page, verdict)
+            page.layer_seconds += time.perf_counter() - start
+        if verdict.use:
+            assert page.text_layer is not None
+            result = layer_result(page.text_layer, verdict, page.number, page.source, page.image.size)
+            _complete(result, page, LAYER_ENGINE)
+            failures = run_checks(result, state.ctx, self.checks)
+            if not failures:
+                result.attempts[0].seconds = page.layer_seconds
+                state.result = result
+                if on_page is not None:
+                    on_page(page, result)
+                return True
+            verdict = replace(verdict, check="checks", reason="; ".join(str(f) for f in failures))
+        state.attempts.append(declined_attempt(verdict, page.layer_seconds))
+        return False
 
     def _run_engine(self, name: str, states: list[_PageState], on_page: PageCallback | None) -> list[_PageState]:
         """Offer the pages to one engine in batches of its current batch size (which an out-of-memory

@@ -40,7 +40,13 @@ log = logging.getLogger("polyocr.server")
 
 MIN_DPI, MAX_DPI = 50.0, 600.0  # a request's PDF resolution (the page-pixel cap still applies)
 FORMAT_ALIASES = {"markdown": "md", "text": "txt", "plain": "txt"}
-MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "md": "text/markdown; charset=utf-8",
+    "txt": "text/plain; charset=utf-8",
+    "hocr": "application/xhtml+xml; charset=utf-8",
+    "alto": "application/xml; charset=utf-8",
+}
 ACCEPTED = "PDF, PNG, JPEG, TIFF, WebP, GIF or BMP"
 
 
@@ -177,7 +183,7 @@ def documented_body(description: str) -> dict[str, Any]:
         "engine": {"type": "string", "description": "auto, an engine name, or a chain a,b,c"},
         "task": {"type": "string", "enum": [t.value for t in TaskKind]},
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
-        "format": {"type": "string", "enum": ["json", "md", "txt"]},
+        "format": {"type": "string", "enum": ["json", "md", "txt", "hocr", "alto"]},
         "dpi": {"type": "number", "description": f"PDF rendering resolution, {MIN_DPI:g} to {MAX_DPI:g}"},
     }
     return {
