@@ -203,24 +203,41 @@ class HFVLMEngine(Engine):
             prompt_tokens=prompt_tokens,
         )
 
+    def logits_processors(self) -> dict[str, Any]:
+        """generate()'s logits_processor argument where the model's authors decode with their own
+        (VLMSpec.logits_processors: DeepSeek-OCR-2's windowed n-gram ban); none otherwise."""
+        if self.spec.logits_processors is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        return {"logits_processor": LogitsProcessorList(self.spec.logits_processors(self._processor.tokenizer))}
+
     def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
         """Greedy generation for a batch of images (left-padded): each row's answer tokens and report.
 
         Rows of a batch run together, so each row's `seconds` is the whole batch's time.
         """
         import torch
+        from transformers import StoppingCriteriaList
 
         batch = self.inputs(images, mode)
-        settings = self.generation_settings(task, int(batch["input_ids"].shape[1]))
+        prompt_length = int(batch["input_ids"].shape[1])
+        settings = self.generation_settings(task, prompt_length)
+        # Rows whose tail repeats end while they loop (engines/vlm.py loop_stop).
+        loops = vlm.loop_stop(prompt_length, self._stop_ids, self._processor.tokenizer.decode)
         started = time.perf_counter()
         with torch.inference_mode():
-            sequences = self._model.generate(**batch, **settings)
+            sequences = self._model.generate(
+                **batch, **settings, **self.logits_processors(), stopping_criteria=StoppingCriteriaList([loops])
+            )
         seconds = round(time.perf_counter() - started, 3)
-        new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
+        new_tokens = sequences[:, prompt_length:].tolist()
         prompt_counts = batch["attention_mask"].sum(dim=1).tolist()
         outputs = []
-        for tokens, prompt_count in zip(new_tokens, prompt_counts, strict=True):
-            answer, reason, count = vlm.split_generation(tokens, self._stop_ids, settings["max_new_tokens"])
+        for row, (tokens, prompt_count) in enumerate(zip(new_tokens, prompt_counts, strict=True)):
+            answer, reason, count = vlm.split_generation(
+                tokens, self._stop_ids, settings["max_new_tokens"], loops.loops.get(row)
+            )
             generation = Generation(
                 stop_reason=reason, prompt_tokens=int(prompt_count), generated_tokens=count, seconds=seconds
             )

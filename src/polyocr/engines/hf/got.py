@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.spec import ALL_ATTENTION, Size, VLMSpec
@@ -54,3 +54,5 @@ GOT = VLMSpec(
 
 class GotOcr2Engine(HFVLMEngine):
     spec = GOT
+    # The authors decode greedily with no_repeat_ngram_size=20 (GOT/demo/run_ocr_2.0.py).
+    anti_repeat: ClassVar[dict[str, object]] = {"no_repeat_ngram_size": 20}

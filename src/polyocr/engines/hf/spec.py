@@ -50,6 +50,8 @@ class VLMSpec:
     image_only: bool = False  # build the processor without its video processor (needs torchvision)
     module: str = ""  # transformers.models.<module>, to check availability without importing it
     cropped_suffix: str = ""  # added to the instruction when the processor cuts pages into patches
+    # tokenizer -> the logits processors the model's authors decode with (None: transformers' own only)
+    logits_processors: Callable[[Any], list[Any]] | None = None
 
     def implementation(self, requested: str) -> dict[str, str]:
         """Attention per sub-model: the requested one where accepted, else that part's best fallback."""
