@@ -250,11 +250,18 @@ def find_loop(tokens: Sequence[int] | np.ndarray, decode: Callable[[list[int]], 
     return None if is_markup(decode(unit)) else found
 
 
+def loop_stop_enabled(plan: EnginePlan) -> bool:
+    """The loop stop is on unless plan.generation {"loop_stop": false} turns it off (to measure it, or
+    to see a model's loop run to the token limit)."""
+    return bool(plan.generation.get("loop_stop", True))
+
+
 def loop_stop(
     prompt_length: int,
     eos_token_ids: Sequence[int],
     decode: Callable[[list[int]], str] | None = None,
     every: int = LOOP_CHECK_EVERY,
+    enabled: bool = True,
 ) -> Any:
     """A transformers StoppingCriteria that ends each row of a batch whose generated tail loops.
 
@@ -281,7 +288,7 @@ def loop_stop(
             batch, length = input_ids.shape
             stop = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
             generated = length - prompt_length
-            if generated < LOOP_MIN_SPAN or generated % every:
+            if not enabled or generated < LOOP_MIN_SPAN or generated % every:
                 return stop
             self.checks += 1
             rows = input_ids[:, prompt_length:].cpu().numpy()

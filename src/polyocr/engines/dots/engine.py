@@ -147,7 +147,12 @@ class DotsEngine(Engine):
         watch = _nonfinite_watch()
         prompt_length = batch.input_ids.shape[1]
         # Rows whose tail repeats end while they loop (engines/vlm.py loop_stop).
-        loops = vlm.loop_stop(prompt_length, self.processor.eos_token_ids, self.processor.decode)
+        loops = vlm.loop_stop(
+            prompt_length,
+            self.processor.eos_token_ids,
+            self.processor.decode,
+            enabled=vlm.loop_stop_enabled(self.plan),
+        )
         with torch.inference_mode():
             settings = self._generation_kwargs(task, prompt_length)
             output = self.model.generate(
