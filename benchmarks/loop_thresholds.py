@@ -54,7 +54,11 @@ def constructed() -> dict[str, str]:
 
 
 def texts() -> dict[str, str]:
-    found = {f"fixtures/{p.name}": p.read_text() for p in sorted((ROOT / "tests/fixtures/texts").glob("*.md"))}
+    found = {
+        f"fixtures/{p.name}": p.read_text()
+        for p in sorted((ROOT / "tests/fixtures/texts").glob("*.md"))
+        if p.name != "SOURCES.md"
+    }
     eval_dir = SHARED / "data" / "eval"
     for path in sorted(eval_dir.rglob("*.txt")):
         found[f"eval/{path.relative_to(eval_dir)}"] = path.read_text()
