@@ -297,3 +297,31 @@ def test_deepseek_parser_on_the_authors_example() -> None:
     assert block.bbox != tuple(
         round(v / 1000 * s, 1) for v, s in zip((330, 198, 559, 230), (*size, *size), strict=True)
     )
+
+
+# ---------------------------------------------------------------------------- Qwen3-VL
+
+
+def test_qwen3vl_layout_is_its_trained_qwenvl_html_mode() -> None:
+    """QwenLM/Qwen3-VL cookbooks/document_parsing.ipynb: the prompt "qwenvl html"; elements carry
+    data-bbox="x1 y1 x2 y2" in 0..1000. A truncated answer keeps its complete elements."""
+    from polyocr.engines.hf.qwen3vl import QWEN3VL, parse_qwenvl_html
+    from polyocr.results import TextFormat
+
+    assert QWEN3VL.prompts["layout"] == "qwenvl html" and QWEN3VL.parse_layout is parse_qwenvl_html
+    answer = (
+        '```html\n<html><body>\n<h1 data-bbox="100 50 900 90">Annual Report</h1>\n'
+        '<p data-bbox="100 100 900 200">First paragraph with <b>bold</b> text.</p>\n'
+        '<table data-bbox="100 220 900 400"><tr><td>A</td><td>1</td></tr></table>\n'
+        '<div class="image" data-bbox="100 420 500 600"><img src="x"></div>\n'
+        '<div class="formula" data-bbox="100 620 900 660">E = mc^2</div>\n<p data-bbox="100 700 900 7'
+    )
+    blocks = parse_qwenvl_html(answer, (1000, 2000))
+    assert [(b.category, b.text, b.format) for b in blocks] == [
+        ("Title", "Annual Report", TextFormat.PLAIN),
+        ("Text", "First paragraph with bold text.", TextFormat.PLAIN),
+        ("Table", "<table><tr><td>A</td><td>1</td></tr></table>", TextFormat.HTML),
+        ("Picture", "", TextFormat.PLAIN),
+        ("Formula", "E = mc^2", TextFormat.LATEX),
+    ]
+    assert blocks[0].bbox == (100.0, 100.0, 900.0, 180.0)  # 0..1000 of a 1000 x 2000 page
