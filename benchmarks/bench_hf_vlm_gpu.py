@@ -29,7 +29,7 @@ NEW_TOKENS = 128
 TEXT_ID = 1000  # an ordinary token id, valid in every vocabulary below
 
 # The attention each sub-model runs when the plan asks for sdpa: the engines' own choice
-# (polyocr.engines.vlm_specs, VLMSpec.implementation("sdpa"); tests/test_hf_vlm.py checks they agree).
+# (polyocr.engines.hf.*, VLMSpec.implementation("sdpa"); tests/test_hf_vlm.py checks they agree).
 ATTENTION = {
     "qwen2vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "qwen3vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},

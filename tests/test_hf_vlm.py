@@ -124,11 +124,15 @@ def test_region_task_reads_the_crop(checkpoints: dict[str, Path], pages: list[Pa
     assert all(block.bbox == region for block in result.blocks)
 
 
-def test_got_cuts_large_pages_into_patches(checkpoints: dict[str, Path], pages: list[Page]) -> None:
+def test_got_cuts_only_odd_shaped_pages_into_patches(checkpoints: dict[str, Path], pages: list[Page]) -> None:
+    """One 1024 px view for a whole page, however large (the authors' run_ocr_2.0.py); tiles only for
+    a stitched or odd-shaped one (run_ocr_2.0_crop.py), with the multi-crop prompt."""
     engine = _engine("got", checkpoints["got"])
     small = engine.inputs([pages[0].image], "text")
-    large = engine.inputs([pages[0].image.resize((1400, 1000))], "markdown")
-    assert small["pixel_values"].shape[0] == 1
+    a4 = engine.inputs([pages[0].image.resize((1654, 2339))], "markdown")
+    assert small["pixel_values"].shape[0] == a4["pixel_values"].shape[0] == 1
+    assert "\nOCR with format: <|im_end|>" in engine._processor.tokenizer.decode(a4["input_ids"][0])
+    large = engine.inputs([pages[0].image.resize((2400, 1000))], "markdown")
     views = large["pixel_values"].shape[0]
     assert 2 < views <= 7  # at most 6 patches plus a thumbnail
     assert (large["input_ids"] == engine._model.config.image_token_index).sum() == 256 * views

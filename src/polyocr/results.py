@@ -76,7 +76,9 @@ class Block(_Model):
 class Generation(_Model):
     """What a generative engine reports about one page, for the router's checks."""
 
-    stop_reason: str = Field(description="eos | max_tokens | stop_string | timeout | error")
+    stop_reason: str = Field(
+        description="eos | max_tokens | loop (ended while its tail repeated) | stop_string | timeout | error"
+    )
     prompt_tokens: int = 0
     generated_tokens: int = 0
     seconds: float | None = None

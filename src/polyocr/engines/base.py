@@ -50,6 +50,9 @@ class Engine:
     fp16_stable: ClassVar[bool] = False  # float16 is a safe fallback where the device lacks bfloat16
     takes_model_path: ClassVar[bool] = False  # a checkpoint (or a served model's name) can be named
     repo_id: ClassVar[str] = ""  # the hub repository of its published weights (`polyocr fetch`)
+    # The generation settings its authors use against repetition (GOT: no_repeat_ngram_size 20), which
+    # the router's loop retries apply on top of their own (router/policy.py loop_plan).
+    anti_repeat: ClassVar[dict[str, object]] = {}
 
     def __init__(self, model_path: str | None = None) -> None:
         if model_path is not None and not self.takes_model_path:

@@ -1,6 +1,6 @@
 """What every VLM engine does the same way, written once: finding weights, the generate() settings
-(static cache with its length rounded, timeouts, the plan's sampling and repetition controls), and
-why a row's generation stopped.
+(static cache with its length rounded, timeouts, the plan's sampling and repetition controls), the
+loop stop (a row whose tail repeats is ended while it happens), and why a row's generation stopped.
 
 Nothing here imports torch or transformers at import time: `polyocr engines` and availability
 checks use the weight resolution without loading a model.
@@ -9,9 +9,12 @@ checks use the weight resolution without loading a model.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.types import EnginePlan, Task
@@ -165,15 +168,175 @@ def generation_settings(
     return settings
 
 
+# ---------------------------------------------------------------------------- loops, stopped while they happen
+#
+# A looping VLM repeats one unit of tokens exactly (greedy decoding has fallen into a cycle) until the
+# token limit: 16,384 tokens for dots.ocr, most of a page's time. The loop stop looks at each row's
+# generated ids every LOOP_CHECK_EVERY steps and ends a row whose tail is one unit of at most
+# LOOP_MAX_PERIOD tokens repeated over at least LOOP_MIN_SPAN tokens and LOOP_MIN_REPEATS times.
+# Tables and forms repeat too, but not exactly for that long: the thresholds are set above the
+# longest exact repetition found in real documents' text under the Qwen2 tokenizer (tables of the
+# dots.ocr, PaddleOCR-VL and DeepSeek-OCR-2 model cards as HTML and Markdown, tables of contents with
+# dotted leaders, the evaluation set's transcriptions, empty forms), with a margin: see
+# benchmarks/loop_thresholds.py and benchmarks/loop-stopping.md. A loop starting at token s with
+# period p is stopped by s + max(LOOP_MIN_SPAN, LOOP_MIN_REPEATS * p) + LOOP_CHECK_EVERY tokens.
+LOOP_CHECK_EVERY = 32
+LOOP_MAX_PERIOD = 200
+LOOP_MIN_SPAN = 240
+LOOP_MIN_REPEATS = 4
+# A unit with no letter or digit outside its tags (empty table cells, dotted leaders, rules) is
+# legitimate for longer: an empty form's rows repeat exactly. Such a loop is stopped later.
+LOOP_MARKUP_SPAN = 1536
+_TAGS = re.compile(r"<[^<>]{0,40}>|&[a-z]{2,8};|&#\d{1,6};")
+# Only the tail is examined: enough to hold the longest unit's repeats.
+LOOP_WINDOW = max(LOOP_MARKUP_SPAN, LOOP_MAX_PERIOD * LOOP_MIN_REPEATS)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A repeating tail: it starts `start` tokens into the generation, its unit is `period` tokens
+    long, and generation was stopped after `length` tokens."""
+
+    start: int
+    period: int
+    length: int
+
+    @property
+    def keep(self) -> int:
+        """How many generated tokens to keep: the text before the loop and its unit once."""
+        return self.start + self.period
+
+
+def repeating_tail(
+    tokens: Sequence[int] | np.ndarray,
+    *,
+    min_span: int = LOOP_MIN_SPAN,
+    min_repeats: int = LOOP_MIN_REPEATS,
+    max_period: int = LOOP_MAX_PERIOD,
+) -> Loop | None:
+    """The shortest unit that the end of `tokens` repeats over at least `min_span` tokens and
+    `min_repeats` times, or None.
+
+    For a period p, the tail is periodic over r + p tokens where r is the run of trailing positions
+    i with tokens[i] == tokens[i - p]; the loop starts where that run (less one unit) begins.
+    """
+    ids = np.asarray(tokens, dtype=np.int64)
+    total = len(ids)
+    window = ids[-LOOP_WINDOW:] if total > LOOP_WINDOW else ids
+    n = len(window)
+    if n < min_span:
+        return None
+    for period in range(1, min(max_period, n // min_repeats) + 1):
+        # Cheap test first: the last min_span tokens must already be periodic.
+        if not np.array_equal(window[n - min_span + period :], window[n - min_span : n - period]):
+            continue
+        same = window[period:] == window[:-period]
+        breaks = np.flatnonzero(~same)
+        run = len(same) - (int(breaks[-1]) + 1 if len(breaks) else 0)
+        span = run + period
+        if span >= min_span and span >= min_repeats * period:
+            start = total - span
+            if len(breaks) == 0 and total > n:  # the repetition may reach back beyond the window
+                start = _loop_start(ids, period, total - span)
+            return Loop(start=start, period=period, length=total)
+    return None
+
+
+def is_markup(unit: str) -> bool:
+    """True when a repeated unit holds no letter or digit outside tags and entities.
+
+    A unit starts wherever the repetition happened to begin, often inside a tag ("></tr><tr><td"),
+    so it is judged three times over with the cut tags at both ends dropped.
+    """
+    text = _TAGS.sub("", unit * 3)
+    text = re.sub(r"^[^<>]{0,40}>|<[^<>]{0,40}$", "", text)
+    return not any(c.isalnum() for c in text)
+
+
+def _loop_start(ids: np.ndarray, period: int, start: int) -> int:
+    """Walk back from `start` while the tokens keep the period (a loop longer than the window)."""
+    while start > 0 and ids[start - 1] == ids[start - 1 + period]:
+        start -= 1
+    return start
+
+
+def find_loop(tokens: Sequence[int] | np.ndarray, decode: Callable[[list[int]], str] | None = None) -> Loop | None:
+    """The loop stop's verdict on a row's generated ids: a repeating tail past the thresholds, with
+    a markup-only unit (decoded by `decode`) needing LOOP_MARKUP_SPAN tokens; None otherwise."""
+    found = repeating_tail(tokens)
+    if found is None or decode is None or found.length - found.start >= LOOP_MARKUP_SPAN:
+        return found
+    unit = np.asarray(tokens)[found.start : found.start + found.period].tolist()
+    return None if is_markup(decode(unit)) else found
+
+
+def loop_stop_enabled(plan: EnginePlan) -> bool:
+    """The loop stop is on unless plan.generation {"loop_stop": false} turns it off (to measure it, or
+    to see a model's loop run to the token limit)."""
+    return bool(plan.generation.get("loop_stop", True))
+
+
+def loop_stop(
+    prompt_length: int,
+    eos_token_ids: Sequence[int],
+    decode: Callable[[list[int]], str] | None = None,
+    every: int = LOOP_CHECK_EVERY,
+    enabled: bool = True,
+) -> Any:
+    """A transformers StoppingCriteria that ends each row of a batch whose generated tail loops.
+
+    It returns a per-row flag, so generate() ends that row alone: transformers fills a finished row
+    with padding and the other rows' computation is untouched (each row attends only to its own
+    cache), so their tokens are the same as without it. Rows run in one batch until the last one
+    ends, so a stopped row still occupies its batch slot (neither the static nor the dynamic cache
+    drops rows), but the whole generate() ends as soon as every row has ended or looped. Every
+    `every` steps it copies the rows' ids to the host once; `loops` maps a row to the Loop that
+    stopped it. Rows that already ended on an end token are not examined (their padding would look
+    like a loop). `decode` (the tokenizer's) tells markup-only units apart (find_loop).
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    eos = np.asarray(sorted(set(eos_token_ids)), dtype=np.int64)
+
+    class LoopStop(StoppingCriteria):
+        def __init__(self) -> None:
+            self.loops: dict[int, Loop] = {}
+            self.checks = 0
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            batch, length = input_ids.shape
+            stop = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+            generated = length - prompt_length
+            if not enabled or generated < LOOP_MIN_SPAN or generated % every:
+                return stop
+            self.checks += 1
+            rows = input_ids[:, prompt_length:].cpu().numpy()
+            ended: np.ndarray = np.asarray(np.isin(rows, eos).any(axis=1))
+            for row in range(batch):
+                if ended[row] or row in self.loops:
+                    continue
+                found = find_loop(rows[row], decode)
+                if found is not None:
+                    self.loops[row] = found
+                    stop[row] = True
+            return stop
+
+    return LoopStop()
+
+
 def split_generation(
-    tokens: Sequence[int], eos_token_ids: Sequence[int], max_new_tokens: int
+    tokens: Sequence[int], eos_token_ids: Sequence[int], max_new_tokens: int, loop: Loop | None = None
 ) -> tuple[list[int], str, int]:
     """The tokens before the first end token, why generation stopped, and how many tokens it made.
 
     In a batch, rows that ended early are filled with padding after their end token, so the first
-    end token marks where each row's answer stops. A row that neither ended nor reached the limit was
-    stopped by the time limit (max_time).
+    end token marks where each row's answer stops. A row the loop stop ended (`loop`, from
+    loop_stop().loops) keeps the text before its loop and the repeated unit once, with stop reason
+    "loop". A row that neither ended nor reached the limit was stopped by the time limit (max_time).
     """
+    if loop is not None:
+        return list(tokens[: loop.keep]), "loop", loop.length
     eos = set(eos_token_ids)
     end = next((i for i, t in enumerate(tokens) if t in eos), None)
     if end is not None:

@@ -137,6 +137,14 @@ def token_limit(result: PageResult, ctx: PageContext) -> str | None:
     return f"generation stopped at the token limit ({generation.generated_tokens} tokens) instead of ending"
 
 
+def generation_loop(result: PageResult, ctx: PageContext) -> str | None:
+    """The engine's loop stop ended the generation while its tail repeated (engines/vlm.py)."""
+    generation = result.generation
+    if generation is None or generation.stop_reason != "loop":
+        return None
+    return f"generation stopped after {generation.generated_tokens} tokens: its tail was repeating"
+
+
 def nonfinite_logits(result: PageResult, ctx: PageContext) -> str | None:
     if result.generation is not None and result.generation.nonfinite_logits:
         return "the model produced NaN or infinite logits (numerical failure in this dtype/attention)"
@@ -270,6 +278,7 @@ CHECKS: tuple[Check, ...] = (
     generation_timeout,
     nonfinite_logits,
     token_limit,
+    generation_loop,
     layout_unparsed,
     repeated_lines,
     repeated_tail,
@@ -280,7 +289,9 @@ CHECKS: tuple[Check, ...] = (
 )
 
 # Checks whose failure a retry with repetition controls may cure.
-LOOP_CHECKS = frozenset({"token_limit", "repeated_lines", "repeated_tail", "repeated_ngrams", "repeated_blocks"})
+LOOP_CHECKS = frozenset(
+    {"token_limit", "generation_loop", "repeated_lines", "repeated_tail", "repeated_ngrams", "repeated_blocks"}
+)
 # Checks that leave the output worth keeping when no engine does better: it is only incomplete.
 SOFT_CHECKS = frozenset({"too_little_text"})
 

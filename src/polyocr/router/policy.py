@@ -13,7 +13,8 @@ stops most loops while still decoding greedily.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from polyocr.errors import PageTimeout
@@ -79,12 +80,13 @@ def smaller_plan(plan: EnginePlan, page_pixels: int) -> EnginePlan | None:
     return None
 
 
-def loop_plan(plan: EnginePlan, step: int) -> EnginePlan | None:
+def loop_plan(plan: EnginePlan, step: int, own: Mapping[str, Any] | None = None) -> EnginePlan | None:
     """The plan for retry number `step` (0-based) of a page whose output looped; None when the ladder
-    is used up."""
+    is used up. `own` is the engine's authors' anti-repeat settings (Engine.anti_repeat): every
+    rung keeps them, so a retry never decodes with less than the model's own recipe."""
     if step >= len(LOOP_LADDER):
         return None
-    settings = LOOP_LADDER[step]
+    settings = {**LOOP_LADDER[step], **(own or {})}
     return replace(
         plan,
         generation={**plan.generation, **settings},
@@ -100,6 +102,7 @@ class History:
     page_pixels: int = 0  # the largest page of the batch
     looped: bool = False  # the rejected answer failed a loop check
     can_retry_loops: bool = True  # the engine generates (a classical engine's repetition is its input's)
+    anti_repeat: Mapping[str, Any] = field(default_factory=dict)  # the engine's own (Engine.anti_repeat)
 
 
 @dataclass(frozen=True)
@@ -121,5 +124,5 @@ def decide(outcome: Outcome, history: History, plan: EnginePlan) -> Decision:
     if outcome == Outcome.OOM:
         retry = smaller_plan(plan, history.page_pixels)
     elif outcome == Outcome.REJECTED and history.looped and history.can_retry_loops:
-        retry = loop_plan(plan, history.loop_step)
+        retry = loop_plan(plan, history.loop_step, history.anti_repeat)
     return PASS_ON if retry is None else Decision("retry", retry)

@@ -227,8 +227,14 @@ class Router:
                 continue
             looping = self._judge(name, pages, results, plan, share, passed_on)
             if looping:
-                can_retry = self.pool.engine(name).kind != EngineKind.CLASSICAL
-                decision = decide(Outcome.REJECTED, History(loop_step, looped=True, can_retry_loops=can_retry), plan)
+                engine = self.pool.engine(name)
+                history = History(
+                    loop_step,
+                    looped=True,
+                    can_retry_loops=engine.kind != EngineKind.CLASSICAL,
+                    anti_repeat=engine.anti_repeat,
+                )
+                decision = decide(Outcome.REJECTED, history, plan)
                 if decision.plan is not None and self.pool.set_plan(name, decision.plan):
                     log.debug(
                         "%s: %d page(s) looped; retry %d: %s",

@@ -172,6 +172,7 @@ class DotsEngine(Engine):
 
     def _batch(self, pages: Sequence[Page], task: Task, mode: PromptMode) -> list[PageResult]:
         import torch
+        from transformers import StoppingCriteriaList
 
         assert self.model is not None and self.processor is not None
         began = time.perf_counter()
@@ -180,19 +181,31 @@ class DotsEngine(Engine):
         batch = self.processor.batch(images, prompts)
         inputs = batch.model_inputs(self.model.device, next(self.model.vision_tower.parameters()).dtype)
         watch = _nonfinite_watch()
+        prompt_length = batch.input_ids.shape[1]
+        # Rows whose tail repeats end while they loop (engines/vlm.py loop_stop).
+        loops = vlm.loop_stop(
+            prompt_length,
+            self.processor.eos_token_ids,
+            self.processor.decode,
+            enabled=vlm.loop_stop_enabled(self.plan),
+        )
         with torch.inference_mode():
-            settings = self._generation_kwargs(task, batch.input_ids.shape[1])
-            output = self.model.generate(**inputs, **settings, logits_processor=[watch])
-        generated = output[:, batch.input_ids.shape[1] :].tolist()
+            settings = self._generation_kwargs(task, prompt_length)
+            output = self.model.generate(
+                **inputs, **settings, logits_processor=[watch], stopping_criteria=StoppingCriteriaList([loops])
+            )
+        generated = output[:, prompt_length:].tolist()
         nonfinite = watch.rows(len(pages))
         seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the batch's time
         results = []
         rows = zip(pages, images, generated, batch.prompt_lengths, nonfinite, strict=True)
-        for page, image, tokens, prompt_length, bad_logits in rows:
-            kept, stop, count = split_generation(tokens, self.processor.eos_token_ids, task.max_new_tokens)
+        for row, (page, image, tokens, prompt_tokens, bad_logits) in enumerate(rows):
+            kept, stop, count = split_generation(
+                tokens, self.processor.eos_token_ids, task.max_new_tokens, loops.loops.get(row)
+            )
             generation = Generation(
                 stop_reason=stop,
-                prompt_tokens=prompt_length,
+                prompt_tokens=prompt_tokens,
                 generated_tokens=count,
                 seconds=round(seconds, 4),
                 nonfinite_logits=bad_logits,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,56 @@ def parse_deepseek_grounding(output: str, size: Size) -> list[Block]:
         fmt = TextFormat.LATEX if label == "Formula" else TextFormat.MARKDOWN
         blocks.append(Block(bbox=scale_box(box, size, 999), category=label, text=text, format=fmt))
     return blocks
+
+
+# The authors' decoding (deepseek-ai/DeepSeek-OCR-2, DeepSeek-OCR2-vllm/run_dpsk_ocr2_image.py):
+# greedy, max_model_len=8192 (prompt and answer together), and
+# NoRepeatNGramLogitsProcessor(ngram_size=20, window_size=90, whitelist_token_ids={128821, 128822})
+# "whitelist: <td>, </td>", so that table cells may repeat.
+DEEPSEEK_CONTEXT = 8192
+NGRAM_SIZE, NGRAM_WINDOW = 20, 90
+NGRAM_WHITELIST = ("<td>", "</td>")
+
+
+def windowed_no_repeat_ngram(
+    prompt_length: int, ngram_size: int = NGRAM_SIZE, window: int = NGRAM_WINDOW, whitelist: Sequence[int] = ()
+) -> Any:
+    """DeepSeek-OCR's no-repeat-n-gram ban over a window, as a transformers LogitsProcessor.
+
+    Over the last `window` generated tokens (the prompt is not searched: the authors' vLLM processor
+    sees the output ids), every n-gram whose first n-1 tokens equal the current last n-1 tokens bans
+    its last token, unless that token is whitelisted. Unlike transformers' no_repeat_ngram_size,
+    which bans over the whole sequence, an n-gram further back than the window may recur. Vectorised
+    over the batch (no host synchronisation per step).
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    allowed = torch.tensor(sorted(set(whitelist)), dtype=torch.long)
+
+    class WindowedNoRepeatNGram(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] < ngram_size:
+                return scores
+            recent = generated[:, -window:]
+            grams = recent.unfold(1, ngram_size, 1)  # [batch, grams, n]
+            prefix = generated[:, -(ngram_size - 1) :]
+            match = (grams[:, :, :-1] == prefix[:, None, :]).all(dim=-1)
+            hits = torch.zeros(scores.shape, dtype=torch.int32, device=scores.device)
+            hits.scatter_add_(1, grams[:, :, -1], match.to(torch.int32))
+            banned = hits > 0
+            if len(allowed):
+                banned[:, allowed.to(scores.device)] = False
+            return scores.masked_fill(banned, float("-inf"))
+
+    return WindowedNoRepeatNGram()
+
+
+def deepseek_processors(tokenizer: Any, prompt_length: int) -> list[Any]:
+    vocab = tokenizer.get_vocab()
+    whitelist = [vocab[t] for t in NGRAM_WHITELIST if t in vocab]
+    return [windowed_no_repeat_ngram(prompt_length, whitelist=whitelist)]
 
 
 def _deepseek_pixels(
@@ -66,9 +116,12 @@ DEEPSEEK_OCR = VLMSpec(
     pixel_kwargs=_deepseek_pixels,
     scripts=frozenset({LATIN, CYRILLIC, HAN, KANA, HANGUL, GREEK, ARABIC}),
     notes=(
-        "boxes are relative (0..999); a 1024 px global view plus 2..6 tiles of 768 px; "
+        "boxes are relative (0..999); a 1024 px global view plus 2..6 tiles of 768 px; the authors' "
+        "windowed no-repeat-20-gram ban (window 90, table cells exempt); prompt and answer within 8,192 tokens; "
         "DeepSeek-OCR v1 (deepseek-ai/DeepSeek-OCR) is not supported: it needs remote code"
     ),
+    logits_processors=deepseek_processors,
+    context_length=DEEPSEEK_CONTEXT,
 )
 
 # DeepSeek-OCR v1 (deepseek-ai/DeepSeek-OCR) cannot be served natively: its vision encoder is SAM ViT-B

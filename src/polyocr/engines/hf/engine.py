@@ -13,6 +13,7 @@ import importlib.util
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -183,7 +184,8 @@ class HFVLMEngine(Engine):
         pixel_kwargs = spec.pixel_kwargs(
             [im.size for im in images], self.plan.min_pixels, self.plan.max_pixels, own_size
         )
-        instruction = spec.prompts[mode] + (spec.cropped_suffix if pixel_kwargs.get("crop_to_patches") else "")
+        cropped = pixel_kwargs.get("crop_to_patches") and spec.cropped_prompt
+        instruction = spec.cropped_prompt if cropped else spec.prompts[mode]
         prompt = self._prompt(instruction)
         batch = self._processor(
             images=images, text=[prompt] * len(images), padding=True, return_tensors="pt", **pixel_kwargs
@@ -196,13 +198,27 @@ class HFVLMEngine(Engine):
     def generation_settings(self, task: Task, prompt_tokens: int) -> dict[str, Any]:
         """generate()'s keyword arguments for a task under this plan (engines/vlm.py: static cache on
         CUDA, its length rounded, the plan's sampling and repetition controls, the time limit)."""
+        plan = self.plan
+        if self.spec.generation:  # the authors' settings, under whatever the plan sets
+            plan = replace(plan, generation={**self.spec.generation, **plan.generation})
         return vlm.generation_settings(
-            self.plan,
+            plan,
             task,
             eos_token_ids=self._stop_ids,
             pad_token_id=self._processor.tokenizer.pad_token_id,
             prompt_tokens=prompt_tokens,
+            max_new_tokens=self.spec.token_budget(prompt_tokens),
         )
+
+    def logits_processors(self, prompt_length: int) -> dict[str, Any]:
+        """generate()'s logits_processor argument where the model's authors decode with their own
+        (VLMSpec.logits_processors: DeepSeek-OCR-2's windowed n-gram ban); none otherwise."""
+        if self.spec.logits_processors is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        processors = self.spec.logits_processors(self._processor.tokenizer, prompt_length)
+        return {"logits_processor": LogitsProcessorList(processors)}
 
     def _generate(self, images: list[Image.Image], mode: str, task: Task) -> list[tuple[list[int], Generation]]:
         """Greedy generation for a batch of images (left-padded): each row's answer tokens and report.
@@ -210,18 +226,31 @@ class HFVLMEngine(Engine):
         Rows of a batch run together, so each row's `seconds` is the whole batch's time.
         """
         import torch
+        from transformers import StoppingCriteriaList
 
         batch = self.inputs(images, mode)
-        settings = self.generation_settings(task, int(batch["input_ids"].shape[1]))
+        prompt_length = int(batch["input_ids"].shape[1])
+        settings = self.generation_settings(task, prompt_length)
+        # Rows whose tail repeats end while they loop (engines/vlm.py loop_stop).
+        loops = vlm.loop_stop(
+            prompt_length, self._stop_ids, self._processor.tokenizer.decode, enabled=vlm.loop_stop_enabled(self.plan)
+        )
         started = time.perf_counter()
         with torch.inference_mode():
-            sequences = self._model.generate(**batch, **settings)
+            sequences = self._model.generate(
+                **batch,
+                **settings,
+                **self.logits_processors(prompt_length),
+                stopping_criteria=StoppingCriteriaList([loops]),
+            )
         seconds = round(time.perf_counter() - started, 3)
-        new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
+        new_tokens = sequences[:, prompt_length:].tolist()
         prompt_counts = batch["attention_mask"].sum(dim=1).tolist()
         outputs = []
-        for tokens, prompt_count in zip(new_tokens, prompt_counts, strict=True):
-            answer, reason, count = vlm.split_generation(tokens, self._stop_ids, settings["max_new_tokens"])
+        for row, (tokens, prompt_count) in enumerate(zip(new_tokens, prompt_counts, strict=True)):
+            answer, reason, count = vlm.split_generation(
+                tokens, self._stop_ids, settings["max_new_tokens"], loops.loops.get(row)
+            )
             generation = Generation(
                 stop_reason=reason, prompt_tokens=int(prompt_count), generated_tokens=count, seconds=seconds
             )

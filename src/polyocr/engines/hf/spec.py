@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from polyocr.results import CATEGORIES, Block, TextFormat
@@ -49,7 +49,23 @@ class VLMSpec:
     notes: str = ""
     image_only: bool = False  # build the processor without its video processor (needs torchvision)
     module: str = ""  # transformers.models.<module>, to check availability without importing it
-    cropped_suffix: str = ""  # added to the instruction when the processor cuts pages into patches
+    # The instruction when the processor cuts a page into patches (GOT's multi-crop prompt); "" = the mode's.
+    cropped_prompt: str = ""
+    # (tokenizer, prompt length) -> the logits processors the model's authors decode with (None: none).
+    logits_processors: Callable[[Any, int], list[Any]] | None = None
+    # The authors' decoding settings (generate() options); plan.generation overrides them.
+    generation: Mapping[str, Any] = field(default_factory=dict)
+    # The authors' cap on new tokens, and the model's context (prompt + answer) where it is shorter
+    # than what the task allows; None = no cap of the model's own.
+    max_new_tokens: int | None = None
+    context_length: int | None = None
+
+    def token_budget(self, prompt_tokens: int) -> int | None:
+        """The most new tokens this model may generate after a prompt of `prompt_tokens`."""
+        limits = [v for v in (self.max_new_tokens,) if v is not None]
+        if self.context_length is not None:
+            limits.append(max(1, self.context_length - prompt_tokens))
+        return min(limits) if limits else None
 
     def implementation(self, requested: str) -> dict[str, str]:
         """Attention per sub-model: the requested one where accepted, else that part's best fallback."""
