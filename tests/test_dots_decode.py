@@ -208,3 +208,32 @@ def test_the_engine_keeps_its_decoder_until_a_page_needs_a_longer_cache(tmp_path
     assert engine._decoder is first
     engine.recognize(pages[:1], Task(kind=TaskKind.TEXT, max_new_tokens=CACHE_BUCKET))  # needs a longer bucket
     assert engine._decoder is not first and engine._decoder.cache_len == 2 * CACHE_BUCKET
+
+
+def test_the_loop_stop_ends_a_looping_row_at_a_chunk_boundary_and_leaves_the_others(model: DotsOCRForCausalLM) -> None:
+    """The slot decoder (the CUDA default) runs the loop stop too: a row whose generated ids the check
+    finds looping ends with stop reason "loop" and its Loop, the other rows keep generate()'s tokens."""
+    from polyocr.engines.vlm import Loop
+
+    pages = [_page(model, i) for i in range(3)]
+    eos = [model.config.vocab_size - 1]  # never produced by this model: rows run to their limit
+    new = 96
+    expected = [_generate(model, p, eos, new) for p in pages]
+    assert len({tuple(e[:32]) for e in expected}) == 3  # the check can tell the rows apart by 32 tokens
+    seen: list[int] = []
+
+    def check(tokens: list[int]) -> Loop | None:
+        seen.append(len(tokens))
+        # A stand-in for find_loop, deterministic whatever the random model does: page 1 "loops".
+        looping = tokens == expected[1][: len(tokens)]
+        return Loop(start=8, period=4, length=len(tokens)) if looping else None
+
+    cache = cache_length_for(max(p["input_ids"].shape[1] for p in pages), new, bucket=16)
+    decoder = SlotDecoder(model, 3, cache, eos, eos[0], chunk=16)
+    decoder.loop_check, decoder.loop_every = check, 32
+    with torch.no_grad():
+        got = {f.key: f for f in decoder.run(Request(i, p, new) for i, p in enumerate(pages))}
+    assert got[1].stop_reason == "loop" and got[1].loop == Loop(8, 4, len(got[1].tokens))
+    assert 32 <= len(got[1].tokens) < new and got[1].tokens == expected[1][: len(got[1].tokens)]
+    assert [got[i].tokens for i in (0, 2)] == [expected[0], expected[2]]
+    assert all(n >= 32 for n in seen)  # looked at only after loop_every new tokens, at chunk boundaries

@@ -60,10 +60,11 @@ class Request:
 class Finished:
     key: Any
     tokens: list[int]  # generated tokens, the end token included when there was one
-    stop_reason: str  # eos | max_tokens | timeout
+    stop_reason: str  # eos | max_tokens | timeout | loop
     prompt_tokens: int
     nonfinite: bool
     seconds: float  # from the start of its prefill to the chunk boundary where it was seen finished
+    loop: Any = None  # engines/vlm.py Loop, when the loop check ended the row
 
 
 class _Pending:
@@ -106,6 +107,8 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     count: int = 1
     timed_out: bool = False
+    checked: int = 0  # generated tokens when the loop check last looked
+    loop: Any = None
 
 
 @dataclass
@@ -143,6 +146,10 @@ class SlotDecoder:
         self.model = model
         self.device = model.device
         cuda = self.device.type == "cuda"
+        # Set by the engine for each run: a row's generated ids -> a Loop when its tail repeats
+        # (engines/vlm.py find_loop), looked at every `loop_every` tokens at chunk boundaries.
+        self.loop_check: Callable[[list[int]], Any] | None = None
+        self.loop_every = 32
         self.slots, self.cache_len, self.chunk = slots, cache_len, chunk
         self.graphs = cuda if graphs is None else graphs and cuda
         self.compile = self.graphs if compile is None else compile and cuda
@@ -403,6 +410,13 @@ class SlotDecoder:
                     self.active[row] = False
                     state.timed_out = True
                     active[row] = False
+                if active[row] and self.loop_check is not None and len(state.tokens) - state.checked >= self.loop_every:
+                    # The loop stop of engines/vlm.py at a chunk boundary: a row whose tail repeats ends now.
+                    state.checked = len(state.tokens)
+                    state.loop = self.loop_check([int(state.staged.first[0]), *state.tokens])
+                    if state.loop is not None:
+                        self.active[row] = False
+                        active[row] = False
                 if not active[row]:
                     done = self._finish(state, bad[row], now)
                     finished.append(done)
@@ -428,8 +442,12 @@ class SlotDecoder:
         tokens = [first, *state.tokens]
         if state.timed_out:
             stop = "timeout"
+        elif state.loop is not None:
+            stop = "loop"
         elif tokens[-1] in self.eos:
             stop = "eos"
         else:
             stop = "max_tokens"
-        return Finished(staged.request.key, tokens, stop, staged.prompt_tokens, bool(bad), now - staged.began)
+        return Finished(
+            staged.request.key, tokens, stop, staged.prompt_tokens, bool(bad), now - staged.began, state.loop
+        )

@@ -237,12 +237,20 @@ class DotsEngine(Engine):
         prompts = [self._prompt(page, shape, task, mode) for page, shape in zip(pages, shapes, strict=True)]
         lengths = [len(self.processor.prompt_ids(p, s.token_count)) for p, s in zip(prompts, shapes, strict=True)]
         decoder = self.slot_decoder(max(cache_length_for(n, task.max_new_tokens) for n in lengths))
+        processor = self.processor
+        # Rows whose tail repeats end while they loop (engines/vlm.py, as in the generate() path).
+        decoder.loop_check = (
+            (lambda tokens: vlm.find_loop(tokens, processor.decode)) if vlm.loop_stop_enabled(self.plan) else None
+        )
+        decoder.loop_every = vlm.LOOP_CHECK_EVERY
         finished = {f.key: f for f in decoder.run(self._requests(pages, prompts, task))}
         seconds = (time.perf_counter() - began) / len(pages)  # a page's share of the call's time
         results = []
         for index, (page, shape) in enumerate(zip(pages, shapes, strict=True)):
             done = finished[index]
-            kept, stop, count = split_generation(done.tokens, self.processor.eos_token_ids, task.max_new_tokens)
+            kept, stop, count = split_generation(
+                done.tokens, self.processor.eos_token_ids, task.max_new_tokens, done.loop
+            )
             generation = Generation(
                 stop_reason=stop,
                 prompt_tokens=done.prompt_tokens,
