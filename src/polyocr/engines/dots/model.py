@@ -24,7 +24,6 @@ the silent random initialisation that makes a wrong checkpoint emit plausible ga
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,9 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 from polyocr.engines import vlm
 from polyocr.engines.dots.config import DotsOCRConfig, DotsVisionConfig
 from polyocr.engines.dots.vision import DotsVisionTransformer
-from polyocr.errors import EngineError
 
 ENGINE = "dots"
 DEFAULT_REPO = "rednote-hilab/dots.ocr"
-_NAMES_SHOWN = 8
 
 
 # The decoder's default attention: transformers' SDPA for prefill; for one-token decoding steps,
@@ -95,12 +92,11 @@ AttentionMaskInterface.register(PACKED_DECODE, sdpa_mask)
 # cache slot, then probabilities times values): engines/vlm.py rounds it (STATIC_CACHE_MULTIPLE).
 
 
-class CheckpointError(EngineError):
+class CheckpointError(vlm.CheckpointError):
     """A checkpoint directory whose tensors do not match the dots.ocr architecture."""
 
     def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        super().__init__(ENGINE, f"checkpoint {self.path}: {reason}")
+        super().__init__(ENGINE, path, reason)
 
 
 def resolve_checkpoint(path_or_repo_id: str | Path = DEFAULT_REPO, download: bool = False) -> Path:
@@ -108,36 +104,12 @@ def resolve_checkpoint(path_or_repo_id: str | Path = DEFAULT_REPO, download: boo
     return vlm.resolve_checkpoint(ENGINE, path_or_repo_id, download=download)
 
 
-def _listing(kind: str, names: list[str]) -> str:
-    shown = ", ".join(names[:_NAMES_SHOWN])
-    more = f" (+{len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else ""
-    return f"{len(names)} {kind}: {shown}{more}"
-
-
 def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int]]]:
     """Every tensor of a safetensors checkpoint (single file or sharded with an index): file and shape."""
-    index_path = directory / "model.safetensors.index.json"
-    if index_path.exists():
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-        files = [directory / name for name in sorted(set(weight_map.values()))]
-    else:
-        weight_map = {}
-        files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(directory, "no *.safetensors weight files")
-    found: dict[str, tuple[Path, list[int]]] = {}
-    for file in files:
-        if not file.exists():
-            raise CheckpointError(directory, f"the index names {file.name}, which is missing")
-        with safe_open(file, framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
-                if key in found:
-                    raise CheckpointError(directory, f"tensor {key} is in both {found[key][0].name} and {file.name}")
-                found[key] = (file, list(handle.get_slice(key).get_shape()))
-    misplaced = sorted(k for k, name in weight_map.items() if k not in found or found[k][0].name != name)
-    if misplaced:
-        raise CheckpointError(directory, "the index disagrees with the shards; " + _listing("tensors", misplaced))
-    return found
+    try:
+        return vlm.checkpoint_tensors(ENGINE, directory)
+    except vlm.CheckpointError as exc:
+        raise CheckpointError(directory, exc.reason.removeprefix(f"checkpoint {directory}: ")) from None
 
 
 class DotsOCRForCausalLM(Qwen2ForCausalLM):
@@ -241,18 +213,9 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
             model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
         expected = {name: list(t.shape) for name, t in model.state_dict().items()}
         found = checkpoint_tensors(directory)
-        problems = {
-            "missing tensors": sorted(set(expected) - set(found)),
-            "unexpected tensors": sorted(set(found) - set(expected)),
-            "mis-shaped tensors": [
-                f"{name} (checkpoint {found[name][1]}, model {shape})"
-                for name, shape in sorted(expected.items())
-                if name in found and found[name][1] != shape
-            ],
-        }
-        if any(problems.values()):
-            listed = "; ".join(_listing(kind, names) for kind, names in problems.items() if names)
-            raise CheckpointError(directory, f"does not match the dots.ocr architecture: {listed}")
+        problems = vlm.mismatches(expected, {name: shape for name, (_file, shape) in found.items()})
+        if problems:
+            raise CheckpointError(directory, f"does not match the dots.ocr architecture: {problems}")
         model.to_empty(device=device)
         targets = model.state_dict()
         with torch.no_grad():
