@@ -73,3 +73,12 @@ class VisionAttentionUnavailable(PolyOCRError, RuntimeError):
 
 class ChatRequestError(PolyOCRError, ValueError):
     """A chat request polyocr cannot answer; the message says what to send instead."""
+
+
+class BatchError(PolyOCRError):
+    """A batch that cannot start or go on: its output folder is in use, or holds a batch of other settings."""
+
+    def __init__(self, out_dir: str | Path, reason: str):
+        self.out_dir = str(out_dir)
+        self.reason = reason
+        super().__init__(f"{self.out_dir}: {reason}")

@@ -249,3 +249,77 @@ def _open_pdf(path: Path | bytes, *, dpi: float, max_pixels: int, max_pages: int
             pdf.close()
 
     return Source(path=name, kind="pdf", page_count=count, _pages=pages())
+
+
+class PageReader:
+    """Any one page of a file, by number, without decoding the pages before it.
+
+    A batch hands pages to many processes in any order, so each needs page N alone. The reader keeps
+    the last file it opened (a PDF's page tree, or a TIFF's frame index) so consecutive pages of one
+    document do not reopen it; only the page asked for is rendered and held. The same limits and
+    errors as `open_source` apply: a page that cannot be read raises InputError naming it.
+    """
+
+    def __init__(self, *, dpi: float = DEFAULT_DPI, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.dpi = dpi
+        self.max_pixels = max_pixels
+        self._path: str | None = None
+        self._pdf: object | None = None
+        self._image: Image.Image | None = None
+
+    def read(self, path: str | Path, number: int, label: str | None = None) -> Page:
+        """Page `number` (1-based) of `path`; `label` is the source name the page carries."""
+        name = label or str(path)
+        where = f"{name} page {number}"
+        self._open(str(path), name)
+        if self._pdf is not None:
+            import pypdfium2 as pdfium
+
+            pdf: pdfium.PdfDocument = self._pdf  # type: ignore[assignment]
+            if not 1 <= number <= len(pdf):
+                raise InputError(where, f"no such page (the PDF has {len(pdf)})")
+            page = pdf[number - 1]
+            try:
+                scale = self.dpi / 72.0
+                width_pt, height_pt = page.get_size()
+                _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), self.max_pixels)
+                try:
+                    image = page.render(scale=scale).to_pil()
+                except pdfium.PdfiumError as exc:
+                    raise InputError(where, f"page could not be rendered: {exc}") from exc
+            finally:
+                page.close()
+            return Page(image=image.convert("RGB"), number=number, source=name, dpi=self.dpi)
+        image = self._image
+        assert image is not None
+        frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+        if not 1 <= number <= frames:
+            raise InputError(where, f"no such page (the file has {frames})")
+        if frames > 1:
+            image.seek(number - 1)
+        _check_pixels(where if frames > 1 else name, image.size, self.max_pixels)
+        decoded = _decode(name, image, number if frames > 1 else None)
+        return Page(image=decoded, number=number, source=name, dpi=_dpi(image))
+
+    def _open(self, path: str, name: str) -> None:
+        if path == self._path:
+            return
+        self.close()
+        source = open_source(path, dpi=self.dpi, max_pixels=self.max_pixels, max_pages=10**9)
+        source.pages().close()  # type: ignore[attr-defined]  # the generator's own handle is not needed
+        if source.kind == "pdf":
+            import pypdfium2 as pdfium
+
+            self._pdf = pdfium.PdfDocument(path)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._image = Image.open(path)
+        self._path = path
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()  # type: ignore[attr-defined]
+        if self._image is not None:
+            self._image.close()
+        self._path, self._pdf, self._image = None, None, None
