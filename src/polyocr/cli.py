@@ -197,7 +197,21 @@ def ocr(
         raise typer.Exit(1)
 
 
-@app.command()
+class _OptionalRayAddress(typer.core.TyperCommand):
+    """`--ray` alone means "local"; `--ray auto|local|HOST:PORT|ray://...` names the cluster."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--ray":
+                nxt = args[i + 1] if i + 1 < len(args) else ""
+                if not (nxt in ("auto", "local") or ":" in nxt):
+                    args.insert(i + 1, "local")
+                break
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_OptionalRayAddress)
 def batch(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="The batch folder: work list, page results, outputs.")],
@@ -211,7 +225,7 @@ def batch(
     retry_failed: Annotated[bool, typer.Option(help="Run the pages that failed last time again.")] = False,
     ray: Annotated[
         str | None,
-        typer.Option(flag_value="local", help="Run on Ray: --ray starts one here, --ray ADDRESS joins a cluster."),
+        typer.Option(help="Run on Ray: --ray starts one here, --ray ADDRESS joins a cluster."),
     ] = None,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
