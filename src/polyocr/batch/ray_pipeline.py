@@ -34,6 +34,7 @@ from polyocr.results import Outcome, PageResult, PageStatus
 RENDER_CPUS = 0.25  # a render actor's share of a core: rendering is short next to recognition
 RENDER_BATCH = 4
 CPU_ENGINE_CPUS = 0.75
+MAX_BLOCKS = 1000  # the work list's pending rows in at most this many blocks: small blocks stream pages evenly
 
 
 def _column(batch: dict[str, Any], name: str) -> list[Any]:
@@ -88,8 +89,15 @@ def _pages(batch: dict[str, np.ndarray], wanted: Iterable[int]):
     for i in wanted:
         size = (int(batch["width"][i]), int(batch["height"][i]))
         image = Image.frombytes("RGB", size, batch["image"][i])
-        yield i, Page(image=image, number=int(batch["page"][i]), source=str(batch["source"][i]),
-                      dpi=float(batch["dpi"][i]) or None)  # fmt: skip
+        yield (
+            i,
+            Page(
+                image=image,
+                number=int(batch["page"][i]),
+                source=str(batch["source"][i]),
+                dpi=float(batch["dpi"][i]) or None,
+            ),
+        )
 
 
 class RecognizePages:
@@ -112,8 +120,12 @@ class RecognizePages:
         pairs = list(_pages(batch, readable))
         for (i, _), result in zip(pairs, self.recognizer.recognize([p for _, p in pairs]), strict=True):
             results[i] = result.model_dump_json()
-        out = {"doc": batch["doc"], "source": batch["source"], "page": batch["page"],
-               "result": np.asarray(results, dtype=object)}  # fmt: skip
+        out = {
+            "doc": batch["doc"],
+            "source": batch["source"],
+            "page": batch["page"],
+            "result": np.asarray(results, dtype=object),
+        }
         if self.keep_images:
             out |= {k: batch[k] for k in ("image", "width", "height", "dpi", "error")}
         return out
@@ -138,8 +150,9 @@ def merge_fallback(first: PageResult, second: PageResult) -> PageResult:
         own_count = len(best.errors) - len([a for a in best.attempts if a.error])
         own = best.errors[: max(0, own_count)]
         return best.model_copy(update={"attempts": attempts, "errors": [*own, *errors]})
-    return first.model_copy(update={"attempts": attempts, "errors": errors or ["no engine in the chain"],
-                                    "status": PageStatus.FAILED})  # fmt: skip
+    return first.model_copy(
+        update={"attempts": attempts, "errors": errors or ["no engine in the chain"], "status": PageStatus.FAILED}
+    )
 
 
 class FallbackPages:
@@ -155,8 +168,12 @@ class FallbackPages:
         pairs = list(_pages(batch, wanted))
         for (i, _), second in zip(pairs, self.recognizer.recognize([p for _, p in pairs]), strict=True):
             results[i] = merge_fallback(firsts[i], second).model_dump_json()
-        return {"doc": batch["doc"], "source": batch["source"], "page": batch["page"],
-                "result": np.asarray(results, dtype=object)}  # fmt: skip
+        return {
+            "doc": batch["doc"],
+            "source": batch["source"],
+            "page": batch["page"],
+            "result": np.asarray(results, dtype=object),
+        }
 
 
 def build_pipeline(
@@ -177,6 +194,7 @@ def build_pipeline(
     `engine_actors` CPU actors (default: one per cluster CPU). Needs `ray.init()` first.
     """
     import ray
+    from ray.data import ActorPoolStrategy
 
     from polyocr.engines.base import engine_entry
     from polyocr.types import EngineKind
@@ -186,9 +204,13 @@ def build_pipeline(
     gpus = float(resources.get("GPU", 0))
     renders = render_actors or max(1, min(4, math.floor(cpus / 4)))
     rendered = ds.map_batches(
-        RenderPages, fn_constructor_args=(spec.dpi, spec.max_pixels), batch_size=RENDER_BATCH,
-        concurrency=(1, renders), num_cpus=RENDER_CPUS, batch_format="numpy",
-    )  # fmt: skip
+        RenderPages,
+        fn_constructor_args=(spec.dpi, spec.max_pixels),
+        batch_size=RENDER_BATCH,
+        compute=ActorPoolStrategy(min_size=1, max_size=renders),
+        num_cpus=RENDER_CPUS,
+        batch_format="numpy",
+    )
     head = engine_entry(spec.chain[0]).kind
     if head == EngineKind.VLM and gpus > 0:
         from polyocr import defaults
@@ -196,22 +218,33 @@ def build_pipeline(
         actors = engine_actors or max(1, math.floor(gpus / gpus_per_actor))
         first = replace(spec, chain=spec.chain[:1])
         recognized = rendered.map_batches(
-            RecognizePages, fn_constructor_args=(first, len(spec.chain) > 1),
-            batch_size=batch_size or defaults.WINDOW_PAGES, concurrency=actors, num_gpus=gpus_per_actor,
+            RecognizePages,
+            fn_constructor_args=(first, len(spec.chain) > 1),
+            batch_size=batch_size or defaults.WINDOW_PAGES,
+            compute=ActorPoolStrategy(size=actors),
+            num_gpus=gpus_per_actor,
             batch_format="numpy",
-        )  # fmt: skip
+        )
         if len(spec.chain) == 1:
             return recognized
         rest = replace(spec, chain=spec.chain[1:])
         return recognized.map_batches(
-            FallbackPages, fn_constructor_args=(rest,), batch_size=batch_size or defaults.WINDOW_PAGES,
-            concurrency=(1, max(1, math.floor(cpus / 2))), num_cpus=1, batch_format="numpy",
-        )  # fmt: skip
+            FallbackPages,
+            fn_constructor_args=(rest,),
+            batch_size=batch_size or defaults.WINDOW_PAGES,
+            compute=ActorPoolStrategy(min_size=1, max_size=max(1, math.floor(cpus / 2))),
+            num_cpus=1,
+            batch_format="numpy",
+        )
     actors = engine_actors or max(1, math.floor(cpus))
     return rendered.map_batches(
-        RecognizePages, fn_constructor_args=(spec,), batch_size=batch_size or 1, concurrency=actors,
-        num_cpus=CPU_ENGINE_CPUS, batch_format="numpy",
-    )  # fmt: skip
+        RecognizePages,
+        fn_constructor_args=(spec,),
+        batch_size=batch_size or 1,
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=CPU_ENGINE_CPUS,
+        batch_format="numpy",
+    )
 
 
 def run_on_ray(
@@ -233,9 +266,19 @@ def run_on_ray(
         from polyocr.errors import EngineUnavailable
 
         raise EngineUnavailable("ray", f"Ray is not installed: {exc}", "pip install 'polyocr[ray]'") from exc
+    import logging
+    import warnings
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors.*")
     started = False
     if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
         started = True
     try:
         by_key = {(t.doc, t.number): t for t in tasks}
@@ -243,7 +286,7 @@ def run_on_ray(
             return 0
         ray.data.DataContext.get_current().enable_progress_bars = False
         rows = [{"doc": t.doc, "path": t.path, "source": t.source, "page": t.number} for t in by_key.values()]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // RENDER_BATCH)))
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         handled = 0
         for row in build_pipeline(ds, spec, engine_actors=workers, gpus_per_actor=gpus_per_actor).iter_rows():
             task = by_key[(int(row["doc"]), int(row["page"]))]
