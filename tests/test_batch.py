@@ -239,3 +239,22 @@ def test_300_page_pdf_runs_in_bounded_memory(tmp_path: Path) -> None:
     assert large["started"] >= 4  # 2 workers, each replaced after 100 pages
     assert large["driver"] < 2 * small["driver"], (small, large)
     assert large["worker"] < 2 * small["worker"], (small, large)
+
+
+def test_the_split_chain_of_the_gpu_pipeline_joins_into_what_one_router_gives() -> None:
+    """Ray runs a VLM-led chain as a GPU stage (the head) and a CPU stage (the rest); the page record
+    they produce together is the one router's. An unavailable head (the openai engine with no server
+    named) falls through to Tesseract."""
+    from polyocr.batch.ray_pipeline import merge_fallback
+    from polyocr.documents import load_pages
+    from polyocr.router import Router
+    from polyocr.types import Task
+
+    [page] = load_pages(REPO.parent / "shared" / "data" / "eval" / "tesseract_test" / "phototest.tif")
+    task = Task(languages=("eng",))
+    with Router(["openai", "tesseract"], task) as router:
+        whole = router.recognize_page(page, task)
+    with Router(["openai"], task) as head, Router(["tesseract"], task) as rest:
+        joined = merge_fallback(head.recognize_page(page, task), rest.recognize_page(page, task))
+    assert [a.outcome for a in whole.attempts] == [Outcome.UNAVAILABLE, Outcome.OK]
+    assert without_seconds(joined.model_dump_json()) == without_seconds(whole.model_dump_json())
