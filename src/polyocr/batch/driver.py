@@ -240,6 +240,26 @@ def _reason_kind(reason: str, source: str, number: int) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", text)[:200]
 
 
+def make_spec(options: BatchOptions) -> WorkerSpec:
+    """What every worker or Ray actor needs to recognise pages as `polyocr ocr` would with these
+    options: the resolved chain, the task, the routing config with the overrides, the loader limits,
+    and the engines registered in this process (for your own Ray pipeline: build_pipeline(ds, spec))."""
+    from polyocr.router import load_config, resolve_chain
+
+    config = load_config(options.engine, options.timeout)
+    task = Task(
+        kind=options.task, languages=tuple(options.languages), max_new_tokens=options.max_new_tokens,
+        timeout=config.timeout,
+    )  # fmt: skip
+    chain = resolve_chain(config.engines, task)
+    if options.model is not None:
+        config.plans.setdefault(chain[0], {})["model_path"] = options.model
+    overrides = {"device": options.device, "dtype": options.dtype, "attention": options.attention}
+    for name in chain:
+        config.plans.setdefault(name, {}).update({k: v for k, v in overrides.items() if v})
+    return WorkerSpec(chain, task, config, options.dpi, options.max_pixels, registered_extras())
+
+
 def run_batch(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -252,8 +272,6 @@ def run_batch(
     errors (EngineUnavailable, ConfigError) when the chain cannot run at all; every problem with an
     input or a page is recorded in the report instead.
     """
-    from polyocr.router import load_config, resolve_chain
-
     options = options or BatchOptions()
     progress = progress or BatchProgress()
     formats = tuple(dict.fromkeys(options.formats))
@@ -262,20 +280,7 @@ def run_batch(
         raise ValueError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = load_config(options.engine, options.timeout)
-    task = Task(
-        kind=options.task, languages=tuple(options.languages), max_new_tokens=options.max_new_tokens,
-        timeout=config.timeout,
-    )  # fmt: skip
-    chain = resolve_chain(config.engines, task)
-    if options.model is not None:
-        config.plans.setdefault(chain[0], {})["model_path"] = options.model
-    overrides = {
-        k: v for k, v in (("device", options.device), ("dtype", options.dtype), ("attention", options.attention)) if v
-    }
-    for name in chain:
-        config.plans.setdefault(name, {}).update(overrides)
-    spec = WorkerSpec(chain, task, config, options.dpi, options.max_pixels, registered_extras())
+    spec = make_spec(options)
     with _locked(out):
         worklist = WorkList(out)
         try:
