@@ -98,6 +98,8 @@ def test_workers_are_planned_one_per_gpu_for_any_number_and_one_per_core_for_cla
     assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.envs] == ["0", "1", "2", "5"]
     assert plan.pages_per_task > 1  # the router batches each worker's pages on its GPU
     assert len(plan_workers(["dots"], gpus=list(range(8)), workers=3, cores=16).envs) == 3
+    inside = plan_workers(["dots"], gpus=[0, 1], workers=None, cores=16, visible="2,3")  # the driver sees 2 of 4
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in inside.envs] == ["2", "3"]
     assert len(plan_workers(["dots"], gpus=[], workers=None, cores=16).envs) == 1  # a VLM per core would not fit
     classical = plan_workers(["tesseract", "rapidocr"], gpus=[0], workers=None, cores=6)
     assert len(classical.envs) == 6 and classical.pages_per_task == 1

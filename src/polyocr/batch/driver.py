@@ -145,16 +145,22 @@ class WorkerPlan:
     why: str
 
 
-def plan_workers(chain: Sequence[str], gpus: Sequence[int], workers: int | None, cores: int) -> WorkerPlan:
+def plan_workers(
+    chain: Sequence[str], gpus: Sequence[int], workers: int | None, cores: int, visible: str | None = None
+) -> WorkerPlan:
     """A VLM-led chain: one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES), pages
     in windows for the router to batch; without a GPU, one worker (a VLM per core would not fit in
-    memory). A classical chain: one single-threaded worker per core, one page per task."""
+    memory). A classical chain: one single-threaded worker per core, one page per task.
+
+    `gpus` are CUDA indices as this process sees them; `visible` is this process's own
+    CUDA_VISIBLE_DEVICES, through which they are mapped back (index 0 under "2,3" is device 2)."""
     from polyocr.engines.base import engine_entry
 
     head = engine_entry(chain[0]).kind if chain else EngineKind.CLASSICAL
     if head == EngineKind.VLM and gpus:
         chosen = list(gpus)[: workers or len(gpus)]
-        envs = [{"CUDA_VISIBLE_DEVICES": str(index)} for index in chosen]
+        names = [v.strip() for v in visible.split(",")] if visible else None
+        envs = [{"CUDA_VISIBLE_DEVICES": names[i] if names and i < len(names) else str(i)} for i in chosen]
         return WorkerPlan(envs, defaults.WINDOW_PAGES, f"one worker per GPU ({len(envs)})")
     if head == EngineKind.VLM:
         count = workers or 1
@@ -355,7 +361,9 @@ def _run(
             from polyocr.runtime.probe import get_profile
 
             gpus = [gpu.index for gpu in get_profile().usable_gpus()]
-        plan = plan_workers(spec.chain, gpus, options.workers, available_cores())
+        plan = plan_workers(
+            spec.chain, gpus, options.workers, available_cores(), os.environ.get("CUDA_VISIBLE_DEVICES")
+        )
         report.mode = f"local, {plan.why}"
         if sink.remaining and any(sink.remaining.values()):
             Router(spec.chain, spec.task, config=spec.config).preflight()  # fail before any worker starts
