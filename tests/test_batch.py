@@ -266,3 +266,13 @@ def test_the_split_chain_of_the_gpu_pipeline_joins_into_what_one_router_gives() 
         joined = merge_fallback(head.recognize_page(page, task), rest.recognize_page(page, task))
     assert [a.outcome for a in whole.attempts] == [Outcome.UNAVAILABLE, Outcome.OK]
     assert without_seconds(joined.model_dump_json()) == without_seconds(whole.model_dump_json())
+
+
+def test_a_worker_over_its_memory_bound_is_replaced(tmp_path: Path) -> None:
+    image = REPO.parent / "shared" / "data" / "eval" / "tesseract_test" / "phototest.tif"
+    options = BatchOptions(engine="tesseract", languages=("eng",), workers=1, max_worker_mb=1.0)
+    report = run_batch([SAMPLE_PDF, image], tmp_path / "out", options)
+    assert report.exit_code == 0 and report.done_now == 3
+    # the first worker is over 1 MiB after its first page: it finishes the page queued behind it and
+    # is replaced, so the third page is recognised by a fresh process
+    assert report.workers_started == 2

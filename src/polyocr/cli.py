@@ -227,6 +227,7 @@ def batch(
         str | None,
         typer.Option(help="Run on Ray: --ray starts one here, --ray ADDRESS joins a cluster."),
     ] = None,
+    ray_gpus: Annotated[float, typer.Option(help="--ray: GPUs per engine actor (0.5: two small models a GPU).")] = 1.0,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
     max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
     timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")] = None,
@@ -245,7 +246,7 @@ def batch(
     options = BatchOptions(
         engine=engine, languages=_languages(lang), formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
         task=task, workers=workers, recycle_after=recycle_after, max_worker_mb=max_worker_mb,
-        retry_failed=retry_failed, ray=ray, dpi=dpi, max_pixels=max_pixels, timeout=timeout,
+        retry_failed=retry_failed, ray=ray, ray_gpus_per_actor=ray_gpus, dpi=dpi, max_pixels=max_pixels, timeout=timeout,
         model=str(model) if model else None, device=device,
     )  # fmt: skip
     try:

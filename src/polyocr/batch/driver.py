@@ -344,28 +344,30 @@ def _run(
             if doc is not None:
                 yield PageTask(doc_id, doc.key, doc.path, number)
 
+    has_work = any(sink.remaining.get(doc_id, 0) for doc_id in docs)
     if options.ray is not None:
-        from polyocr.batch.ray_pipeline import run_on_ray
-
         report.mode = f"ray {options.ray}"
-        run_on_ray(tasks(), spec, sink.accept, address=options.ray, gpus_per_actor=options.ray_gpus_per_actor,
-                   workers=options.workers)  # fmt: skip
+        if has_work:
+            from polyocr.batch.ray_pipeline import run_on_ray
+
+            run_on_ray(
+                tasks(), spec, sink.accept, address=options.ray, gpus_per_actor=options.ray_gpus_per_actor,
+                workers=options.workers,
+            )  # fmt: skip
     else:
         from polyocr.batch.local import LocalPool
+        from polyocr.engines.base import engine_entry
         from polyocr.router import Router
 
-        gpus = []
-        from polyocr.engines.base import engine_entry
-
+        gpus: list[int] = []
         if spec.chain and engine_entry(spec.chain[0]).kind == EngineKind.VLM:
             from polyocr.runtime.probe import get_profile
 
             gpus = [gpu.index for gpu in get_profile().usable_gpus()]
-        plan = plan_workers(
-            spec.chain, gpus, options.workers, available_cores(), os.environ.get("CUDA_VISIBLE_DEVICES")
-        )
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        plan = plan_workers(spec.chain, gpus, options.workers, available_cores(), visible)
         report.mode = f"local, {plan.why}"
-        if sink.remaining and any(sink.remaining.values()):
+        if has_work:
             Router(spec.chain, spec.task, config=spec.config).preflight()  # fail before any worker starts
             pool = LocalPool(
                 spec, plan.envs, recycle_after=options.recycle_after, max_rss_mb=options.max_worker_mb,
