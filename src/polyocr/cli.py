@@ -246,7 +246,8 @@ def batch(
     options = BatchOptions(
         engine=engine, languages=_languages(lang), formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
         task=task, workers=workers, recycle_after=recycle_after, max_worker_mb=max_worker_mb,
-        retry_failed=retry_failed, ray=ray, ray_gpus_per_actor=ray_gpus, dpi=dpi, max_pixels=max_pixels, timeout=timeout,
+        retry_failed=retry_failed, ray=ray, ray_gpus_per_actor=ray_gpus,
+        dpi=dpi, max_pixels=max_pixels, timeout=timeout,
         model=str(model) if model else None, device=device,
     )  # fmt: skip
     try:
