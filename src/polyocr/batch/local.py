@@ -45,6 +45,7 @@ class _Slot:
     retiring: bool = False
     dead: bool = False
     answered: int = 0
+    reserved: deque[list[PageTask]] = field(default_factory=deque)  # retries of a dead worker's pages
 
 
 @dataclass
@@ -135,7 +136,7 @@ class LocalPool:
             while True:
                 for slot in list(self._slots):
                     while not slot.dead and not slot.retiring and len(slot.batches) < self.prefetch:
-                        batch = next_batch()
+                        batch = slot.reserved.popleft() if slot.reserved else next_batch()
                         if not batch:
                             break
                         batch_id, self._next_id = self._next_id, self._next_id + 1
@@ -144,7 +145,7 @@ class LocalPool:
                         slot.assigned += len(batch)
                         if slot.assigned >= self.recycle_after:
                             self._retire(slot)
-                busy = any(slot.batches for slot in self._slots)
+                busy = any(slot.batches or slot.reserved for slot in self._slots)
                 if not busy and not work_left():
                     break
                 if not self._slots:
@@ -205,6 +206,7 @@ class LocalPool:
         slot.conn.close()
         self._slots.remove(slot)
         code = slot.proc.exitcode
+        retries: list[list[PageTask]] = []
         if slot.batches:  # it died with work in hand
             self.stats.crashed += 1
             reason = _death(code)
@@ -215,15 +217,15 @@ class LocalPool:
             for batch_id in reversed(list(slot.batches)):
                 batch = slot.batches[batch_id]
                 if batch_id in slot.started:
-                    for task in reversed(batch):
-                        if on_crash(task, reason):
-                            queue.appendleft([task])
+                    retries = [[task] for task in batch if on_crash(task, reason)] + retries
                 else:
                     queue.appendleft(batch)
         elif slot.retiring:
             self.stats.recycled += 1
-        if more_work or queue:
-            self._start(slot.index)
+        queue.extendleft(reversed(slot.reserved))  # a fresh worker that died before its reserved retries
+        if more_work or queue or retries:
+            fresh = self._start(slot.index)
+            fresh.reserved.extend(retries)  # each page that was in the dead worker's hands, alone, in a fresh one
 
     def close(self) -> None:
         """Stop every worker: a polite "stop", then SIGKILL for one that does not go within 5 s."""
