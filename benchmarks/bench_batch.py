@@ -201,8 +201,7 @@ def main() -> None:
         "| PDF | pages done | driver peak RSS MiB | worker peak RSS MiB | seconds |",
         "|---|---|---|---|---|",
         f"| 10 pages | {mem10['done']} | {mem10['driver']:.0f} | {mem10['worker']:.0f} | {mem10['seconds']:.1f} |",
-        f"| 300 pages | {mem300['done']} | {mem300['driver']:.0f} | {mem300['worker']:.0f} | "
-        f"{mem300['seconds']:.1f} |",
+        f"| 300 pages | {mem300['done']} | {mem300['driver']:.0f} | {mem300['worker']:.0f} | {mem300['seconds']:.1f} |",
         "",
         f"300 / 10: driver {mem300['driver'] / mem10['driver']:.2f}x, worker {mem300['worker'] / mem10['worker']:.2f}x "
         "(the target is within 1.5x).",
