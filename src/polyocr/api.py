@@ -199,3 +199,33 @@ def ocr(
         return DocumentResult(source=exc.path, errors=[str(exc)])
     with prepare_router(options) as router:
         return router.run_source(source)
+
+
+def batch(
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    engine: str = "auto",
+    *,
+    formats: Sequence[str] = ("txt",),
+    languages: Sequence[str] = ("eng", "rus"),
+    task: TaskKind | str = TaskKind.LAYOUT,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    ray: str | None = None,
+    **options: object,
+):
+    """OCR many files into `out_dir` page by page, resumable after any interruption (`polyocr batch`).
+
+    Returns a polyocr.batch.BatchReport (`.exit_code` as the CLI's). `ray="local"` or a cluster
+    address runs the pages on Ray; the remaining keyword arguments are BatchOptions fields (dpi,
+    recycle_after, max_worker_mb, ...). To run polyocr inside your own Ray Data pipeline, see
+    polyocr.batch.ray_pipeline.build_pipeline.
+    """
+    from polyocr.batch import BatchOptions, run_batch
+
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    opts = BatchOptions(
+        engine=engine, formats=tuple(formats), languages=tuple(languages), task=TaskKind(task), workers=workers,
+        retry_failed=retry_failed, ray=ray, **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return run_batch(items, out_dir, opts)

@@ -321,6 +321,69 @@ def _write_pdf(doc, target: Path, images: dict, source_pdf: Path | None, dpi: fl
         _error(f"{doc.source}: the searchable PDF could not be written: {type(exc).__name__}: {exc}")
 
 
+class _OptionalRayAddress(typer.core.TyperCommand):
+    """`--ray` alone means "local"; `--ray auto|local|HOST:PORT|ray://...` names the cluster."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--ray":
+                nxt = args[i + 1] if i + 1 < len(args) else ""
+                if not (nxt in ("auto", "local") or ":" in nxt):
+                    args.insert(i + 1, "local")
+                break
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_OptionalRayAddress)
+def batch(
+    inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="The batch folder: work list, page results, outputs.")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
+    lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md, json, or several: txt,json.")] = "txt",
+    task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores, or one per GPU).")] = None,
+    recycle_after: Annotated[int, typer.Option(help="Pages per worker process before a fresh one.")] = 500,
+    max_worker_mb: Annotated[float | None, typer.Option(help="Replace a worker whose memory passes this.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run the pages that failed last time again.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Run on Ray: --ray starts one here, --ray ADDRESS joins a cluster."),
+    ] = None,
+    ray_gpus: Annotated[float, typer.Option(help="--ray: GPUs per engine actor (0.5: two small models a GPU).")] = 1.0,
+    dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
+    max_pixels: Annotated[int, typer.Option(help="Refuse pages with more pixels.")] = DEFAULT_MAX_PIXELS,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per page before moving on to the next engine.")] = None,
+    model: Annotated[Path | None, typer.Option(help="A local checkpoint for the first engine of --engine.")] = None,
+    device: Annotated[str | None, typer.Option(help="VLM engines: cpu, cuda or cuda:N.")] = None,
+    json_report: Annotated[bool, typer.Option("--json-report", help="The final report as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """OCR many documents into --out page by page; run it again after any interruption to resume.
+
+    Exit code as `ocr`: 0 only if every page of every input succeeded, 1 otherwise, 2 when it cannot run.
+    """
+    from polyocr.batch import BatchOptions, run_batch
+    from polyocr.batch.console import RichProgress, print_report
+
+    options = BatchOptions(
+        engine=engine, languages=_languages(lang), formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
+        task=task, workers=workers, recycle_after=recycle_after, max_worker_mb=max_worker_mb,
+        retry_failed=retry_failed, ray=ray, ray_gpus_per_actor=ray_gpus,
+        dpi=dpi, max_pixels=max_pixels, timeout=timeout,
+        model=str(model) if model else None, device=device,
+    )  # fmt: skip
+    try:
+        with RichProgress(err, quiet=quiet) as progress:
+            report = run_batch(inputs, out_dir, options, progress)
+    except (PolyOCRError, ValueError) as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    print_report(err, report, as_json=json_report)
+    raise typer.Exit(report.exit_code)
+
+
 def _unique_stem(out_dir: Path, path: Path, used: set[str]) -> str:
     """Output names follow input names; inputs sharing a name in different folders get -2, -3..."""
     stem, n = path.stem, 1

@@ -81,3 +81,12 @@ class OptionError(PolyOCRError, ValueError):
 
 class JobStoreError(PolyOCRError):
     """The server's job store cannot be used (damaged, not a database, not a directory); names the file and the fix."""
+
+
+class BatchError(PolyOCRError):
+    """A batch that cannot start or go on: its output folder is in use, or holds a batch of other settings."""
+
+    def __init__(self, out_dir: str | Path, reason: str):
+        self.out_dir = str(out_dir)
+        self.reason = reason
+        super().__init__(f"{self.out_dir}: {reason}")

@@ -370,6 +370,29 @@ def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+def render_pdf_page(page: Any, where: str, scale: float, max_pixels: int) -> Image.Image:
+    """One PDF page rasterised at `scale`, bounded before rasterising: the page's size and every image
+    it draws are checked against the pixel limit first (PDFium decodes a drawn image whole whatever
+    the output size, so a bomb image fails the page here, in milliseconds). InputError naming `where`."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    width_pt, height_pt = page.get_size()
+    _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), max_pixels)
+    for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4):
+        width, height = obj.get_px_size()
+        if width * height > max_pixels:
+            raise InputError(
+                where,
+                f"page draws an image of {width}x{height} = {width * height:,} pixels, over the limit "
+                f"of {max_pixels:,} (possible decompression bomb; raise --max-pixels if it is genuine)",
+            )
+    try:
+        return page.render(scale=scale).to_pil()
+    except pdfium.PdfiumError as exc:
+        raise InputError(where, f"page could not be rendered: {exc}") from exc
+
+
 def _open_pdf(
     path: Path | bytes,
     *,
@@ -380,7 +403,6 @@ def _open_pdf(
     text_layer: str = "never",
 ) -> Source:
     import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
 
     from polyocr.documents.textlayer import TEXT_LAYER_MODES
 
@@ -407,19 +429,7 @@ def _open_pdf(
         where = f"{name} page {index + 1}"
         try:
             page = pdf[index]
-            width_pt, height_pt = page.get_size()
-            _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), max_pixels)
-            # The render is bounded before rasterising: an image drawn on the page is decoded whole
-            # by PDFium whatever the output size, so one over the pixel limit fails the page here.
-            for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4):
-                width, height = obj.get_px_size()
-                if width * height > max_pixels:
-                    raise InputError(
-                        where,
-                        f"page draws an image of {width}x{height} = {width * height:,} pixels, over the limit "
-                        f"of {max_pixels:,} (possible decompression bomb; raise --max-pixels if it is genuine)",
-                    )
-            image = page.render(scale=scale).to_pil()
+            image = render_pdf_page(page, where, scale, max_pixels)
         except InputError as exc:
             return failed_page(name, index + 1, exc.reason)
         except pdfium.PdfiumError as exc:
@@ -472,3 +482,71 @@ def _read_layer(result: Page, page, mode: str) -> None:
     result.text_layer = layer
     result.layer_verdict = assess(layer, result.image, mode)
     result.layer_seconds = time.perf_counter() - start
+
+
+class PageReader:
+    """Any one page of a file, by number, without decoding the pages before it.
+
+    A batch hands pages to many processes in any order, so each needs page N alone. The reader keeps
+    the last file it opened (a PDF's page tree, or a TIFF's frame index) so consecutive pages of one
+    document do not reopen it; only the page asked for is rendered and held. The same limits and
+    errors as `open_source` apply: a page that cannot be read raises InputError naming it.
+    """
+
+    def __init__(self, *, dpi: float = DEFAULT_DPI, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.dpi = dpi
+        self.max_pixels = max_pixels
+        self._path: str | None = None
+        self._pdf: object | None = None
+        self._image: Image.Image | None = None
+
+    def read(self, path: str | Path, number: int, label: str | None = None) -> Page:
+        """Page `number` (1-based) of `path`; `label` is the source name the page carries."""
+        name = label or str(path)
+        where = f"{name} page {number}"
+        self._open(str(path), name)
+        if self._pdf is not None:
+            import pypdfium2 as pdfium
+
+            pdf: pdfium.PdfDocument = self._pdf
+            if not 1 <= number <= len(pdf):
+                raise InputError(where, f"no such page (the PDF has {len(pdf)})")
+            page = pdf[number - 1]
+            try:  # the same bounded render as open_source's (a bomb image fails the page)
+                rendered = render_pdf_page(page, where, self.dpi / 72.0, self.max_pixels)
+            finally:
+                page.close()
+            return Page(image=rendered.convert("RGB"), number=number, source=name, dpi=self.dpi)
+        image = self._image
+        assert image is not None
+        frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+        if not 1 <= number <= frames:
+            raise InputError(where, f"no such page (the file has {frames})")
+        if frames > 1:
+            image.seek(number - 1)
+        _check_pixels(where if frames > 1 else name, image.size, self.max_pixels)
+        decoded = _decode(name, image, number if frames > 1 else None)
+        return Page(image=decoded, number=number, source=name, dpi=_dpi(image))
+
+    def _open(self, path: str, name: str) -> None:
+        if path == self._path:
+            return
+        self.close()
+        source = open_source(path, dpi=self.dpi, max_pixels=self.max_pixels, max_pages=10**9)
+        source.pages().close()  # type: ignore[attr-defined]  # the generator's own handle is not needed
+        if source.kind == "pdf":
+            import pypdfium2 as pdfium
+
+            self._pdf = pdfium.PdfDocument(path)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._image = Image.open(path)
+        self._path = path
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()  # type: ignore[attr-defined]
+        if self._image is not None:
+            self._image.close()
+        self._path, self._pdf, self._image = None, None, None

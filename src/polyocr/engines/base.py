@@ -150,6 +150,17 @@ ENTRIES: tuple[EngineEntry, ...] = (
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}
 
 
+def register(entry: EngineEntry) -> None:
+    """Register an engine under `entry.name` (a plug-in's; a batch's workers register again what their
+    driver had registered beyond the built-in table)."""
+    _REGISTRY[entry.name] = entry
+
+
+def entries() -> list[EngineEntry]:
+    """Every registered engine's entry, built-in ones first."""
+    return list(_REGISTRY.values())
+
+
 def engine_names() -> list[str]:
     return list(_REGISTRY)
 
