@@ -32,6 +32,7 @@ def ocr(
     max_pages: int = DEFAULT_MAX_PAGES,
     plans: dict[str, EnginePlan] | None = None,
     timeout: float | None = None,
+    lang_detect: bool = True,
 ) -> DocumentResult:
     """OCR one file (image, multi-page TIFF, PDF) or PIL image.
 
@@ -40,10 +41,11 @@ def ocr(
 
     `engine="auto"` lets a polyocr.toml or POLYOCR_ENGINES choose the chain, as on the command line;
     `plans` gives an engine's EnginePlan outright instead of the one the router would decide;
-    `timeout` is seconds per page before the router moves on to the next engine.
+    `timeout` is seconds per page before the router moves on to the next engine; `lang_detect=False`
+    reads every page in `languages` only (no eng/rus added for scripts found on the page).
     """
     config = load_config(engine, timeout)
-    task_obj = Task(kind=TaskKind(task), languages=tuple(languages), timeout=config.timeout)
+    task_obj = Task(kind=TaskKind(task), languages=tuple(languages), timeout=config.timeout, lang_detect=lang_detect)
     if isinstance(item, Image.Image):
         source = Source(path="<image>", kind="image", page_count=1, _pages=iter(load_pages(item)))
     else:

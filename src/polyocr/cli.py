@@ -59,6 +59,9 @@ def ocr(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.")],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
     lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "eng+rus",
+    lang_detect: Annotated[
+        str, typer.Option(help="on: add eng/rus where a page has Latin/Cyrillic text --lang lacks; off: --lang only.")
+    ] = "on",
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, md or json.")] = "txt",
     task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
@@ -84,6 +87,8 @@ def ocr(
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if lang_detect not in ("on", "off"):
+        raise typer.BadParameter("choose on or off", param_hint="--lang-detect")
     if overlay and out_dir is None:
         raise typer.BadParameter("--overlay writes files, so it needs --out DIR", param_hint="--overlay")
     files, notes = expand_inputs(inputs)
@@ -95,7 +100,13 @@ def ocr(
         raise typer.Exit(2)
     try:
         config = load_config(engine, timeout)
-        task_obj = Task(kind=task, languages=_languages(lang), max_new_tokens=max_new_tokens, timeout=config.timeout)
+        task_obj = Task(
+            kind=task,
+            languages=_languages(lang),
+            max_new_tokens=max_new_tokens,
+            timeout=config.timeout,
+            lang_detect=lang_detect == "on",
+        )
         chain = resolve_chain(config.engines, task_obj)
     except PolyOCRError as exc:
         _error(exc)
