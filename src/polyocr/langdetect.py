@@ -51,12 +51,13 @@ def word_scripts(text: str, min_letters: int = WORD_MIN_LETTERS) -> Counter[str]
     return counts
 
 
-def page_scripts(counts: Counter[str]) -> frozenset[str]:
-    """The scripts that are really on the page, from word_scripts counts of a first pass."""
+def page_scripts(counts: Counter[str]) -> tuple[str, ...]:
+    """The scripts that are really on the page, most letters first, from word_scripts counts of a
+    first pass."""
     letters = sum(counts.values())
-    return frozenset(
+    return tuple(
         script
-        for script, n in counts.items()
+        for script, n in counts.most_common()
         if n >= SCRIPT_MIN_LETTERS and letters and n / letters >= SCRIPT_MIN_SHARE
     )
 
@@ -74,7 +75,7 @@ def candidate_languages(requested: Sequence[str], available: Iterable[str] | Non
 
 def choose_languages(
     requested: Sequence[str],
-    found: frozenset[str],
+    found: Sequence[str],
     *,
     available: Iterable[str] | None = None,
     method: str = "",
@@ -88,7 +89,7 @@ def choose_languages(
     used = list(user)
     added: list[str] = []
     reasons: list[str] = []
-    for script in sorted(found - covered):
+    for script in [script for script in found if script not in covered]:
         language = SCRIPT_LANGUAGE.get(script)
         if language is None:
             reasons.append(f"{script} text found, no language to add for it")
@@ -111,7 +112,7 @@ def choose_languages(
         requested=user,
         used=used,
         added=added,
-        scripts=sorted(found),
+        scripts=list(found),
         method=method,
         reason="; ".join(reasons),
     )

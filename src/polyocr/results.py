@@ -97,7 +97,7 @@ class LanguageChoice(_Model):
     requested: list[str] = Field(default_factory=list, description="the languages the task named")
     used: list[str] = Field(default_factory=list, description="the languages the engine was asked for")
     added: list[str] = Field(default_factory=list, description="languages added for scripts found on the page")
-    scripts: list[str] = Field(default_factory=list, description="scripts detected on the page")
+    scripts: list[str] = Field(default_factory=list, description="scripts detected on the page, most text first")
     method: str = Field(default="", description="how the scripts were detected (none: detection off)")
     reason: str = ""
 

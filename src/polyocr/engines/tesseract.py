@@ -28,7 +28,7 @@ from polyocr.langdetect import (
 )
 from polyocr.results import Block, LanguageChoice, PageResult
 from polyocr.runtime.probe import tessdata_dirs
-from polyocr.scripts import ANY_SCRIPT
+from polyocr.scripts import ANY_SCRIPT, ARABIC, CYRILLIC, DEVANAGARI, GREEK, HAN, HANGUL, HEBREW, KANA, KANNADA, LATIN
 from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
@@ -41,6 +41,22 @@ DESKEW_MIN_DEGREES = 1.0  # Tesseract reads pages skewed by less as they are (be
 # page, with every candidate language: about a third of a full read (benchmarks/mixed-script.md).
 DETECT_LINES = 10
 DETECT_METHOD = f"tesseract: {DETECT_LINES} sampled lines, words classified by Unicode script"
+# Tesseract OSD's script names (its osd.traineddata) to the scripts named in polyocr.scripts.
+OSD_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "Latin": (LATIN,),
+    "Cyrillic": (CYRILLIC,),
+    "Greek": (GREEK,),
+    "Arabic": (ARABIC,),
+    "Hebrew": (HEBREW,),
+    "Han": (HAN,),
+    "Japanese": (HAN, KANA),
+    "Katakana": (KANA,),
+    "Hiragana": (KANA,),
+    "Hangul": (HANGUL,),
+    "Korean": (HANGUL, HAN),
+    "Kannada": (KANNADA,),
+    "Devanagari": (DEVANAGARI,),
+}
 MAX_APIS = 3  # TessBaseAPI objects kept per engine, one per language set (a re-Init costs ~0.3 s)
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
@@ -136,6 +152,7 @@ class TesseractEngine(Engine):
     def __init__(self, model_path: str | None = None) -> None:
         super().__init__(model_path)
         self._apis: dict[str, Any] = {}
+        self._osd: Any = None
         self._tessdata: Path | None = None
         self._lock = threading.Lock()
 
@@ -183,20 +200,41 @@ class TesseractEngine(Engine):
         with self._lock:
             return [self._recognize_page(page, task, languages) for page in pages]
 
-    def detect_scripts(self, image: Any, languages: Sequence[str]) -> tuple[frozenset[str], list[str]] | None:
-        """The scripts on a page, from DETECT_LINES of its lines read with `languages` plus each
-        script's usual language that is installed; with the languages that pass read in. None when
-        nothing could be added to `languages` (every installed script is covered already)."""
+    def page_scripts(self, image: Any, languages: Sequence[str]) -> tuple[str, ...]:
+        """The scripts on a page, most text first, for judging any engine's output: Tesseract's OSD
+        names the main script whatever it is (it knows Han, Kannada, Arabic... without their
+        traineddata); on a Latin or Cyrillic page the sampled first pass adds the minority script.
+        Empty when neither can tell (no osd.traineddata and no language to add)."""
+        from tesserocr import PSM, PyTessBaseAPI
+
         if self._tessdata is None:
             self.load(EnginePlan())
+        assert self._tessdata is not None
         with self._lock:
-            return self._detect(image, "+".join(tesseract_languages(languages)))
+            main: tuple[str, ...] = ()
+            if (self._tessdata / "osd.traineddata").is_file():
+                if self._osd is None:
+                    self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
+                self._osd.SetImage(image)
+                try:
+                    found = self._osd.DetectOrientationScript()
+                finally:
+                    self._osd.Clear()
+                main = OSD_SCRIPTS.get((found or {}).get("script_name", ""), ())
+            if main and main[0] not in (LATIN, CYRILLIC):
+                return main
+            have = installed_languages(self._tessdata)
+            detected = self._detect(image, "+".join(n for n in tesseract_languages(languages) if n in have) or "eng")
+            if detected is None or not detected[0]:
+                return main
+            return detected[0]
 
     def close(self) -> None:
         with self._lock:
-            for api in self._apis.values():
+            for api in [*self._apis.values(), *([self._osd] if self._osd is not None else [])]:
                 api.End()
             self._apis.clear()
+            self._osd = None
 
     def _check_languages(self, requested: Sequence[str]) -> str:
         assert self._tessdata is not None
@@ -229,7 +267,7 @@ class TesseractEngine(Engine):
             requested, found, available=installed_languages(self._tessdata), method=DETECT_METHOD, engine=self.name
         )
 
-    def _detect(self, image: Any, languages: str) -> tuple[frozenset[str], list[str]] | None:
+    def _detect(self, image: Any, languages: str) -> tuple[tuple[str, ...], list[str]] | None:
         from tesserocr import PSM, RIL, iterate_level
 
         assert self._tessdata is not None
