@@ -58,6 +58,7 @@ def load_before(commit: str, path: str, name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -363,11 +364,20 @@ def main() -> None:
         "command": "OMP_THREAD_LIMIT=1 OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_mixed_script.py "
         + " ".join(sys.argv[1:]),
     }
-    print("detection", flush=True)
-    report["detection"] = detection(items, tess)
-    print("tesseract", flush=True)
     report["tesseract"] = tesseract(items, before_tess)
-    print("rapidocr", flush=True)
+    print(
+        json.dumps(
+            [
+                {k: v for k, v in r.items() if k not in ("before", "after")}
+                | {side: {"cer": r[side]["cer"], "used": r[side]["languages_used"]} for side in ("before", "after")}
+                for r in report["tesseract"]["rows"]
+            ],
+            ensure_ascii=False,
+        ),
+        flush=True,
+    )
+    report["detection"] = detection(items, tess)
+    print(json.dumps(report["detection"]["summary"]), flush=True)
     report["rapidocr"] = rapid(items, before_rapid, tess)
     tess.close()
     report["load"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
