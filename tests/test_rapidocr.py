@@ -127,3 +127,26 @@ def test_unavailable_when_a_bundled_model_is_missing(tmp_path, monkeypatch):
     assert not availability.ok
     assert "PP-OCRv6_rec_small.onnx" in availability.reason and str(tmp_path) in availability.reason
     assert "PP-OCRv6_det_small.onnx" not in availability.reason
+
+
+def _box(x1, y1, x2, y2, text):
+    return TextLine((x1, y1, x2, y2), text, 1.0)
+
+
+def test_pieces_of_one_line_touching_by_a_few_pixels_stay_in_order():
+    """The detector's pieces of one line overlap by 3 px and start a pixel apart in y: an exact
+    XY-cut found no gap and sorted by top edge ("t efficiently. There algorithm")."""
+    pieces = [
+        _box(0, 11, 203, 41, "algorithm"),
+        _box(200, 10, 420, 40, "that solves it"),
+        _box(417, 12, 700, 42, "efficiently. There"),
+    ]
+    order = [p.lines[0].text for p in reading_order(paragraphs(pieces))]
+    assert order == ["algorithm", "that solves it", "efficiently. There"]
+
+
+def test_lines_touching_vertically_are_read_top_to_bottom_and_columns_kept():
+    left = [_box(0, 0 + 28 * i, 300, 31 + 28 * i, f"L{i}") for i in range(3)]  # overlapping by 3 px
+    right = [_box(340, 2 + 28 * i, 640, 33 + 28 * i, f"R{i}") for i in range(3)]
+    text = "\n".join(p.block().text for p in reading_order(paragraphs(left + right)))
+    assert text.split("\n") == ["L0", "L1", "L2", "R0", "R1", "R2"]

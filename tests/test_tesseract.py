@@ -157,7 +157,7 @@ def test_one_api_per_engine_shared_safely_by_threads(engine, english_page):
     small = Page(image=page.image.crop((0, 0, 1396, 400)), number=1, source="title.png")
     task = Task(languages=("eng",))
     [expected] = engine.recognize([small], task)
-    api = engine._api
+    api = engine._api_for("eng")
     outputs: list[str] = []
 
     def work() -> None:
@@ -169,7 +169,7 @@ def test_one_api_per_engine_shared_safely_by_threads(engine, english_page):
     for thread in threads:
         thread.join()
     assert outputs == [expected.text] * 3
-    assert engine._api is api
+    assert engine._api_for("eng") is api
 
 
 def test_language_codes_map_to_tesseract_names():

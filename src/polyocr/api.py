@@ -41,6 +41,7 @@ class RunOptions:
     attn: str | None = None
     plans: dict[str, EnginePlan] = field(default_factory=dict)  # given outright, used as they are
     text_layer: str = "auto"  # PDFs: read a page from its own text layer (auto | always | never)
+    lang_detect: bool = True  # add eng/rus where a page's text is in a script `languages` lacks
 
     def validate(self) -> None:
         """Refuse values no page could be read with, up front and with the valid range (OptionError)."""
@@ -105,6 +106,7 @@ def prepare_router(options: RunOptions) -> Router:
         languages=options.language_tuple(),
         max_new_tokens=options.max_new_tokens,
         timeout=config.timeout,
+        lang_detect=options.lang_detect,
     )
     chain = resolve_chain(config.engines, task)
     _apply_overrides(config, chain, options)
@@ -162,6 +164,7 @@ def ocr(
     dtype: str | None = None,
     attn: str | None = None,
     text_layer: str = "auto",
+    lang_detect: bool = True,
 ) -> DocumentResult:
     """OCR one file (image, multi-page TIFF, PDF), PIL image, bytes or binary file object.
 
@@ -174,7 +177,8 @@ def ocr(
     engine named; `device`, `dtype` and `attn` override the runtime's choice for VLM engines;
     `plans` gives an engine's EnginePlan outright; `timeout` is seconds per page before the router
     moves on to the next engine; `text_layer` (auto | always | never) whether a PDF page is read
-    from its own text layer when it has one.
+    from its own text layer when it has one; `lang_detect=False` reads every page in `languages`
+    only (no eng/rus added for scripts found on the page).
     """
     options = RunOptions(
         engine=engine,
@@ -191,6 +195,7 @@ def ocr(
         attn=attn,
         plans=dict(plans or {}),
         text_layer=text_layer,
+        lang_detect=lang_detect,
     )
     options.validate()
     try:

@@ -101,6 +101,9 @@ def ocr(
     inputs: Annotated[list[Path], typer.Argument(help="Image or PDF files, or directories.", readable=False)],
     engine: Annotated[str, typer.Option("--engine", "-e", help="auto, an engine name, or a chain a,b,c.")] = "auto",
     lang: Annotated[str, typer.Option(help="Languages, Tesseract codes joined by +.")] = "+".join(defaults.LANGUAGES),
+    lang_detect: Annotated[
+        str, typer.Option(help="on: add eng/rus where a page has Latin/Cyrillic text --lang lacks; off: --lang only.")
+    ] = "on",
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="txt, md, json, hocr, alto, or pdf (searchable PDF; needs --out).")
     ] = "txt",
@@ -144,6 +147,8 @@ def ocr(
         raise typer.BadParameter(f"--format {fmt} writes files, so it needs --out DIR", param_hint="--format")
     if text_layer not in TEXT_LAYER_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(TEXT_LAYER_MODES)}", param_hint="--text-layer")
+    if lang_detect not in ("on", "off"):
+        raise typer.BadParameter("choose on or off", param_hint="--lang-detect")
     if overlay and out_dir is None:
         raise typer.BadParameter("--overlay writes files, so it needs --out DIR", param_hint="--overlay")
     files, notes = expand_inputs(inputs)
@@ -167,6 +172,7 @@ def ocr(
         dtype=dtype,
         attn=attn,
         text_layer=text_layer,
+        lang_detect=lang_detect == "on",
     )
     try:
         router = prepare_router(options)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: PageResult.languages (the languages a page was read in, and why)
 
 # Block categories: dots.ocr's layout classes (the published prompt's list), plus the granularities
 # classical engines report.
@@ -93,6 +93,17 @@ class Attempt(_Model):
     error: str | None = None
 
 
+class LanguageChoice(_Model):
+    """The languages a page was read in and why: the user's, plus what the page's scripts added."""
+
+    requested: list[str] = Field(default_factory=list, description="the languages the task named")
+    used: list[str] = Field(default_factory=list, description="the languages the engine was asked for")
+    added: list[str] = Field(default_factory=list, description="languages added for scripts found on the page")
+    scripts: list[str] = Field(default_factory=list, description="scripts detected on the page, most text first")
+    method: str = Field(default="", description="how the scripts were detected (none: detection off)")
+    reason: str = ""
+
+
 class PageResult(_Model):
     page: int = Field(description="1-based page number within its source")
     source: str = ""
@@ -101,6 +112,7 @@ class PageResult(_Model):
     status: PageStatus = PageStatus.OK
     engine: str | None = None
     language: str | None = None
+    languages: LanguageChoice | None = None
     blocks: list[Block] = Field(default_factory=list)
     text: str = ""
     markdown: str = ""

@@ -41,6 +41,8 @@ class Task:
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
     timeout: float | None = None
     region: tuple[float, float, float, float] | None = None
+    # Add languages for scripts found on the page that `languages` do not cover (langdetect.py).
+    lang_detect: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,17 @@ from polyocr.documents.deskew import Box, box_mapper, skew_angle, straighten
 from polyocr.engines.base import Engine
 from polyocr.errors import EngineError, EngineUnavailable
 from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, PageResult
+from polyocr.langdetect import (
+    candidate_languages,
+    choose_languages,
+    normalise_page,
+    page_scripts,
+    requested_only,
+    word_scripts,
+)
+from polyocr.results import Block, LanguageChoice, PageResult
 from polyocr.runtime.probe import tessdata_dirs
-from polyocr.scripts import ANY_SCRIPT
+from polyocr.scripts import ANY_SCRIPT, ARABIC, CYRILLIC, DEVANAGARI, GREEK, HAN, HANGUL, HEBREW, KANA, KANNADA, LATIN
 from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
@@ -29,6 +37,27 @@ if TYPE_CHECKING:
 
 DEFAULT_LANGUAGES = ("eng", "rus")
 DESKEW_MIN_DEGREES = 1.0  # Tesseract reads pages skewed by less as they are (benchmarks/README.md)
+# The first pass that finds a page's scripts reads this many of its text lines, spread over the
+# page, with every candidate language: about a third of a full read (benchmarks/mixed-script.md).
+DETECT_LINES = 10
+DETECT_METHOD = f"tesseract: {DETECT_LINES} sampled lines, words classified by Unicode script"
+# Tesseract OSD's script names (its osd.traineddata) to the scripts named in polyocr.scripts.
+OSD_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "Latin": (LATIN,),
+    "Cyrillic": (CYRILLIC,),
+    "Greek": (GREEK,),
+    "Arabic": (ARABIC,),
+    "Hebrew": (HEBREW,),
+    "Han": (HAN,),
+    "Japanese": (HAN, KANA),
+    "Katakana": (KANA,),
+    "Hiragana": (KANA,),
+    "Hangul": (HANGUL,),
+    "Korean": (HANGUL, HAN),
+    "Kannada": (KANNADA,),
+    "Devanagari": (DEVANAGARI,),
+}
+MAX_APIS = 3  # TessBaseAPI objects kept per engine, one per language set (a re-Init costs ~0.3 s)
 
 # ISO 639-1 codes people type, to Tesseract's names; three-letter codes are Tesseract's already.
 _TESSERACT_CODES = {
@@ -122,8 +151,8 @@ class TesseractEngine(Engine):
 
     def __init__(self, model_path: str | None = None) -> None:
         super().__init__(model_path)
-        self._api: Any = None
-        self._api_languages: str | None = None
+        self._apis: dict[str, Any] = {}
+        self._osd: Any = None
         self._tessdata: Path | None = None
         self._lock = threading.Lock()
 
@@ -169,15 +198,43 @@ class TesseractEngine(Engine):
             self.load(EnginePlan())
         languages = self._check_languages(task.languages or DEFAULT_LANGUAGES)
         with self._lock:
-            api = self._api_for(languages)
-            return [self._recognize_page(api, page, task, languages) for page in pages]
+            return [self._recognize_page(page, task, languages) for page in pages]
+
+    def page_scripts(self, image: Any, languages: Sequence[str]) -> tuple[str, ...]:
+        """The scripts on a page, most text first, for judging any engine's output: Tesseract's OSD
+        names the main script whatever it is (it knows Han, Kannada, Arabic... without their
+        traineddata); on a Latin or Cyrillic page the sampled first pass adds the minority script.
+        Empty when neither can tell (no osd.traineddata and no language to add)."""
+        from tesserocr import PSM, PyTessBaseAPI
+
+        if self._tessdata is None:
+            self.load(EnginePlan())
+        assert self._tessdata is not None
+        with self._lock:
+            main: tuple[str, ...] = ()
+            if (self._tessdata / "osd.traineddata").is_file():
+                if self._osd is None:
+                    self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
+                self._osd.SetImage(image)
+                try:
+                    found = self._osd.DetectOrientationScript()
+                finally:
+                    self._osd.Clear()
+                main = OSD_SCRIPTS.get((found or {}).get("script_name", ""), ())
+            if main and main[0] not in (LATIN, CYRILLIC):
+                return main
+            have = installed_languages(self._tessdata)
+            detected = self._detect(image, "+".join(n for n in tesseract_languages(languages) if n in have) or "eng")
+            if detected is None or not detected[0]:
+                return main
+            return detected[0]
 
     def close(self) -> None:
         with self._lock:
-            if self._api is not None:
-                self._api.End()
-            self._api = None
-            self._api_languages = None
+            for api in [*self._apis.values(), *([self._osd] if self._osd is not None else [])]:
+                api.End()
+            self._apis.clear()
+            self._osd = None
 
     def _check_languages(self, requested: Sequence[str]) -> str:
         assert self._tessdata is not None
@@ -194,23 +251,66 @@ class TesseractEngine(Engine):
             )
         return "+".join(names)
 
+    def _choose(self, image: Any, task: Task, languages: str) -> LanguageChoice:
+        """The languages for this page: the task's, plus those the page's scripts call for."""
+        requested = languages.split("+")
+        if not task.lang_detect:
+            return requested_only(requested, "language detection turned off")
+        if task.kind in (TaskKind.REGION, TaskKind.LAYOUT_ONLY):
+            return requested_only(requested, f"no detection for a {task.kind.value} task")
+        detected = self._detect(image, languages)
+        if detected is None:
+            return requested_only(requested, "the requested languages cover every installed script")
+        found, _ = detected
+        assert self._tessdata is not None
+        return choose_languages(
+            requested, found, available=installed_languages(self._tessdata), method=DETECT_METHOD, engine=self.name
+        )
+
+    def _detect(self, image: Any, languages: str) -> tuple[tuple[str, ...], list[str]] | None:
+        from tesserocr import PSM, RIL, iterate_level
+
+        assert self._tessdata is not None
+        candidates = candidate_languages(languages.split("+"), installed_languages(self._tessdata))
+        if set(candidates) == set(languages.split("+")):
+            return None
+        api = self._api_for("+".join(candidates))
+        api.SetImage(image)
+        words = []
+        try:
+            iterator = api.AnalyseLayout()
+            lines = [] if iterator is None else iterate_level(iterator, RIL.TEXTLINE)
+            boxes = [box for box in (line.BoundingBox(RIL.TEXTLINE) for line in lines) if _readable(box)]
+            api.SetPageSegMode(PSM.SINGLE_LINE)
+            for x1, y1, x2, y2 in boxes[:: max(1, len(boxes) // DETECT_LINES)][:DETECT_LINES]:
+                api.SetRectangle(x1, y1, x2 - x1, y2 - y1)
+                if api.Recognize():
+                    words += [word for word in _words(api.GetIterator())]
+        finally:
+            api.SetPageSegMode(PSM.AUTO)
+            api.Clear()
+        return page_scripts(word_scripts(" ".join(words))), candidates
+
     def _api_for(self, languages: str) -> Any:
         from tesserocr import OEM, PSM, PyTessBaseAPI
 
-        if self._api is None:
-            self._api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO, oem=OEM.LSTM_ONLY)
-        elif self._api_languages != languages:
-            self._api.Init(path=f"{self._tessdata}/", lang=languages, oem=OEM.LSTM_ONLY)
-            self._api.SetPageSegMode(PSM.AUTO)
-        self._api_languages = languages
-        return self._api
+        api = self._apis.pop(languages, None)
+        if api is None:
+            if len(self._apis) >= MAX_APIS:  # the least recently used goes
+                self._apis.pop(next(iter(self._apis))).End()
+            api = PyTessBaseAPI(path=f"{self._tessdata}/", lang=languages, psm=PSM.AUTO, oem=OEM.LSTM_ONLY)
+        self._apis[languages] = api  # most recently used last
+        return api
 
-    def _recognize_page(self, api: Any, page: Page, task: Task, languages: str) -> PageResult:
+    def _recognize_page(self, page: Page, task: Task, languages: str) -> PageResult:
         # Tesseract loses most of a page skewed by 2 degrees or more (benchmarks/README.md, synthetic
         # set): it reads the page straightened and reports boxes on the page as given.
         angle = 0.0 if task.kind == TaskKind.REGION else skew_angle(page.image)
         straightened = abs(angle) >= DESKEW_MIN_DEGREES
-        api.SetImage(straighten(page.image, angle) if straightened else page.image)
+        image = straighten(page.image, angle) if straightened else page.image
+        choice = self._choose(image, task, languages)
+        api = self._api_for("+".join(choice.used))
+        api.SetImage(image)
         try:
             blocks = self._blocks(api, page, task)
         finally:
@@ -219,16 +319,18 @@ class TesseractEngine(Engine):
             to_page = box_mapper(angle, page.image.size)
             blocks = [_mapped(block, to_page) for block in blocks]
         width, height = page.image.size
-        return PageResult(
+        result = PageResult(
             page=page.number,
             source=page.source,
             width=width,
             height=height,
             engine=self.name,
-            language=languages,
+            language="+".join(choice.used),
+            languages=choice,
             blocks=blocks,
             text=blocks_to_text(blocks),
         )
+        return normalise_page(result)
 
     def _blocks(self, api: Any, page: Page, task: Task) -> list[Block]:
         """Layout-analysis blocks of the image set on `api`, with text unless only layout is asked for."""
@@ -256,6 +358,23 @@ class TesseractEngine(Engine):
         if with_text:
             _attach_lines(blocks, _lines(api.GetIterator()))
         return blocks
+
+
+def _readable(box: tuple[int, int, int, int] | None) -> bool:
+    """A line box big enough for Leptonica to scale (smaller ones are rules and specks)."""
+    return box is not None and box[2] - box[0] >= 8 and box[3] - box[1] >= 8
+
+
+def _words(iterator: Any) -> list[str]:
+    from tesserocr import RIL, iterate_level
+
+    words = []
+    for word in [] if iterator is None else iterate_level(iterator, RIL.WORD):
+        try:
+            words.append(word.GetUTF8Text(RIL.WORD) or "")
+        except RuntimeError:  # an element with no text
+            continue
+    return words
 
 
 def _mapped(block: Block, box: Callable[[Box], Box]) -> Block:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,10 +55,34 @@ class PageContext:
 
     page: Page
     task: Task
+    # The page's scripts, most text first (langdetect.py): the router passes the Tesseract engine's
+    # OSD and sampled first pass; None leaves the checks with the task's languages alone.
+    detector: Callable[[Image.Image, Sequence[str]], tuple[str, ...]] | None = None
 
     @cached_property
     def glyphs(self) -> int:
         return estimate_glyphs(self.page.image)
+
+    @cached_property
+    def scripts(self) -> tuple[str, ...]:
+        """The scripts the page (or the task's region of it) is written in; () when unknown."""
+        if self.detector is None or not self.task.lang_detect:
+            return ()
+        image = self.page.image
+        if self.task.kind == TaskKind.REGION and self.task.region is not None:
+            x1, y1, x2, y2 = (round(v) for v in self.task.region)
+            image = image.crop((x1, y1, x2, y2))
+        try:
+            return self.detector(image, self.task.languages)
+        except Exception:  # a detector that cannot run leaves the task's languages to judge by
+            return ()
+
+    def page_scripts(self, result: PageResult) -> tuple[str, ...]:
+        """The page's scripts: those the engine detected itself on the whole page, else the detector's."""
+        choice = result.languages
+        if choice is not None and choice.method not in ("", "none") and self.task.kind != TaskKind.REGION:
+            return tuple(choice.scripts)
+        return self.scripts
 
 
 Check = Callable[[PageResult, PageContext], "str | None"]
@@ -245,17 +269,26 @@ def generation_timeout(result: PageResult, ctx: PageContext) -> str | None:
 
 
 def wrong_script(result: PageResult, ctx: PageContext) -> str | None:
-    expected = scripts_for(ctx.task.languages)
-    if not expected:
-        return None
+    """The output is mostly in a script the page is not in: judged against the page's detected main
+    script where there is a detection (so `--lang eng` on a Russian page read as Latin junk is caught,
+    and a Chinese answer to a Chinese page is not refused), else against the task's languages."""
     counts = script_counts(result.text)
     letters = sum(counts.values())
     if letters < SCRIPT_MIN_LETTERS:
         return None
+    found = ", ".join(f"{script} {n / letters:.0%}" for script, n in counts.most_common(3))
+    detected = ctx.page_scripts(result) if _expects_text(ctx.task) else ()
+    if detected:
+        share = counts[detected[0]] / letters
+        if share >= SCRIPT_MIN_SHARE:
+            return None
+        return f"only {share:.0%} of the letters are {detected[0]}, the page's main script as detected (found {found})"
+    expected = scripts_for(ctx.task.languages)
+    if not expected:
+        return None
     share = sum(counts[s] for s in expected) / letters
     if share >= SCRIPT_MIN_SHARE:
         return None
-    found = ", ".join(f"{script} {n / letters:.0%}" for script, n in counts.most_common(3))
     return (
         f"only {share:.0%} of the letters are {'/'.join(sorted(expected))} as "
         f"{'+'.join(ctx.task.languages)} needs (found {found})"

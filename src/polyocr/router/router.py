@@ -16,15 +16,20 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+from PIL import Image
 
 from polyocr import defaults
 from polyocr.config import RouterConfig
 from polyocr.documents import Page, Source
 from polyocr.documents.textlayer import ENGINE as LAYER_ENGINE
 from polyocr.documents.textlayer import declined_attempt, layer_result
+from polyocr.engines.base import create_engine
 from polyocr.errors import ConfigError, EngineUnavailable, InputError, PageTimeout
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
+from polyocr.langdetect import choose_languages
 from polyocr.results import Attempt, DocumentResult, Outcome, PageResult, PageStatus
 from polyocr.router.checks import CHECKS, LOOP_CHECKS, SOFT_CHECKS, Check, Failure, PageContext, run_checks
 from polyocr.router.plans import make_plan, plan_settings
@@ -49,6 +54,7 @@ class _PageState:
     attempts: list[Attempt] = field(default_factory=list)
     result: PageResult | None = None
     salvage: PageResult | None = None  # the best incomplete answer, kept in case nothing does better
+    relanguaged: bool = False  # its task's languages were already corrected after a wrong-script answer
 
     def consider_salvage(self, result: PageResult, failures: list[Failure]) -> None:
         """Keep an answer that is only incomplete (a soft check, or a partial parse the engine
@@ -81,6 +87,7 @@ class Router:
         self.profile = profile or get_profile()
         self.checks = checks
         self.pool = EnginePool(self.profile, self.config, plans, max_new_tokens=self.task.max_new_tokens)
+        self._detector: Any = None  # the Tesseract engine doing page script detection, made on first use
 
     def preflight(self) -> None:
         """Fail before any page when the run cannot work at all.
@@ -126,7 +133,7 @@ class Router:
         has loaded, can serve requests for different tasks and languages.
         """
         task = self.task if task is None else self._with_timeout(task)
-        states = [_PageState(page, PageContext(page, task)) for page in pages]
+        states = [_PageState(page, PageContext(page, task, self._page_scripts)) for page in pages]
         for state in states:
             if state.page.error is not None:  # the loader could not read it: it fails alone
                 state.result = _unreadable(state.page)
@@ -169,6 +176,36 @@ class Router:
         state.attempts.append(declined_attempt(verdict, page.layer_seconds))
         return False
 
+    def _page_scripts(self, image: Image.Image, languages: Sequence[str]) -> tuple[str, ...]:
+        """The checks' view of a page's scripts: the Tesseract engine's OSD and sampled first pass,
+        from an instance of its own (made on first use); () where Tesseract cannot run."""
+        if self._detector is None:
+            try:  # through the registry, like every engine the router uses
+                engine: Any = create_engine("tesseract")
+            except EngineUnavailable:
+                return ()
+            if not engine.available(self.profile).ok:
+                return ()
+            self._detector = engine
+        scripts: tuple[str, ...] = self._detector.page_scripts(image, languages)
+        return scripts
+
+    def _relanguage(self, name: str, state: _PageState, failures: list[Failure]) -> bool:
+        """After a wrong-script answer, the page's task with the languages its detected scripts call for
+        (once per page); True when this engine can read that script, so it is asked again first."""
+        if state.relanguaged or not state.ctx.task.lang_detect or "wrong_script" not in {f.check for f in failures}:
+            return False
+        scripts = state.ctx.scripts
+        if not scripts:
+            return False
+        choice = choose_languages(state.ctx.task.languages, scripts, method="router: tesseract OSD + sampled lines")
+        if not choice.added:
+            return False
+        state.relanguaged = True
+        state.ctx = replace(state.ctx, task=replace(state.ctx.task, languages=tuple(choice.used)))
+        state.ctx.__dict__["scripts"] = scripts  # keep the detection made for the old task
+        return scripts[0] in self.pool.engine(name).scripts
+
     def _run_engine(self, name: str, states: list[_PageState], on_page: PageCallback | None) -> list[_PageState]:
         """Offer the pages to one engine in batches of its current batch size (which an out-of-memory
         retry may lower for good part-way); the pages it did not answer acceptably are returned."""
@@ -198,7 +235,10 @@ class Router:
         """One batch with one engine until every page is accepted or passed on: each call's outcome
         goes to policy.decide, and a retry goes back on the stack with its new plan."""
         passed_on: list[_PageState] = []
-        work: list[tuple[list[_PageState], int]] = [(batch, 0)]
+        by_task: dict[Task, list[_PageState]] = {}
+        for state in batch:  # a page whose languages were corrected has a task of its own
+            by_task.setdefault(state.ctx.task, []).append(state)
+        work: list[tuple[list[_PageState], int]] = [(group, 0) for group in reversed(by_task.values())]
         while work:
             pages, loop_step = work.pop()
             if not self.pool.is_loaded(name):  # abandoned, or dropped after a failed reload, earlier
@@ -225,7 +265,9 @@ class Router:
             if results is None:
                 passed_on += pages
                 continue
-            looping = self._judge(name, pages, results, plan, share, passed_on)
+            retry_languages: list[_PageState] = []
+            looping = self._judge(name, pages, results, plan, share, passed_on, retry_languages)
+            work += [([state], loop_step) for state in retry_languages]  # each page with its own task
             if looping:
                 engine = self.pool.engine(name)
                 history = History(
@@ -254,7 +296,7 @@ class Router:
         """One call of the engine; failures are recorded on the pages. Returns the outcome, the results
         on success, and each page's share of the call's seconds."""
         engine = self.pool.engine(name)
-        task = pages[0].ctx.task  # every page of one recognize_pages call shares its task
+        task = pages[0].ctx.task  # _settle groups the pages of one call by task
         settings = plan_settings(engine, plan)
         limit = None if task.timeout is None else task.timeout * len(pages) * 1.1 + 1.0
         start = time.perf_counter()
@@ -286,9 +328,11 @@ class Router:
         plan: EnginePlan,
         share: float,
         passed_on: list[_PageState],
+        retry_languages: list[_PageState],
     ) -> list[_PageState]:
         """Check each answer: accepted ones become the page's result, rejected ones are passed on;
-        the pages whose answer looped are returned for the loop ladder."""
+        the pages whose answer looped are returned for the loop ladder, and those answered in the
+        wrong script go to `retry_languages` when this engine can read the page's script."""
         engine = self.pool.engine(name)
         settings = plan_settings(engine, plan)
         looping: list[_PageState] = []
@@ -305,7 +349,9 @@ class Router:
             outcome = Outcome.TIMEOUT if timed_out else Outcome.REJECTED
             state.attempts.append(Attempt(engine=name, settings=settings, seconds=share, error=reason, outcome=outcome))
             state.consider_salvage(result, failures)
-            if not timed_out and {f.check for f in failures} & LOOP_CHECKS:
+            if not timed_out and self._relanguage(name, state, failures):
+                retry_languages.append(state)
+            elif not timed_out and {f.check for f in failures} & LOOP_CHECKS:
                 looping.append(state)
             else:
                 passed_on.append(state)
@@ -332,6 +378,9 @@ class Router:
 
     def close(self) -> None:
         self.pool.close()
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
 
     def __enter__(self) -> Router:
         return self

@@ -1,0 +1,113 @@
+"""Issue 20: the page decides the languages, mixed-script words, and the router's wrong-script retry.
+
+Pages are drawn from the machine's fonts (polyocr.bench.mixed) and read by the real Tesseract."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyocr.bench.mixed import MIXED_LATIN_TERMS, MIXED_RUSSIAN, PURE_RUSSIAN, render_lines
+from polyocr.documents import Page
+from polyocr.engines.base import create_engine
+from polyocr.langdetect import choose_languages, normalise_mixed
+from polyocr.router import Router
+from polyocr.scripts import CYRILLIC, LATIN, script_counts
+from polyocr.types import EnginePlan, Task, TaskKind
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = create_engine("tesseract")
+    engine.load(EnginePlan())
+    yield engine
+    engine.close()
+
+
+def _page(lines):
+    image, reference = render_lines(lines)
+    return Page(image=image, number=1, source="rendered.png"), reference
+
+
+def test_russian_page_with_latin_terms_read_with_rus_gets_the_latin_words(engine):
+    page, _ = _page(MIXED_RUSSIAN)
+    [result] = engine.recognize([page], Task(kind=TaskKind.TEXT, languages=("rus",)))
+    missing = [term for term in MIXED_LATIN_TERMS if term not in result.text]
+    assert len(missing) <= 2, missing
+    assert result.languages.used == ["rus", "eng"] and result.languages.added == ["eng"]
+    assert "Latin" in result.languages.reason and result.language == "rus+eng"
+
+
+def test_lang_detect_off_reads_only_the_users_languages(engine):
+    page, _ = _page(MIXED_RUSSIAN)
+    [result] = engine.recognize([page], Task(kind=TaskKind.TEXT, languages=("rus",), lang_detect=False))
+    assert result.languages.used == ["rus"] and result.languages.method == "none"
+    assert sum(term in result.text for term in MIXED_LATIN_TERMS) < len(MIXED_LATIN_TERMS) // 2
+
+
+def test_pure_russian_page_gets_no_english(engine):
+    page, _ = _page(PURE_RUSSIAN)
+    [result] = engine.recognize([page], Task(kind=TaskKind.TEXT, languages=("rus",)))
+    assert result.languages.used == ["rus"] and result.languages.added == []
+    assert result.languages.scripts == [CYRILLIC]
+
+
+def test_a_language_whose_data_is_missing_is_never_added():
+    choice = choose_languages(["eng"], (LATIN, CYRILLIC), available=["eng"], engine="t")
+    assert choice.used == ["eng"] and "rus is not installed" in choice.reason
+
+
+# Real words of the development set (mpman-ru, old_books_eng ground truth) with the look-alike
+# letters OCR engines put in (Cyrillic о/е/а/с/р/Т/Е/Х in Latin words and Latin ones in Cyrillic).
+CONFUSABLES = [
+    ("Windоws", "Windows"),  # Cyrillic о
+    ("MetаPost", "MetaPost"),  # Cyrillic а
+    ("РostScript", "PostScript"),  # Cyrillic Р
+    ("ТЕX", "ТЕХ"),  # two Cyrillic letters of three: the majority is Cyrillic
+    ("cоnfig", "config"),
+    ("прoграмма", "программа"),  # Latin o in a Russian word
+    ("сиcтема", "система"),  # Latin c
+    ("файлe", "файле"),  # Latin e
+    ("Pисунок", "Рисунок"),  # Latin P
+    ("ocнова", "основа"),  # tie (2 Latin, 4 Cyrillic): Cyrillic
+]
+UNCHANGED = [
+    "TeX",  # all Latin
+    "ТеХ",  # all Cyrillic: never touched, whatever it should have been
+    "Windows",
+    "программа",
+    "Rжd",  # the Cyrillic ж has no Latin look-alike: not a confusion, left alone
+    "fooбар",  # б has no look-alike
+    "nfssfont.tex",
+]
+
+
+@pytest.mark.parametrize(("token", "expected"), CONFUSABLES)
+def test_mixed_tokens_are_normalised(token, expected):
+    assert normalise_mixed(f"слово {token} слово") == f"слово {expected} слово"
+
+
+@pytest.mark.parametrize("token", UNCHANGED)
+def test_single_script_and_unconvertible_tokens_are_left_alone(token):
+    assert normalise_mixed(f"a {token} b") == f"a {token} b"
+
+
+def test_tie_follows_the_neighbours():
+    assert normalise_mixed("the Теxt here") == "the Text here"  # 2 Cyrillic, 2 Latin letters, Latin around
+    assert normalise_mixed("это Тexа тут") == "это Теха тут"  # Latin e, x among Cyrillic words
+
+
+def test_router_retries_a_wrong_script_answer_with_the_pages_languages():
+    """A region task skips the engine's own detection, so Tesseract with eng reads the Russian text
+    as Latin junk; the check (OSD: the page is Cyrillic) rejects it and the same engine is asked
+    again with rus added before anything else. Before issue 20 the junk was accepted."""
+    image, _ = render_lines(PURE_RUSSIAN)
+    page = Page(image=image, number=1, source="pure.png")
+    task = Task(kind=TaskKind.REGION, languages=("eng",), region=(0, 0, image.width, image.height))
+    with Router(["tesseract"], task) as router:
+        result = router.recognize_page(page)
+    first, second = result.attempts
+    assert first.outcome == "rejected" and first.error.startswith("wrong_script") and "Cyrillic" in first.error
+    assert second.engine == "tesseract" and second.outcome == "ok"
+    assert result.language == "eng+rus"
+    counts = script_counts(result.text)
+    assert counts[CYRILLIC] > counts[LATIN]
