@@ -414,3 +414,13 @@ def mismatches(expected: dict[str, list[int]], found: dict[str, list[int]]) -> s
         ],
     }
     return "; ".join(listing(kind, names) for kind, names in problems.items() if names)
+
+
+def scatter_image_embeds(embeds: Any, input_ids: Any, image_embeds: Any, image_token_id: int) -> Any:
+    """Token embeddings with the image-token positions replaced, in order, by the image embeddings
+    (the layout dots.ocr and Phi-3.5-Vision share); ValueError when their counts differ."""
+    mask = input_ids == image_token_id
+    slots = int(mask.sum())
+    if slots != image_embeds.shape[0]:
+        raise ValueError(f"the prompt has {slots} image tokens but the images give {image_embeds.shape[0]} embeddings")
+    return embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)

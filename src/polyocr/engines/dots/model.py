@@ -141,13 +141,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
         if image_grid_thw is None:
             raise ValueError("pixel_values were given without image_grid_thw")
         image_embeds = self.vision_tower(pixel_values, image_grid_thw).to(embeds.dtype)
-        mask = input_ids == self.config.image_token_id
-        slots = int(mask.sum())
-        if slots != image_embeds.shape[0]:
-            raise ValueError(
-                f"the prompt has {slots} image tokens but the images give {image_embeds.shape[0]} embeddings"
-            )
-        return embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)
+        return vlm.scatter_image_embeds(embeds, input_ids, image_embeds, self.config.image_token_id)
 
     def forward(
         self,

@@ -179,13 +179,7 @@ class Phi35VForCausalLM(Phi3ForCausalLM):
         if image_sizes is None:
             raise ValueError("pixel_values were given without image_sizes")
         image_embeds = self.vision(pixel_values, image_sizes).to(embeds.dtype)
-        mask = input_ids == self.config.image_token_id
-        slots = int(mask.sum())
-        if slots != image_embeds.shape[0]:
-            raise ValueError(
-                f"the prompt has {slots} image tokens but the images give {image_embeds.shape[0]} embeddings"
-            )
-        return embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)
+        return vlm.scatter_image_embeds(embeds, input_ids, image_embeds, self.config.image_token_id)
 
     def forward(
         self,
