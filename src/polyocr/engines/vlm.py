@@ -424,3 +424,17 @@ def scatter_image_embeds(embeds: Any, input_ids: Any, image_embeds: Any, image_t
     if slots != image_embeds.shape[0]:
         raise ValueError(f"the prompt has {slots} image tokens but the images give {image_embeds.shape[0]} embeddings")
     return embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Any, Any]:
+    """A batch's token ids and attention mask, padded on the left so every prompt ends at the same
+    position (generation appends on the right)."""
+    import torch
+
+    length = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, length - len(seq) :] = 1
+    return input_ids, attention_mask

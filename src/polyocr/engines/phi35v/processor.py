@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from polyocr.engines import vlm
 from polyocr.errors import EngineError
 
 if TYPE_CHECKING:
@@ -255,12 +256,7 @@ class Phi35VProcessor:
         import torch
 
         sequences = [self.prompt_ids(p, im.token_count) for im, p in zip(images, prompts, strict=True)]
-        length = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            input_ids[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[row, length - len(seq) :] = 1
+        input_ids, attention_mask = vlm.left_pad(sequences, self.pad_token_id)
         return Phi35VBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
