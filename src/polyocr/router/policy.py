@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from polyocr.errors import PageTimeout
 from polyocr.results import Outcome
 from polyocr.types import EnginePlan
 
@@ -51,12 +50,6 @@ def is_oom(exc: BaseException) -> bool:
     if oom_type is not None and isinstance(exc, oom_type):
         return True
     return any(message in str(exc).lower() for message in _OOM_MESSAGES)
-
-
-def outcome_of(exc: BaseException) -> Outcome:
-    if isinstance(exc, PageTimeout):
-        return Outcome.TIMEOUT
-    return Outcome.OOM if is_oom(exc) else Outcome.ERROR
 
 
 def smaller_plan(plan: EnginePlan, page_pixels: int) -> EnginePlan | None:
