@@ -33,6 +33,7 @@ from polyocr.engines.hf.paddleocr_vl import (  # noqa: E402
     crop_margin,
     finish_element,
     paddle_pixels,
+    prepare_element,
 )
 from polyocr.engines.hf.pp_doclayout import LABELS, element_mode, postprocess, preprocess  # noqa: E402
 from polyocr.engines.hf.twostage import Region, crop, read_regions, worst_stop  # noqa: E402
@@ -268,7 +269,7 @@ def test_two_stage_blocks_are_the_layouts_regions_in_order(engine, page: Page, m
     # one batch per element prompt (batch_size 8), every region with a prompt read once
     assert sum(n for _, n in calls) == len(read)
     assert {mode for mode, _ in calls} == {r.mode for r in read}
-    kept = [r for r in regions if r.mode is None or any(b.bbox == r.bbox for b in result.blocks)]
+    kept = regions  # every region is a block, in the layout's order
     assert [(b.bbox, b.category) for b in result.blocks] == [(r.bbox, r.category) for r in kept]
     assert result.generation is not None and result.generation.generated_tokens == 3 * len(read)
     for block, region in zip(result.blocks, kept, strict=True):
@@ -293,16 +294,17 @@ def test_element_stage_keeps_categories_order_and_formats(engine, page: Page, mo
         _region("display_formula", 1, (0, 30, 160, 110)),
         _region("text", 4, (0, 110, 320, 120)),
     ]
-    [result] = read_regions(engine, [page], [regions], Task(max_new_tokens=3))
+    task = Task(max_new_tokens=3)
+    [result] = read_regions(engine, [page], [regions], task, prepare=prepare_element, finish=finish_element)
     assert sorted(calls) == ["formula", "table", "text"]  # two text regions, one batch
-    by_box = {b.bbox: b for b in result.blocks}
     expected = sorted(regions, key=lambda r: r.order)
-    kept = [r for r in expected if r.bbox in by_box]
-    assert [b.bbox for b in result.blocks] == [r.bbox for r in kept]
-    assert [b.category for b in result.blocks] == [r.category for r in kept]
-    assert by_box[(200, 40, 300, 100)].category == "Picture" and by_box[(200, 40, 300, 100)].text == ""
-    if (0, 30, 160, 110) in by_box:
-        assert by_box[(0, 30, 160, 110)].format == TextFormat.LATEX
+    assert [b.bbox for b in result.blocks] == [r.bbox for r in expected]
+    assert [b.category for b in result.blocks] == [
+        "Section-header", "Formula", "Table", "Picture", "Text"
+    ]  # fmt: skip
+    picture, formula = result.blocks[3], result.blocks[1]
+    assert picture.text == "" and formula.format == TextFormat.LATEX
+    assert result.blocks[2].format in (TextFormat.HTML, TextFormat.PLAIN)  # HTML when the answer is OTSL
 
 
 def test_layout_only_makes_no_vlm_call(engine, page: Page, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
