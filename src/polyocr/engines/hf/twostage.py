@@ -102,10 +102,11 @@ def read_regions(
     ordered = [sorted(page_regions, key=lambda r: r.order) for page_regions in regions]
     jobs: dict[str, list[tuple[int, int, Image.Image]]] = {}
     for p, (page, page_regions) in enumerate(zip(pages, ordered, strict=True)):
+        rgb = page.image.convert("RGB") if any(r.mode is not None for r in page_regions) else None
         for r, region in enumerate(page_regions):
-            if region.mode is None:
+            if region.mode is None or rgb is None:
                 continue
-            image = crop(page.image.convert("RGB"), region.bbox, pad)
+            image = crop(rgb, region.bbox, pad)
             if prepare is not None:
                 image = prepare(region, image)
             jobs.setdefault(region.mode, []).append((p, r, image))
