@@ -145,6 +145,10 @@ class HFVLMEngine(Engine):
 
     def _mode(self, task: Task) -> str:
         prompts = self.spec.prompts
+        if task.kind == TaskKind.TEXT and task.degraded_from == TaskKind.LAYOUT:
+            # The default layout task given as text to a model without layout (Task.for_engine): its
+            # richest text, Markdown where it has a Markdown mode.
+            return "markdown" if "markdown" in prompts else "text"
         if task.kind in (TaskKind.TEXT, TaskKind.REGION):
             return "text"
         if "layout" in prompts:
