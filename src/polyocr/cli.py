@@ -484,7 +484,8 @@ def _engines_ranked(as_json: bool, languages: list[str]) -> None:
         bench = f"CER {mine['cer']:.4f} on {mine['pages']} page(s), {mine['created']}" if mine else "-"
         place = str(row["place"]) if row["place"] is not None else f"[yellow]out[/yellow]: {escape(row['left_out'])}"
         size = f"{row['params_b']:g}B" if row["params_b"] is not None else "-"
-        table.add_row(place, row["engine"], escape(scores or "-"), size, escape(row["licence"] or "-"), bench)
+        evidence = scores or row["evidence"] or "-"
+        table.add_row(place, row["engine"], escape(evidence), size, escape(row["licence"] or "-"), bench)
     out.print(table)
     where = results_path()
     err.print(

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from polyocr.engines.base import EngineEntry, create_engine, engine_class, engine_names, entries, ranked
+from polyocr.engines.base import (
+    EngineEntry,
+    create_engine,
+    engine_class,
+    engine_entry,
+    engine_names,
+    entries,
+    ranked,
+)
 from polyocr.errors import EngineUnavailable
 from polyocr.published import published
 from polyocr.router.measured import Measured, prefer_measured
@@ -138,6 +146,7 @@ def _ranking_row(
         "licence": row.licence.label if row is not None else "",
         "licence_source": row.licence.source if row is not None else "",
         "scores": [asdict(s) for s in row.scores] if row is not None else [],
+        "evidence": engine_entry(name).evidence,  # a classical engine's recorded dev-set CER
         "measured": None
         if figures is None or mine is None
         else {
