@@ -143,8 +143,8 @@ ENTRIES: tuple[EngineEntry, ...] = (
                 "no published OmniDocBench v1.5 score; oldest"),
     EngineEntry("phi35v", "polyocr.engines.phi35v.engine:Phi35VEngine", EngineKind.VLM, 6,
                 "no published OmniDocBench v1.5 score; text only (no layout mode)"),
-    EngineEntry("glm-ocr", "polyocr.engines.hf.glm_ocr:GlmOcrEngine", EngineKind.VLM, None, "OmniDocBench v1.5 overall 94.62 with PP-DocLayoutV3 (zai-org/GLM-OCR card; arXiv:2603.10910); polyocr runs it without the layout stage"),
-    EngineEntry("lighton-ocr", "polyocr.engines.hf.lighton_ocr:LightOnOcrEngine", EngineKind.VLM, None, "olmOCR-bench overall 83.2, headers & footers excluded (lightonai/LightOnOCR-2-1B card, .eval_results/olmocrbench.yaml; arXiv:2601.14251)"),
+    EngineEntry("glm-ocr", "polyocr.engines.hf.glm_ocr:GlmOcrEngine", EngineKind.VLM, None, "OmniDocBench v1.5 overall 94.62 with PP-DocLayoutV3 (zai-org/GLM-OCR card; arXiv:2603.10910); polyocr runs it without the layout stage"),  # noqa: E501
+    EngineEntry("lighton-ocr", "polyocr.engines.hf.lighton_ocr:LightOnOcrEngine", EngineKind.VLM, None, "olmOCR-bench overall 83.2, headers & footers excluded (lightonai/LightOnOCR-2-1B card, .eval_results/olmocrbench.yaml; arXiv:2601.14251)"),  # noqa: E501
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
 )  # fmt: skip
