@@ -269,7 +269,9 @@ def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path],
     engine = _engine(name, checkpoints[name])
     inner = engine._model.model
     vision = next(
-        getattr(inner, a) for a in ("visual", "vision_tower", "vision_model", "sam_model") if hasattr(inner, a)
+        getattr(inner, a)
+        for a in ("visual", "vision_tower", "vision_model", "vision_encoder", "sam_model")
+        if hasattr(inner, a)
     )
     events: list[object] = []
     hooks = [

@@ -137,6 +137,8 @@ ENTRIES: tuple[EngineEntry, ...] = (
     EngineEntry("qwen2vl", "polyocr.engines.hf.qwen2vl:Qwen2VLEngine", EngineKind.VLM, None),
     EngineEntry("got", "polyocr.engines.hf.got:GotOcr2Engine", EngineKind.VLM, None),
     EngineEntry("phi35v", "polyocr.engines.phi35v.engine:Phi35VEngine", EngineKind.VLM, None),
+    EngineEntry("glm-ocr", "polyocr.engines.hf.glm_ocr:GlmOcrEngine", EngineKind.VLM, None),
+    EngineEntry("lighton-ocr", "polyocr.engines.hf.lighton_ocr:LightOnOcrEngine", EngineKind.VLM, None),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
     EngineEntry("dots-mocr", "polyocr.engines.dots.mocr:DotsMOCREngine", EngineKind.VLM, None,
