@@ -36,6 +36,8 @@ ATTENTION = {
     "got": {"": "eager", "vision_config": "eager", "text_config": "sdpa"},
     "deepseek-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "paddleocr-vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "glm-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "lighton-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
 }
 ATTENTION["paddleocr-vl-1.5"] = ATTENTION["paddleocr-vl"]
 
@@ -218,6 +220,78 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "tie_word_embeddings": True,
         },
     ),
+    # zai-org/GLM-OCR config.json (the MTP layer, num_nextn_predict_layers 1, is not loaded by transformers)
+    "glm-ocr": (
+        "zai-org/GLM-OCR",
+        "GlmOcr",
+        {
+            "text_config": {
+                "vocab_size": 59392,
+                "hidden_size": 1536,
+                "intermediate_size": 4608,
+                "num_hidden_layers": 16,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "max_position_embeddings": 131072,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 10000,
+                    "mrope_section": [16, 24, 24],
+                    "partial_rotary_factor": 1.0,
+                },
+            },
+            "vision_config": {
+                "depth": 24,
+                "hidden_size": 1024,
+                "num_heads": 16,
+                "intermediate_size": 4096,
+                "out_hidden_size": 1536,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "image_size": 336,
+            },
+            "image_token_id": 59280,
+            "video_token_id": 59281,
+            "image_start_token_id": 59256,
+            "image_end_token_id": 59257,
+        },
+    ),
+    # lightonai/LightOnOCR-2-1B config.json (model_type mistral3 there; LightOnOcrConfig reads it)
+    "lighton-ocr": (
+        "lightonai/LightOnOCR-2-1B",
+        "LightOnOcr",
+        {
+            "text_config": {
+                "model_type": "qwen3",
+                "vocab_size": 151936,
+                "hidden_size": 1024,
+                "intermediate_size": 3072,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "max_position_embeddings": 16384,
+                "tie_word_embeddings": True,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000},
+            },
+            "vision_config": {
+                "model_type": "pixtral",
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "head_dim": 64,
+                "image_size": 1540,
+                "patch_size": 14,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 10000},
+            },
+            "spatial_merge_size": 2,
+            "image_token_id": 151655,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 # PaddleOCR-VL-1.5: the same architecture (model_type paddleocr_vl, the 1.5 model card); its config.json is
 # not among ../shared/models, so the dimensions are assumed equal to PaddleOCR-VL's.
@@ -278,6 +352,20 @@ def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 16 * 16))
     if name in ("paddleocr-vl", "paddleocr-vl-1.5"):  # 60x60 patches of 14 px, one frame: 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3, 14, 14))
+    if name == "glm-ocr":  # 60x60 patches of 14 px, two temporal frames: 900 image tokens
+        marks = {"vision_start_token_id": cfg["image_start_token_id"], "vision_end_token_id": cfg["image_end_token_id"]}
+        return _qwen_like(torch, {**cfg, **marks}, 60, lambda n: (n, 3 * 2 * 14 * 14))
+    if name == "lighton-ocr":  # an 840 px square page: 30x30 merged patches of 28 px, 900 image tokens
+        image_tokens = 900
+        input_ids = _ids(
+            torch, [(TEXT_ID, 4), (cfg["image_token_id"], image_tokens), (TEXT_ID, PROMPT_TOKENS - 4 - image_tokens)]
+        )
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": torch.randn(1, 3, 840, 840),
+            "image_sizes": torch.tensor([[840, 840]]),
+        }
     if name == "got":  # crop mode: 2 patches + thumbnail of 1024 px, 256 tokens each
         views = 3
         input_ids = _ids(

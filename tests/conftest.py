@@ -22,3 +22,10 @@ def eval_dir() -> Path:
     if not (EVAL_DIR / "MANIFEST.tsv").is_file():
         pytest.skip(f"evaluation pages not found at {EVAL_DIR}")
     return EVAL_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_user_bench_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auto chain reads the user's own `polyocr bench` results (router/measured.py): no test sees
+    the developer's, and none records into them; a test that wants a file sets its own path."""
+    monkeypatch.setenv("POLYOCR_BENCH_RESULTS", "off")

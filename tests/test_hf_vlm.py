@@ -28,7 +28,6 @@ from polyocr.engines.base import engine_class, engine_names  # noqa: E402
 from polyocr.engines.hf.deepseek_ocr import parse_deepseek_grounding  # noqa: E402
 from polyocr.engines.hf.engine import HFVLMEngine  # noqa: E402
 from polyocr.engines.hf.paddleocr_vl import PaddleOCRVLEngine  # noqa: E402
-from polyocr.engines.hf.qwen2vl import parse_qwen2_grounding  # noqa: E402
 from polyocr.engines.hf.qwen3vl import parse_qwen3_json  # noqa: E402
 from polyocr.engines.hf.spec import VLMSpec  # noqa: E402
 from polyocr.errors import EngineUnavailable  # noqa: E402
@@ -244,16 +243,6 @@ def test_got_vision_never_gets_sdpa() -> None:
     }
 
 
-def test_qwen2_grounding_to_blocks() -> None:
-    output = (
-        "<|object_ref_start|>Title<|object_ref_end|><|box_start|>(100,50),(900,120)<|box_end|>Annual report\n"
-        "<|object_ref_start|>text<|object_ref_end|><|box_start|>(100,200),(500,400)<|box_end|>First paragraph."
-    )
-    blocks = parse_qwen2_grounding(output, (2000, 1000))
-    assert [(b.category, b.text) for b in blocks] == [("Title", "Annual report"), ("Text", "First paragraph.")]
-    assert blocks[0].bbox == (200.0, 50.0, 1800.0, 120.0)
-
-
 def test_qwen3_json_to_blocks_survives_truncation() -> None:
     output = (
         '```json\n[{"bbox_2d": [0, 0, 500, 100], "label": "section-header", "text": "Intro"},\n'
@@ -286,7 +275,9 @@ def test_decoding_steps_reuse_the_cache(name: str, checkpoints: dict[str, Path],
     engine = _engine(name, checkpoints[name])
     inner = engine._model.model
     vision = next(
-        getattr(inner, a) for a in ("visual", "vision_tower", "vision_model", "sam_model") if hasattr(inner, a)
+        getattr(inner, a)
+        for a in ("visual", "vision_tower", "vision_model", "vision_encoder", "sam_model")
+        if hasattr(inner, a)
     )
     events: list[object] = []
     hooks = [

@@ -18,7 +18,7 @@ from polyocr.router import resolve_chain
 from polyocr.types import Task
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "polyocr"
-GROUND = {"types", "scripts", "defaults", "errors", "results", "config", "langdetect"}
+GROUND = {"types", "scripts", "defaults", "errors", "results", "config", "langdetect", "published"}
 UPPER = {"router", "server", "bench", "batch", "cli", "doctor", "api", "ocrmypdf_plugin"}
 SHARED_ENGINE_MODULES = {"base", "vlm"}
 # The one documented exception: the `openai` engine speaks dots.ocr's wire protocol to a vLLM server,

@@ -336,8 +336,10 @@ def test_paddleocr_vl_15_runs_with_pp_doclayout_v3(tmp_path: Path, page: Page) -
     [regions] = engine.detect([page])
     assert result.engine == "paddleocr-vl-1.5" and regions
     assert {b.bbox for b in result.blocks} <= {r.bbox for r in regions}
-    entry = engine_entry("paddleocr-vl-1.5")
-    assert entry.rank is None and "94.5" in entry.evidence
+    from polyocr import published
+
+    assert engine_entry("paddleocr-vl-1.5").rank is None
+    assert "94.5" in published.evidence("paddleocr-vl-1.5")  # arXiv:2601.21957
     # the pipeline's crop pixel limits for 1.5 (PaddleX pipeline.py defaults)
     assert engine.spec.pixel_kwargs([(10, 10)], None, None, {})["size"] == {
         "shortest_edge": 112_896,

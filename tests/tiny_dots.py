@@ -11,6 +11,7 @@ depths are tiny; the structure (GQA decoder, 2-D rotary vision tower, 2x2 merger
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -128,9 +129,13 @@ def build_tiny_dots(
     vocab_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    eos_tokens: Sequence[str] = ("<|endoftext|>", "<|endofassistant|>"),
+    preprocessor_extra: dict | None = None,
 ) -> Path:
     """Write the checkpoint directory; `shards` > 1 splits the weights with an index file, as large ones are.
 
+    `eos_tokens` are generation_config.json's eos_token_id (dots.ocr's two by default) and
+    `preprocessor_extra` keys added to preprocessor_config.json (build_tiny_dots_mocr uses both).
     `text`, `vision` (config keys as TEXT and VISION) and `vocab_size` (at least the tokenizer's) give
     other sizes: benchmarks/bench_dots_engine_gpu.py writes the published ones, building the weights
     on `device` in `dtype` so that 3 B random parameters take seconds, not minutes.
@@ -153,6 +158,7 @@ def build_tiny_dots(
                 "temporal_patch_size": 1,
                 "image_mean": [0.48145466, 0.4578275, 0.40821073],
                 "image_std": [0.26862954, 0.26130258, 0.27577711],
+                **(preprocessor_extra or {}),
             }
         )
     )
@@ -160,7 +166,7 @@ def build_tiny_dots(
         json.dumps(
             {
                 "bos_token_id": ids["<|endoftext|>"],
-                "eos_token_id": [ids["<|endoftext|>"], ids["<|endofassistant|>"]],
+                "eos_token_id": [ids[t] for t in eos_tokens],
             }
         )
     )
@@ -181,3 +187,17 @@ def build_tiny_dots(
         weight_map.update(dict.fromkeys(part, file))
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return path
+
+
+# dots.mocr's published files (tests/fixtures/models/dots.mocr, SOURCES.md): config.json is dots.ocr's,
+# the preprocessor the 432-byte revision with the processor's auto_map, generation eos adds <|assistant|>.
+MOCR_EOS_TOKENS = ("<|endoftext|>", "<|assistant|>", "<|endofassistant|>")
+MOCR_PREPROCESSOR_EXTRA = {
+    "auto_map": {"AutoProcessor": "configuration_dots.DotsVLProcessor"},
+    "processor_class": "DotsVLProcessor",
+}
+
+
+def build_tiny_dots_mocr(path: Path, **kwargs) -> Path:
+    """A tiny random-weight dots.mocr checkpoint: dots.ocr's layout, dots.mocr's generation and preprocessor files."""
+    return build_tiny_dots(path, eos_tokens=MOCR_EOS_TOKENS, preprocessor_extra=MOCR_PREPROCESSOR_EXTRA, **kwargs)

@@ -1,4 +1,4 @@
-"""Tiny random-weight checkpoints of the five transformers VLMs, saved in the published layout.
+"""Tiny random-weight checkpoints of the transformers VLMs, saved in the published layout.
 
 Each builder writes config, safetensors weights, a tokenizer trained here (tests/tiny_tokenizer.py)
 with the model's own special tokens, the image processor and the processor into a directory, so the
@@ -268,6 +268,158 @@ def _with_named_tokens(tokenizer: object, **named: str) -> transformers.PreTrain
         return transformers.AutoTokenizer.from_pretrained(scratch, extra_special_tokens=named)
 
 
+# GLM-OCR's special tokens (ids in the published checkpoint: [gMASK] 59248, <sop> 59250, <|user|>
+# 59253, <|assistant|> 59254, <|begin_of_image|> 59256, <|end_of_image|> 59257, <|image|> 59280,
+# <|endoftext|> 59246; config.json and transformers' GlmOcrConfig defaults).
+GLM_TOKENS = [
+    "<|endoftext|>",
+    "[gMASK]",
+    "<sop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|image|>",
+    "<|video|>",
+]
+# Not the published template (no public copy of zai-org/GLM-OCR's chat_template.jinja was found): the
+# GLM-V conversation shape, [gMASK]<sop><|user|>\n<image block><text><|assistant|>\n.
+GLM_CHAT = (
+    "[gMASK]<sop>{% for m in messages %}<|{{ m.role }}|>\n{% if m.content is string %}{{ m.content }}"
+    "{% else %}{% for c in m.content %}{% if c.type == 'image' %}<|begin_of_image|><|image|><|end_of_image|>"
+    "{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+# LightOnOCR-2: Qwen3's tokens; the processor's image, break and end tokens are <|image_pad|>,
+# <|vision_pad|>, <|vision_end|> (transformers tests/models/lighton_ocr/test_processing_lighton_ocr.py).
+LIGHTON_TOKENS = [*QWEN_TOKENS, "<|vision_pad|>"]
+LIGHTON_CHAT = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<|image_pad|>{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_glm_ocr(path: Path) -> Path:
+    from polyocr.engines.hf.spec import image_only_processor
+
+    tok = train_tokenizer(GLM_TOKENS, eos_token="<|endoftext|>", pad_token="<|endoftext|>", chat_template=GLM_CHAT)
+    eos = _ids(tok, "<|endoftext|>", "<|user|>")  # the published eos list: <|endoftext|>, <|user|>
+    image, video, start, end, vstart, vend = _ids(
+        tok,
+        "<|image|>",
+        "<|video|>",
+        "<|begin_of_image|>",
+        "<|end_of_image|>",
+        "<|begin_of_video|>",
+        "<|end_of_video|>",
+    )
+    config = transformers.GlmOcrConfig(
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "head_dim": 8,
+            "eos_token_id": eos,
+            "pad_token_id": tok.pad_token_id,
+            # published: mrope_section [16, 24, 24] of head_dim 128, partial_rotary_factor 1.0
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000,
+                "mrope_section": [2, 1, 1],
+                "partial_rotary_factor": 1.0,
+            },
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "num_heads": 4,
+            "intermediate_size": 64,
+            "out_hidden_size": 32,  # the text hidden size, as published (1536 = 1536)
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=image,
+        video_token_id=video,
+        image_start_token_id=start,
+        image_end_token_id=end,
+        video_start_token_id=vstart,
+        video_end_token_id=vend,
+    )
+    # The published image arithmetic (patch 14, merge 2, 2 temporal frames), tiny pixel bounds.
+    images = transformers.Glm46VImageProcessorPil(
+        size={"shortest_edge": 2 * 28 * 28 * 4, "longest_edge": 2 * 28 * 28 * 64},
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = image_only_processor(transformers.Glm46VProcessor)(
+        image_processor=images, tokenizer=tok, chat_template=GLM_CHAT
+    )
+    _save(transformers.GlmOcrForConditionalGeneration, config, processor, path)
+    transformers.GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(
+        path
+    )
+    return path
+
+
+def build_lighton_ocr(path: Path) -> Path:
+    import json
+
+    tok = train_tokenizer(LIGHTON_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=LIGHTON_CHAT)
+    tok = _with_named_tokens(
+        tok, image_token="<|image_pad|>", image_break_token="<|vision_pad|>", image_end_token="<|vision_end|>"
+    )
+    config = transformers.LightOnOcrConfig(
+        text_config={
+            **TEXT,
+            "model_type": "qwen3",
+            "vocab_size": len(tok),
+            "head_dim": 8,
+            "tie_word_embeddings": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000},
+        },
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "head_dim": 8,
+            "image_size": 224,  # the RoPE table's extent: the processor's longest edge
+            "patch_size": 14,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000},
+        },
+        spatial_merge_size=2,
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    images = transformers.PixtralImageProcessorPil(
+        size={"longest_edge": 224},
+        patch_size={"height": 14, "width": 14},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor = transformers.LightOnOcrProcessor(
+        image_processor=images, tokenizer=tok, patch_size=14, spatial_merge_size=2, chat_template=LIGHTON_CHAT
+    )
+    _save(transformers.LightOnOcrForConditionalGeneration, config, processor, path)
+    # The published config.json names the architecture "LightOnOCRForConditionalGeneration" under
+    # model_type "mistral3" (lightonai/LightOnOCR-2-1B config.json); write the tiny one the same way.
+    saved = json.loads((path / "config.json").read_text())
+    saved.update(model_type="mistral3", architectures=["LightOnOCRForConditionalGeneration"])
+    (path / "config.json").write_text(json.dumps(saved, indent=2))
+    return path
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "qwen2vl": build_qwen2vl,
     "qwen3vl": build_qwen3vl,
@@ -275,4 +427,6 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "deepseek-ocr": build_deepseek_ocr,
     "paddleocr-vl": build_paddleocr_vl,
     "paddleocr-vl-1.5": build_paddleocr_vl15,
+    "glm-ocr": build_glm_ocr,
+    "lighton-ocr": build_lighton_ocr,
 }

@@ -28,7 +28,9 @@ class RunOptions:
     """What a user may say about a run, with the defaults polyocr uses when they say nothing."""
 
     engine: str | Sequence[str] = "auto"
-    task: TaskKind | str = TaskKind.LAYOUT
+    # None: the default, layout, which a named engine without layout answers with text (Task.for_engine);
+    # a task given is the task: an engine named for it that lacks it is refused.
+    task: TaskKind | str | None = None
     languages: str | Sequence[str] = defaults.LANGUAGES
     dpi: float = defaults.DPI
     max_pixels: int = defaults.INPUT_MAX_PIXELS
@@ -102,7 +104,8 @@ def prepare_router(options: RunOptions) -> Router:
     options.validate()
     config = load_config(options.engine, options.timeout)
     task = Task(
-        kind=TaskKind(options.task),
+        kind=TaskKind(options.task) if options.task is not None else TaskKind.LAYOUT,
+        explicit=options.task is not None,
         languages=options.language_tuple(),
         max_new_tokens=options.max_new_tokens,
         timeout=config.timeout,
@@ -151,7 +154,7 @@ def ocr(
     item: Input,
     engine: str | Sequence[str] = "auto",
     *,
-    task: TaskKind | str = TaskKind.LAYOUT,
+    task: TaskKind | str | None = None,
     languages: str | Sequence[str] = defaults.LANGUAGES,
     dpi: float = defaults.DPI,
     max_pixels: int = defaults.INPUT_MAX_PIXELS,

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from polyocr import defaults
+from polyocr.defaults import LANGUAGES as DEFAULT_LANGUAGES
 from polyocr.documents import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, expand_inputs
 from polyocr.documents.textlayer import TEXT_LAYER_MODES
 from polyocr.errors import PolyOCRError
@@ -114,7 +115,10 @@ def ocr(
         ),
     ] = "auto",
     pdfa: Annotated[bool, typer.Option(help="--format pdf: write PDF/A-2b.")] = False,
-    task: Annotated[TaskKind, typer.Option(help="What to extract.")] = TaskKind.LAYOUT,
+    task: Annotated[
+        TaskKind | None,
+        typer.Option(help="What to extract (default: layout; an engine named without layout then gives its text)."),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write one file per input here.")] = None,
     dpi: Annotated[float, typer.Option(help="Resolution for rendering PDF pages.")] = DEFAULT_DPI,
     overlay: Annotated[bool, typer.Option(help="Also write a PNG of each page with its blocks (needs --out).")] = False,
@@ -413,10 +417,19 @@ def _print_documents(documents: list[DocumentResult], fmt: str) -> None:
 @app.command()
 def engines(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ranked: Annotated[
+        bool, typer.Option("--ranked", help="The auto chain's order, with the published scores and their sources.")
+    ] = False,
+    lang: Annotated[str, typer.Option(help="--ranked: the languages your measured results are matched on.")] = "+".join(
+        DEFAULT_LANGUAGES
+    ),
 ) -> None:
-    """List every engine, whether it can run here, and why not."""
+    """List every engine, whether it can run here and why not, its licence and the tasks it does."""
     from dataclasses import asdict
 
+    if ranked:
+        _engines_ranked(as_json, [code for code in lang.replace(",", "+").split("+") if code])
+        return
     from polyocr.doctor import engine_statuses
     from polyocr.runtime.probe import get_profile
 
@@ -425,15 +438,60 @@ def engines(
         sys.stdout.write(json.dumps([asdict(s) for s in statuses], indent=2) + "\n")
         return
     table = Table(title="polyocr engines")
-    for column in ("engine", "kind", "runs here", "why / fix", "scripts and notes"):
+    for column in ("engine", "kind", "runs here", "why / fix", "tasks", "licence", "scripts and notes"):
         table.add_column(column, overflow="fold")
     for status in statuses:
         runs = "[green]yes[/green]" if status.available else "[red]no[/red]"
         if status.available and status.device:
             runs += f"\n{status.device} {status.dtype} {status.attention}".rstrip()
         why = escape(status.reason) + (f"\n[cyan]fix:[/cyan] {escape(status.fix)}" if status.fix else "")
-        table.add_row(status.name, status.kind, runs, why, escape(", ".join(status.scripts) + "\n" + status.notes))
+        licence = escape(status.licence or "-")
+        if status.commercial_use is not True and status.licence:
+            licence = f"[yellow]{licence}[/yellow]"
+        table.add_row(
+            status.name,
+            status.kind,
+            runs,
+            why,
+            ", ".join(status.tasks),
+            licence,
+            escape(", ".join(status.scripts) + "\n" + status.notes),
+        )
     out.print(table)
+
+
+def _engines_ranked(as_json: bool, languages: list[str]) -> None:
+    """`engines --ranked`: auto's order (GPU part, then CPU part), the scores it rests on, the rule."""
+    from polyocr.published import RULE
+    from polyocr.router.measured import results_path
+    from polyocr.router.resolve import ranking
+
+    rows = ranking(languages)
+    if as_json:
+        sys.stdout.write(json.dumps({"rule": RULE, "languages": languages, "engines": rows}, indent=2) + "\n")
+        return
+    table = Table(title="the auto chain's order (VLMs on a GPU, then the CPU engines)", caption=RULE)
+    for column in ("#", "engine", "published scores (source, date)", "size", "licence", "your bench"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        scores = "\n".join(
+            f"{s['benchmark']} {s['version']} {s['metric']} {s['value']:g} ({s['source']}, {s['date']})".replace(
+                "  ", " "
+            )
+            for s in row["scores"]
+        )
+        mine = row["measured"]
+        bench = f"CER {mine['cer']:.4f} on {mine['pages']} page(s), {mine['created']}" if mine else "-"
+        place = str(row["place"]) if row["place"] is not None else f"[yellow]out[/yellow]: {escape(row['left_out'])}"
+        size = f"{row['params_b']:g}B" if row["params_b"] is not None else "-"
+        evidence = scores or row["evidence"] or "-"
+        table.add_row(place, row["engine"], escape(evidence), size, escape(row["licence"] or "-"), bench)
+    out.print(table)
+    where = results_path()
+    err.print(
+        f"[dim]your `polyocr bench` results: {where if where is not None else 'off (POLYOCR_BENCH_RESULTS=off)'}; "
+        f"matched on {'+'.join(languages)}[/dim]"
+    )
 
 
 @app.command()
@@ -588,6 +646,7 @@ def _bench_datasets(
     from polyocr.bench.report import markdown, write_report
     from polyocr.bench.runner import AUTO, run_bench
     from polyocr.engines.base import engine_names
+    from polyocr.router.measured import record as record_measured
 
     progress = _progress(quiet)
     with progress:
@@ -604,9 +663,18 @@ def _bench_datasets(
             raise typer.Exit(2) from None
     result.command = command.replace("{engines}", ",".join(r.spec for r in result.runs))
     paths = write_report(result, out_dir)
+    # The user's own results order auto before the published scores (router/measured.py).
+    recorded = record_measured(
+        [(run.spec, [row.to_dict() for row in run.rows()]) for run in result.runs if run.available],
+        created=result.created,
+        command=result.command,
+        datasets=result.datasets,
+    )
     sys.stdout.write(markdown(result))
     if not quiet:
         err.print("wrote " + ", ".join(str(p) for p in paths.values()))
+        if recorded is not None:
+            err.print(f"recorded the engines' results for auto in {recorded} (`polyocr engines --ranked` shows them)")
     if not any(run.items for run in result.runs):
         raise typer.Exit(2)
 

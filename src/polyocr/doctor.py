@@ -16,10 +16,11 @@ from rich.table import Table
 
 from polyocr.engines.base import Engine, create_engine, engine_names
 from polyocr.errors import ConfigError, EngineUnavailable
+from polyocr.published import published
 from polyocr.router.plans import make_plan
 from polyocr.runtime.attention import TORCH_CUDA_FIX, choose, cuda_fix, kernel_fix
 from polyocr.runtime.probe import ATTENTION_PATHS, Profile, get_profile, probe, run_deferred
-from polyocr.types import EngineKind
+from polyocr.types import EngineKind, TaskKind
 
 
 @dataclass
@@ -41,6 +42,9 @@ class EngineStatus:
     reasons: dict[str, str] = field(default_factory=dict)
     scripts: list[str] = field(default_factory=list)
     notes: str = ""
+    tasks: list[str] = field(default_factory=list)  # the tasks it really does (the router asks no other)
+    licence: str = ""  # the model card's licence (polyocr/published.py), "" where the table has no row
+    commercial_use: bool | None = None  # True allowed, False restricted, None not verified
 
 
 @dataclass
@@ -186,7 +190,11 @@ def engine_statuses(profile: Profile) -> list[EngineStatus]:
             availability.fix,
             scripts=sorted(engine.scripts),
             notes=engine.notes or engine.description,
+            tasks=[t.value for t in TaskKind if t in engine.tasks],
         )
+        row = published(name)
+        if row is not None:
+            status.licence, status.commercial_use = row.licence.label, row.licence.commercial_use
         if availability.ok and engine.kind == EngineKind.VLM:
             try:
                 _apply_decisions(status, engine, profile)

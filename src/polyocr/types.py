@@ -8,7 +8,7 @@ server can all depend on it without depending on each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,22 @@ class Task:
     region: tuple[float, float, float, float] | None = None
     # Add languages for scripts found on the page that `languages` do not cover (langdetect.py).
     lang_detect: bool = True
+    # The caller named `kind` (False: the default, layout, which a named engine without layout may
+    # answer with the best it has; see `for_engine`).
+    explicit: bool = False
+    # Set by `for_engine` on the task an engine is given instead of the one asked for.
+    degraded_from: TaskKind | None = None
+
+    def for_engine(self, offered: frozenset[TaskKind]) -> Task | None:
+        """This task as an engine offering `offered` can take it: itself when offered; for the default
+        layout task (not `explicit`) on an engine without layout, the text task (its richest text:
+        an HF engine then uses its Markdown mode where it has one), marked `degraded_from`; None when
+        the engine lacks the task (the router never asks it)."""
+        if self.kind in offered:
+            return self
+        if self.kind == TaskKind.LAYOUT and not self.explicit and TaskKind.TEXT in offered:
+            return replace(self, kind=TaskKind.TEXT, degraded_from=TaskKind.LAYOUT)
+        return None
 
 
 @dataclass(frozen=True)

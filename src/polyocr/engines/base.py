@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from polyocr.errors import EngineUnavailable
+from polyocr.published import published, published_order
 from polyocr.scripts import ANY_SCRIPT
 from polyocr.types import ATTENTIONS, PER_CALL_FIELDS, Availability, EngineKind, EnginePlan, Task, TaskKind
 
@@ -104,10 +105,14 @@ class Engine:
 class EngineEntry:
     """One registered engine: where its class lives, what kind it is, and where "auto" puts it.
 
-    `rank` orders the engines of one kind in the auto chain (lower first; None: never chosen by
-    auto, only when named). `evidence` says what the rank rests on, for `polyocr engines` and the
-    docs. `cer` is the recorded character error rate per script (classical engines, from
-    benchmarks/classical-devset.md), which orders the CPU part of the chain per page script.
+    `rank` orders the classical engines in the auto chain after their recorded CER (lower first;
+    None: never chosen by auto, only when named). A VLM's rank is not typed here: `ranked()` derives
+    the VLMs' order from the published scores (polyocr/published.py, its RULE), so a VLM entry leaves
+    `rank` None, and a registered VLM with no row in that table (a plug-in's) enters auto only with a
+    rank of its own, after the table's engines. `evidence` says what the place rests on (for a VLM,
+    derived from the table when left empty). `cer` is the recorded character error rate per script
+    (classical engines, from benchmarks/classical-devset.md), which orders the CPU part of the chain
+    per page script.
     """
 
     name: str
@@ -118,12 +123,8 @@ class EngineEntry:
     cer: tuple[tuple[str, float], ...] = ()
 
 
-# Order of the VLMs for "auto" on a GPU, with the evidence it rests on: dots.ocr first (layout,
-# tables, formulas and every script in one pass), then by OmniDocBench v1.5 overall score as
-# published: PaddleOCR-VL 92.56 (arXiv:2510.14528), DeepSeek-OCR 86.46 (OmniDocBench leaderboard);
-# Qwen3-VL-2B, Qwen2-VL-2B and GOT-OCR 2.0 have no published v1.5 score and follow, newest first;
-# Phi-3.5-Vision (no published v1.5 score either, and no layout mode) comes last.
-# No VLM has been measured on polyocr's own pages (only random weights run here).
+# The VLMs' order for "auto" on a GPU is derived from polyocr/published.py (scores with their sources,
+# the rule written there), never typed here: leave a VLM's rank None.
 # Classical engines: character error rate per script on the development set (`polyocr eval`,
 # 2026-11-23: the eng rows for Latin, the rus row for Cyrillic); RapidOCR reads no Cyrillic at all.
 ENTRIES: tuple[EngineEntry, ...] = (
@@ -131,24 +132,19 @@ ENTRIES: tuple[EngineEntry, ...] = (
                 "dev-set CER eng 0.0230, rus 0.1340", (("Latin", 0.0230), ("Cyrillic", 0.1340))),
     EngineEntry("rapidocr", "polyocr.engines.rapidocr:RapidOCREngine", EngineKind.CLASSICAL, 1,
                 "dev-set CER eng 0.0746", (("Latin", 0.0746),)),
-    EngineEntry("dots", "polyocr.engines.dots.engine:DotsEngine", EngineKind.VLM, 0,
-                "layout, tables, formulas and every script in one pass"),
-    EngineEntry("paddleocr-vl", "polyocr.engines.hf.paddleocr_vl:PaddleOCRVLEngine", EngineKind.VLM, 1,
-                "OmniDocBench v1.5 overall 92.56 (arXiv:2510.14528)"),
-    EngineEntry("deepseek-ocr", "polyocr.engines.hf.deepseek_ocr:DeepseekOcrEngine", EngineKind.VLM, 2,
-                "OmniDocBench v1.5 overall 86.46 (OmniDocBench leaderboard)"),
-    EngineEntry("qwen3vl", "polyocr.engines.hf.qwen3vl:Qwen3VLEngine", EngineKind.VLM, 3,
-                "no published OmniDocBench v1.5 score; newest of the rest"),
-    EngineEntry("qwen2vl", "polyocr.engines.hf.qwen2vl:Qwen2VLEngine", EngineKind.VLM, 4,
-                "no published OmniDocBench v1.5 score"),
-    EngineEntry("got", "polyocr.engines.hf.got:GotOcr2Engine", EngineKind.VLM, 5,
-                "no published OmniDocBench v1.5 score; oldest"),
-    EngineEntry("phi35v", "polyocr.engines.phi35v.engine:Phi35VEngine", EngineKind.VLM, 6,
-                "no published OmniDocBench v1.5 score; text only (no layout mode)"),
+    EngineEntry("dots", "polyocr.engines.dots.engine:DotsEngine", EngineKind.VLM, None),
+    EngineEntry("paddleocr-vl", "polyocr.engines.hf.paddleocr_vl:PaddleOCRVLEngine", EngineKind.VLM, None),
+    EngineEntry("deepseek-ocr", "polyocr.engines.hf.deepseek_ocr:DeepseekOcrEngine", EngineKind.VLM, None),
+    EngineEntry("qwen3vl", "polyocr.engines.hf.qwen3vl:Qwen3VLEngine", EngineKind.VLM, None),
+    EngineEntry("qwen2vl", "polyocr.engines.hf.qwen2vl:Qwen2VLEngine", EngineKind.VLM, None),
+    EngineEntry("got", "polyocr.engines.hf.got:GotOcr2Engine", EngineKind.VLM, None),
+    EngineEntry("phi35v", "polyocr.engines.phi35v.engine:Phi35VEngine", EngineKind.VLM, None),
+    EngineEntry("glm-ocr", "polyocr.engines.hf.glm_ocr:GlmOcrEngine", EngineKind.VLM, None),
+    EngineEntry("lighton-ocr", "polyocr.engines.hf.lighton_ocr:LightOnOcrEngine", EngineKind.VLM, None),
+    EngineEntry("dots-mocr", "polyocr.engines.dots.mocr:DotsMOCREngine", EngineKind.VLM, None),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
-    EngineEntry("paddleocr-vl-1.5", "polyocr.engines.hf.paddleocr_vl15:PaddleOCRVL15Engine", EngineKind.VLM, None,
-                "OmniDocBench v1.5 overall 94.5 (arXiv:2601.21957)"),
+    EngineEntry("paddleocr-vl-1.5", "polyocr.engines.hf.paddleocr_vl15:PaddleOCRVL15Engine", EngineKind.VLM, None),
 )  # fmt: skip
 
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}
@@ -177,9 +173,27 @@ def engine_entry(name: str) -> EngineEntry:
 
 
 def ranked(kind: EngineKind) -> list[EngineEntry]:
-    """The engines of one kind that auto may choose, best first."""
-    entries = [e for e in _REGISTRY.values() if e.kind == kind and e.rank is not None]
-    return sorted(entries, key=lambda e: e.rank or 0)
+    """The engines of one kind that auto may choose, best first, each with its place as `rank`.
+
+    VLMs: the registered ones with a row in polyocr/published.py, in its RULE's order, leaving out any
+    whose licence restricts commercial use or could not be verified (named, they still run); then
+    registered VLMs without a row that carry a rank of their own (plug-ins), by that rank. Other
+    kinds: by their typed rank.
+    """
+    entries = [e for e in _REGISTRY.values() if e.kind == kind]
+    if kind != EngineKind.VLM:
+        return sorted((e for e in entries if e.rank is not None), key=lambda e: e.rank or 0)
+    by_name = {e.name: e for e in entries}
+    order = [name for name in published_order(by_name) if _licence_allows_auto(name)]
+    order += [
+        e.name for e in sorted(entries, key=lambda e: e.rank or 0) if published(e.name) is None and e.rank is not None
+    ]
+    return [replace(by_name[name], rank=place) for place, name in enumerate(order)]
+
+
+def _licence_allows_auto(name: str) -> bool:
+    row = published(name)
+    return row is not None and row.auto_allowed
 
 
 def engine_class(name: str) -> type[Engine]:

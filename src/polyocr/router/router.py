@@ -37,7 +37,7 @@ from polyocr.router.policy import History, decide, is_oom
 from polyocr.router.pool import EnginePool, call_with_timeout, free_memory
 from polyocr.router.textlayer import sample_invisible_layer
 from polyocr.runtime.probe import Profile, get_profile
-from polyocr.types import EngineKind, EnginePlan, Task
+from polyocr.types import EngineKind, EnginePlan, Task, TaskKind
 
 PageCallback = Callable[[Page, PageResult], None]
 log = logging.getLogger(__name__)
@@ -296,10 +296,18 @@ class Router:
         """One call of the engine; failures are recorded on the pages. Returns the outcome, the results
         on success, and each page's share of the call's seconds."""
         engine = self.pool.engine(name)
-        task = pages[0].ctx.task  # _settle groups the pages of one call by task
+        asked = pages[0].ctx.task  # _settle groups the pages of one call by task
         settings = plan_settings(engine, plan)
-        limit = None if task.timeout is None else task.timeout * len(pages) * 1.1 + 1.0
         start = time.perf_counter()
+        given = asked.for_engine(engine.tasks)
+        if given is None:  # never ask an engine for a task it lacks (a request's task, not the chain's)
+            offered = ", ".join(t.value for t in TaskKind if t in engine.tasks)
+            _record(pages, name, Outcome.UNAVAILABLE, settings, start, f"it does not do {asked.kind.value} ({offered})")
+            return Outcome.UNAVAILABLE, None, 0.0
+        task = given
+        if task.degraded_from is not None:
+            settings["task"] = _degraded(name, task)
+        limit = None if task.timeout is None else task.timeout * len(pages) * 1.1 + 1.0
         try:
             results = call_with_timeout(lambda: engine.recognize([s.page for s in pages], task), limit)
             if len(results) != len(pages):
@@ -335,10 +343,16 @@ class Router:
         wrong script go to `retry_languages` when this engine can read the page's script."""
         engine = self.pool.engine(name)
         settings = plan_settings(engine, plan)
+        given = pages[0].ctx.task.for_engine(engine.tasks)  # what _call asked the engine
+        degraded = given is not None and given.degraded_from is not None
+        if degraded and given is not None:
+            settings["task"] = _degraded(name, given)
         looping: list[_PageState] = []
         for state, result in zip(pages, results, strict=True):
             _complete(result, state.page, name)
-            failures = run_checks(result, state.ctx, self.checks)
+            # A degraded answer is judged as the task it answered (a text answer has no layout to parse).
+            ctx = replace(state.ctx, task=given) if degraded and given is not None else state.ctx
+            failures = run_checks(result, ctx, self.checks)
             if not failures:
                 state.attempts.append(Attempt(engine=name, settings=settings, outcome=Outcome.OK, seconds=share))
                 result.attempts = state.attempts
@@ -387,6 +401,12 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _degraded(name: str, task: Task) -> str:
+    """What an attempt records of a task given instead of the one asked (Task.for_engine)."""
+    asked = task.degraded_from.value if task.degraded_from is not None else task.kind.value
+    return f"{task.kind.value} (asked {asked}; {name} has no {asked} mode)"
 
 
 def _record(batch: list[_PageState], name: str, outcome: Outcome, settings: dict, start: float, error: str) -> None:

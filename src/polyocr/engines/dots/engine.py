@@ -18,13 +18,22 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from polyocr.engines import vlm
 from polyocr.engines.base import Engine
-from polyocr.engines.dots.layout import page_text, parse_layout, to_blocks
-from polyocr.engines.dots.prompts import TASK_MODES, PromptMode, prompt_text
+from polyocr.engines.dots.layout import (
+    extract_svg,
+    page_text,
+    parse_layout,
+    parse_scene_text,
+    scene_blocks,
+    svg_text,
+    to_blocks,
+)
+from polyocr.engines.dots.prompts import DOTS_OCR_MODES, MODE_TASKS, TASK_MODES, PromptMode, prompt_text
 from polyocr.engines.vlm import split_generation
 from polyocr.errors import EngineError, EngineUnavailable, InputError
 from polyocr.formats.markdown import blocks_to_markdown
@@ -32,6 +41,8 @@ from polyocr.results import Block, Generation, PageResult, PageStatus, TextForma
 from polyocr.runtime.memory import DTYPE_BYTES, ModelDims, kv_bytes_per_token
 from polyocr.scripts import ANY_SCRIPT
 from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
+
+_LAYOUT_MODES = (PromptMode.LAYOUT_ALL, PromptMode.LAYOUT_ONLY, PromptMode.WEB_PARSING)
 
 if TYPE_CHECKING:
     from polyocr.documents import Page
@@ -79,6 +90,12 @@ class DotsEngine(Engine):
         "weights: rednote-hilab/dots.ocr (6.1 GB in bf16); long or dense pages can end truncated at the "
         "token limit (the page is then marked partial, with its complete elements kept)"
     )
+    # The prompt modes this checkpoint was trained on (prompts.py), the generation defaults a mode's
+    # authors use where they differ from the engine's (the plan's own settings win), and the end
+    # tokens used when a checkpoint has no generation_config.json (processor.END_TOKENS).
+    modes: ClassVar[frozenset[PromptMode]] = DOTS_OCR_MODES
+    mode_generation: ClassVar[dict[PromptMode, dict[str, Any]]] = {}
+    end_tokens: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, model_path: str | None = None) -> None:
         super().__init__(model_path)
@@ -91,25 +108,34 @@ class DotsEngine(Engine):
         missing = [name for name in _REQUIRED if not profile.packages.get(name)]
         if missing:
             return Availability.no(f"needs {', '.join(missing)}", "pip install 'polyocr[vlm]'")
+        fix = self.fetch_fix()
         if self.model_path is not None and Path(self.model_path).expanduser().is_dir():
             if not (Path(self.model_path).expanduser() / "config.json").is_file():
-                return Availability.no(f"{self.model_path} is not a dots.ocr checkpoint (no config.json)", FETCH_FIX)
+                return Availability.no(f"{self.model_path} is not a {self.model_name} checkpoint (no config.json)", fix)
             weights = self.model_path
         elif self.model_path is not None and self.model_path not in profile.hf_cache_models:
             return Availability.no(
                 f"{self.model_path} is neither a directory nor in the Hugging Face cache ({profile.hf_cache})",
                 f"hf download {self.model_path}, or pass a checkpoint directory",
             )
-        elif (self.model_path or REPO_ID) in profile.hf_cache_models:
-            weights = f"{self.model_path or REPO_ID} in {profile.hf_cache}"
+        elif (self.model_path or self.repo_id) in profile.hf_cache_models:
+            weights = f"{self.model_path or self.repo_id} in {profile.hf_cache}"
         else:
             return Availability.no(
-                f"no dots.ocr weights: {REPO_ID} is not in the Hugging Face cache ({profile.hf_cache})", FETCH_FIX
+                f"no {self.model_name} weights: {self.repo_id} is not in the Hugging Face cache ({profile.hf_cache})",
+                fix,
             )
         gpus = profile.usable_gpus()
         if not gpus:
             return Availability.yes(f"weights: {weights}; {CPU_NOTE}")
         return Availability.yes(f"weights: {weights}; GPU {gpus[0].index}: {gpus[0].name}")
+
+    @property
+    def model_name(self) -> str:
+        return str(self.repo_id).rsplit("/", 1)[-1]
+
+    def fetch_fix(self) -> str:
+        return FETCH_FIX if self.repo_id == REPO_ID else f"hf download {self.repo_id}, or pass --model DIR"
 
     def model_dims(self, dtype: str) -> ModelDims:
         """The published model's memory (specs/dots-ocr.md: 3.04 B parameters; 28 decoder layers with
@@ -133,11 +159,11 @@ class DotsEngine(Engine):
         from polyocr.engines.dots.model import PACKED_DECODE, DotsOCRForCausalLM, resolve_checkpoint
         from polyocr.engines.dots.processor import DotsProcessor
 
-        directory = resolve_checkpoint(plan.model_path or self.model_path or REPO_ID, download=False)
+        directory = resolve_checkpoint(plan.model_path or self.model_path or str(self.repo_id), download=False)
         if not hasattr(torch, plan.dtype):
             raise EngineUnavailable(self.name, f"unknown dtype {plan.dtype!r}", "use bfloat16, float16 or float32")
         self.processor = DotsProcessor.from_pretrained(
-            directory, min_pixels=plan.min_pixels, max_pixels=plan.max_pixels
+            directory, min_pixels=plan.min_pixels, max_pixels=plan.max_pixels, end_tokens=self.end_tokens
         )
         self.model = DotsOCRForCausalLM.from_pretrained(
             directory,
@@ -161,16 +187,45 @@ class DotsEngine(Engine):
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
         if self.model is None or self.processor is None:
             raise EngineError(self.name, "recognize() before load()")
-        mode = TASK_MODES[task.kind]
-        if pages and self._uses_slots():
+        mode = self.mode_for(task)
+        plan = self.plan_for(mode)
+        if pages and self._uses_slots(plan):
             return self._recognize_slots(pages, task, mode)
         step = max(1, self.plan.batch_size)
         results: list[PageResult] = []
         for start in range(0, len(pages), step):
-            results.extend(self._batch(pages[start : start + step], task, mode))
+            results.extend(self._batch(pages[start : start + step], task, mode, plan))
         return results
 
-    def _batch(self, pages: Sequence[Page], task: Task, mode: PromptMode) -> list[PageResult]:
+    def mode_for(self, task: Task) -> PromptMode:
+        """The prompt mode for a task: plan.generation["prompt_mode"] where it answers this task, else
+        the task's own mode (prompts.TASK_MODES). A mode the checkpoint was not trained on is an error."""
+        chosen = self.plan.generation.get("prompt_mode")
+        if chosen is None:
+            return TASK_MODES[task.kind]
+        known = sorted(m.value for m in self.modes)
+        try:
+            mode: PromptMode | None = PromptMode(str(chosen))
+        except ValueError:
+            mode = None
+        if mode is None or mode not in self.modes:
+            raise EngineError(
+                self.name,
+                f"unknown prompt_mode {chosen!r} (the modes of {self.repo_id}: {', '.join(known)}); "
+                f"set [engines.{self.name}] generation.prompt_mode to one of them",
+            )
+        return mode if MODE_TASKS[mode] == task.kind else TASK_MODES[task.kind]
+
+    def plan_for(self, mode: PromptMode) -> EnginePlan:
+        """The plan with the mode's own generation defaults under the plan's settings."""
+        defaults = self.mode_generation.get(mode)
+        if not defaults:
+            return self.plan
+        return replace(self.plan, generation={**defaults, **self.plan.generation})
+
+    def _batch(
+        self, pages: Sequence[Page], task: Task, mode: PromptMode, plan: EnginePlan | None = None
+    ) -> list[PageResult]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -190,7 +245,7 @@ class DotsEngine(Engine):
             enabled=vlm.loop_stop_enabled(self.plan),
         )
         with torch.inference_mode():
-            settings = self._generation_kwargs(task, prompt_length)
+            settings = self._generation_kwargs(task, prompt_length, plan)
             output = self.model.generate(
                 **inputs, **settings, logits_processor=[watch], stopping_criteria=StoppingCriteriaList([loops])
             )
@@ -210,13 +265,13 @@ class DotsEngine(Engine):
                 seconds=round(seconds, 4),
                 nonfinite_logits=bad_logits,
             )
-            results.append(page_result(page, image, mode, task, self.processor.decode(kept), generation))
+            results.append(page_result(page, image, mode, task, self.processor.decode(kept), generation, self.name))
         return results
 
-    def _uses_slots(self) -> bool:
+    def _uses_slots(self, plan: EnginePlan | None = None) -> bool:
         """polyocr's slot decoder (continuous batching, one CUDA graph per step) or transformers' generate."""
         assert self.model is not None
-        options = self.plan.generation
+        options = (plan or self.plan).generation
         choice = options.get("decoder") or ("slots" if self.model.device.type == "cuda" else "generate")
         if choice not in ("slots", "generate"):
             raise EngineError(self.name, f"unknown decoder {choice!r} (slots or generate)")
@@ -258,7 +313,7 @@ class DotsEngine(Engine):
                 seconds=round(seconds, 4),
                 nonfinite_logits=done.nonfinite,
             )
-            results.append(page_result(page, shape, mode, task, self.processor.decode(kept), generation))
+            results.append(page_result(page, shape, mode, task, self.processor.decode(kept), generation, self.name))
         return results
 
     def slot_decoder(self, cache_len: int) -> SlotDecoder:
@@ -338,6 +393,8 @@ class DotsEngine(Engine):
             raise InputError(page.source, f"page {page.number}: {exc}") from exc
 
     def _prompt(self, page: Page, image: PreparedImage, task: Task, mode: PromptMode) -> str:
+        if mode == PromptMode.IMAGE_TO_SVG:
+            return prompt_text(mode, size=page.image.size)
         if mode != PromptMode.GROUNDING_OCR:
             return prompt_text(mode)
         if task.region is None:
@@ -346,14 +403,14 @@ class DotsEngine(Engine):
         x2, y2 = image.to_model(task.region[2], task.region[3])
         return prompt_text(mode, (x1, y1, x2, y2))
 
-    def _generation_kwargs(self, task: Task, prompt_tokens: int) -> dict[str, Any]:
+    def _generation_kwargs(self, task: Task, prompt_tokens: int, plan: EnginePlan | None = None) -> dict[str, Any]:
         """generate()'s settings (engines/vlm.py): greedy unless sampling is asked for (the reference's
         temperature 0.1 is close to greedy anyway); on CUDA a static cache, so transformers compiles the
         decoding step: 4.0-4.4 ms/token against 20 ms with the dynamic cache on an H100
         (benchmarks/dots-gpu.md)."""
         assert self.processor is not None
         return vlm.generation_settings(
-            self.plan,
+            plan or self.plan,
             task,
             eos_token_ids=self.processor.eos_token_ids,
             pad_token_id=self.processor.pad_token_id,
@@ -391,7 +448,13 @@ def _nonfinite_watch() -> Any:
 
 
 def page_result(
-    page: Page, image: PreparedImage, mode: PromptMode, task: Task, output: str, generation: Generation
+    page: Page,
+    image: PreparedImage,
+    mode: PromptMode,
+    task: Task,
+    output: str,
+    generation: Generation,
+    engine: str = DotsEngine.name,
 ) -> PageResult:
     """A page's result from the model's answer; partial, with the reasons, when the answer was not clean."""
     result = PageResult(
@@ -399,27 +462,58 @@ def page_result(
         source=page.source,
         width=page.image.width,
         height=page.image.height,
-        engine=DotsEngine.name,
+        engine=engine,
         generation=generation,
     )
     stop, count = generation.stop_reason, generation.generated_tokens
     if not output.strip():
         result.status = PageStatus.FAILED
-        result.errors.append(f"{DotsEngine.name}: empty output (stop: {stop} after {count} token(s))")
+        result.errors.append(f"{engine}: empty output (stop: {stop} after {count} token(s))")
         return result
     problems = [] if stop == "eos" else [f"generation stopped by {stop} after {count} tokens"]
-    unparsed = False
-    if mode in (PromptMode.LAYOUT_ALL, PromptMode.LAYOUT_ONLY):
+    unparsed = svg = False
+    if mode in _LAYOUT_MODES:
+        # web_parsing answers the same JSON list (dots_mocr/parser.py post-processes it with the
+        # layout modes); its categories are kept as the model names them.
         parsed = parse_layout(output)
         problems += parsed.problems
         result.blocks = to_blocks(
-            parsed.elements, image.resized_size, image.original_size, with_text=mode == PromptMode.LAYOUT_ALL
+            parsed.elements, image.resized_size, image.original_size, with_text=mode != PromptMode.LAYOUT_ONLY
         )
-        unparsed = mode == PromptMode.LAYOUT_ALL and not parsed.elements and parsed.partial
+        unparsed = mode != PromptMode.LAYOUT_ONLY and not parsed.elements and parsed.partial
+    elif mode == PromptMode.SCENE_SPOTTING:
+        instances = parse_scene_text(output)
+        result.blocks = scene_blocks(instances, image.resized_size, image.original_size)
+        unparsed = not instances
+        if unparsed:
+            problems.append("no '(x1, y1), (x2, y2), (x3, y3), (x4, y4) text' instances in the answer")
+    elif mode == PromptMode.IMAGE_TO_SVG:
+        found = extract_svg(output)
+        unparsed, svg = not found.svg, bool(found.svg)
+        if unparsed:
+            problems.append("no <svg> element in the answer")
+        else:
+            if found.repaired:
+                problems.append("the SVG was cut short; its open elements were closed")
+            # One Picture block over the page holding the SVG as HTML (TextFormat has no SVG; inline
+            # <svg> is HTML5 content); the page's Markdown is the SVG itself (raw HTML in Markdown), its
+            # text the words the SVG draws.
+            width, height = image.original_size
+            result.blocks = [
+                Block(
+                    bbox=(0.0, 0.0, float(width), float(height)),
+                    category="Picture",
+                    text=found.svg,
+                    format=TextFormat.HTML,
+                )
+            ]
+            result.markdown, result.text = found.svg, svg_text(found.svg)
     else:
         bbox = task.region if mode == PromptMode.GROUNDING_OCR else None
         result.blocks = [Block(bbox=bbox, text=output.strip(), format=TextFormat.MARKDOWN)]
-    if unparsed:
+    if svg:
+        pass
+    elif unparsed:
         # No elements, but the words may still be right: keep them as the page's text, with no blocks,
         # so the router sees a layout answer that did not parse and can still fall back on the text.
         loose = Block(text=output.strip(), format=TextFormat.MARKDOWN)
@@ -429,5 +523,5 @@ def page_result(
         result.text = page_text(result.blocks)
     if problems:
         result.status = PageStatus.PARTIAL
-        result.errors += [f"{DotsEngine.name}: {problem}" for problem in problems]
+        result.errors += [f"{engine}: {problem}" for problem in problems]
     return result

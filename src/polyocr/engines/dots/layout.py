@@ -225,3 +225,95 @@ def page_text(blocks: Iterable[Block], *, include_marginalia: bool = True) -> st
     """The page's plain text in reading order; page headers and footers can be left out."""
     plain = [block.model_copy(update={"text": plain_text(block)}) for block in blocks]
     return blocks_to_text(plain, include_marginalia=include_marginalia)
+
+
+# ---------------------------------------------------------------------------- dots.mocr's other answers
+#
+# Scene spotting answers one instance per text: four corner points in the resized image's pixels, then
+# the text: "(x1, y1), (x2, y2), (x3, y3), (x4, y4) text" (github.com/rednote-hilab/dots.mocr,
+# dots_mocr/utils/layout_utils.py parse_scene_text_output at 23f3e56; an instance with empty text is
+# dropped there, and the points are scaled back to the original image by the resize ratio,
+# post_process_scene_text). polyocr's blocks are axis-aligned: each quadrilateral becomes its
+# bounding box on the page.
+_POINT = r"\(\s*(\d+)\s*,\s*(\d+)\s*\)"
+_SCENE_INSTANCE = re.compile(
+    rf"{_POINT}\s*,\s*{_POINT}\s*,\s*{_POINT}\s*,\s*{_POINT}\s*(.*?)(?={_POINT}|\Z)", re.DOTALL
+)
+
+
+def parse_scene_text(output: str) -> list[tuple[list[int], str]]:
+    """The (8 corner coordinates, text) instances of a scene-spotting answer, in order."""
+    found = []
+    for match in _SCENE_INSTANCE.finditer(output):
+        text = match.group(9).strip()
+        if text:
+            found.append(([int(match.group(i)) for i in range(1, 9)], text))
+    return found
+
+
+def scene_blocks(
+    instances: Iterable[tuple[list[int], str]], resized_size: tuple[int, int], page_size: tuple[int, int]
+) -> list[Block]:
+    """One Text block per spotted instance, boxed by its quadrilateral's extent on the page."""
+    sx = page_size[0] / resized_size[0]
+    sy = page_size[1] / resized_size[1]
+    blocks = []
+    for points, text in instances:
+        xs, ys = points[0::2], points[1::2]
+        bbox = _box([min(xs), min(ys), max(xs), max(ys)], sx, sy, page_size)
+        blocks.append(Block(bbox=bbox, category="Text", text=text, format=TextFormat.PLAIN))
+    return blocks
+
+
+# Image to SVG: the SVG element of the answer (an optional "svg:" prefix removed); an answer cut short
+# has its dangling tag dropped and its open elements closed (dots_mocr/utils/svg_utils.py
+# extract_svg_from_response and fix_svg at 23f3e56).
+_SVG_COMPLETE = re.compile(r"<svg[^>]*>.*?</svg>", re.DOTALL)
+_SVG_START = re.compile(r"<svg[^>]*>.*", re.DOTALL)
+_TAG = re.compile(r"</?\s*([a-zA-Z][\w:-]*)\b[^>]*?/?>")
+_OPEN_PATH_DATA = re.compile(r'<path\b[^>]*\bd="[^">]*$')
+_SVG_TEXT = re.compile(r"<text\b[^>]*>(.*?)</text>", re.DOTALL)
+_MARKUP = re.compile(r"<[^>]*>")
+
+
+@dataclass
+class SvgParse:
+    svg: str = ""  # empty when the answer holds no <svg> element
+    repaired: bool = False  # the answer ended inside the SVG, which was closed here
+
+
+def extract_svg(output: str) -> SvgParse:
+    """The answer's SVG, closed if it was cut short."""
+    answer = output.replace("svg:", "").strip()
+    complete = _SVG_COMPLETE.search(answer)
+    if complete:
+        return SvgParse(complete.group(0))
+    started = _SVG_START.search(answer)
+    if started is None:
+        return SvgParse()
+    return SvgParse(close_svg(started.group(0)), repaired=True)
+
+
+def close_svg(svg: str) -> str:
+    """A truncated SVG made well formed: an open path's d="..." closed, a dangling tag cut, open elements closed."""
+    if _OPEN_PATH_DATA.search(svg):
+        svg += '">'
+    svg = re.sub(r"<[^>]*$", "", svg)
+    stack: list[str] = []
+    for match in _TAG.finditer(svg):
+        token, name = match.group(0), match.group(1)
+        if token.rstrip().endswith("/>"):
+            continue
+        if not token.lstrip().startswith("</"):
+            stack.append(name)
+        elif name in stack:
+            while stack and stack[-1] != name:
+                stack.pop()
+            stack.pop()
+    return svg + "".join(f"</{name}>" for name in reversed(stack))
+
+
+def svg_text(svg: str) -> str:
+    """The words an SVG draws (its <text> elements), one per line."""
+    lines = (" ".join(_MARKUP.sub(" ", m.group(1)).split()) for m in _SVG_TEXT.finditer(svg))
+    return "\n".join(line for line in lines if line)

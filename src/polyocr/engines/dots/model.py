@@ -40,6 +40,13 @@ from polyocr.engines.dots.vision import DotsVisionTransformer
 
 ENGINE = "dots"
 DEFAULT_REPO = "rednote-hilab/dots.ocr"
+# What the published config.json says. dots.mocr (rednote-hilab/dots.mocr, dots.ocr-1.5) publishes the
+# same: its config.json (huggingface.co/rednote-hilab/dots.mocr/blob/main/config.json) has dots.ocr's
+# model_type, architectures, auto_map and every dimension; so does the copy in contrapuntal/dots.mocr
+# weights/DotsMOCR/config.json (tests/fixtures/models/dots.mocr). Anything else is refused, naming
+# what the file says: a checkpoint of another architecture is not loaded into this one.
+MODEL_TYPES = frozenset({"dots_ocr"})
+ARCHITECTURES = frozenset({"DotsOCRForCausalLM"})
 
 
 # The decoder's default attention: transformers' SDPA for prefill; for one-token decoding steps,
@@ -102,6 +109,26 @@ class CheckpointError(vlm.CheckpointError):
 def resolve_checkpoint(path_or_repo_id: str | Path = DEFAULT_REPO, download: bool = False) -> Path:
     """A local checkpoint directory for a path or a hub repo id (local cache; the hub only if `download`)."""
     return vlm.resolve_checkpoint(ENGINE, path_or_repo_id, download=download)
+
+
+def check_config(directory: Path) -> None:
+    """Refuse a config.json whose model_type or architectures are not dots.ocr's published ones."""
+    import json
+
+    try:
+        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(directory, f"config.json unreadable ({exc})") from None
+    raw = raw if isinstance(raw, dict) else {}
+    model_type = raw.get("model_type")
+    architectures = raw.get("architectures") or []
+    if model_type not in MODEL_TYPES or (architectures and not ARCHITECTURES & set(architectures)):
+        raise CheckpointError(
+            directory,
+            f"config.json says model_type {model_type!r}, architectures {architectures!r}; the dots engines "
+            f"load {sorted(MODEL_TYPES)} / {sorted(ARCHITECTURES)} checkpoints only (rednote-hilab/dots.ocr, "
+            "rednote-hilab/dots.mocr)",
+        )
 
 
 def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int]]]:
@@ -198,6 +225,7 @@ class DotsOCRForCausalLM(Qwen2ForCausalLM):
         safetensors files on `device`, so loading needs one copy of the weights, not two.
         """
         directory = resolve_checkpoint(path, download=download)
+        check_config(directory)
         config = DotsOCRConfig.from_pretrained(directory)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)

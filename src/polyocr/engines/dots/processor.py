@@ -179,6 +179,7 @@ class DotsProcessor:
         max_pixels: int = MAX_PIXELS,
         eos_token_ids: Sequence[int] | None = None,
         source: str = "dots.ocr checkpoint",
+        end_tokens: Sequence[str] | None = None,
     ):
         if min_pixels > max_pixels:
             raise ValueError(f"min_pixels {min_pixels} is above max_pixels {max_pixels}")
@@ -198,12 +199,19 @@ class DotsProcessor:
             raise EngineError("dots", f"{source}: tokenizer lacks the special tokens {', '.join(missing)}")
         self.token_ids = ids
         self.image_token_id: int = ids[IMAGE_TOKEN]
-        self.eos_token_ids = list(eos_token_ids) if eos_token_ids else [ids[t] for t in END_TOKENS]
+        # The checkpoint's generation_config.json eos ids; without that file, these end tokens' ids.
+        fallback = [ids[t] if t in ids else tokenizer.convert_tokens_to_ids(t) for t in (end_tokens or END_TOKENS)]
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids else fallback
         self.pad_token_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None
+        cls,
+        path: str | Path,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        end_tokens: Sequence[str] | None = None,
     ) -> DotsProcessor:
         """The processor of a checkpoint directory; pixel limits default to its preprocessor_config.json."""
         from transformers import PreTrainedTokenizerFast
@@ -224,6 +232,7 @@ class DotsProcessor:
             max_pixels=max_pixels or preprocessor.get("max_pixels") or size.get("longest_edge") or MAX_PIXELS,
             eos_token_ids=[eos] if isinstance(eos, int) else eos,
             source=str(root),
+            end_tokens=end_tokens,
         )
 
     def prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:

@@ -1,6 +1,6 @@
 """One engine for the VLMs that transformers implements natively, parametrised by a VLMSpec.
 
-Qwen2-VL, Qwen3-VL, GOT-OCR 2.0, DeepSeek-OCR-2 and PaddleOCR-VL differ in prompts, processor
+Qwen2-VL, Qwen3-VL, GOT-OCR 2.0, DeepSeek-OCR-2, PaddleOCR-VL, GLM-OCR and LightOnOCR-2 differ in prompts, processor
 settings, attention support and output format, each in its own module beside this one; loading,
 batching, generation and reporting are the same and live here once. Weights come from a path the
 user gives or the local Hugging Face cache, never from the network: absent weights make the engine
@@ -145,6 +145,10 @@ class HFVLMEngine(Engine):
 
     def _mode(self, task: Task) -> str:
         prompts = self.spec.prompts
+        if task.kind == TaskKind.TEXT and task.degraded_from == TaskKind.LAYOUT:
+            # The default layout task given as text to a model without layout (Task.for_engine): its
+            # richest text, Markdown where it has a Markdown mode.
+            return "markdown" if "markdown" in prompts else "text"
         if task.kind in (TaskKind.TEXT, TaskKind.REGION):
             return "text"
         if "layout" in prompts:
@@ -174,7 +178,9 @@ class HFVLMEngine(Engine):
     def _prompt(self, instruction: str) -> str:
         if self.spec.template is not None:
             return self.spec.template.format(prompt=instruction)
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        # An empty instruction is a message with the image alone (LightOnOCR-2's card: no prompt).
+        text = [{"type": "text", "text": instruction}] if instruction else []
+        messages = [{"role": "user", "content": [{"type": "image"}, *text]}]
         return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, images: list[Image.Image], mode: str) -> Any:
@@ -273,10 +279,9 @@ class HFVLMEngine(Engine):
                 blocks = paragraphs(_TAG.sub("", output), spec.markdown_format)
             if task.kind == TaskKind.LAYOUT_ONLY:
                 blocks = [b.model_copy(update={"text": ""}) for b in blocks if b.bbox is not None]
-        elif mode == "markdown":
-            blocks = paragraphs(output, spec.markdown_format)
         else:
-            blocks = paragraphs(output, TextFormat.PLAIN)
+            fmt = spec.markdown_format if mode == "markdown" else TextFormat.PLAIN
+            blocks = spec.parse_answer(output, page.image.size, fmt) if spec.parse_answer else paragraphs(output, fmt)
         status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
         return PageResult(
             page=page.number,

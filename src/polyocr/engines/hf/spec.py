@@ -20,6 +20,8 @@ from polyocr.scripts import ARABIC, CYRILLIC, GREEK, HAN, HANGUL, KANA, LATIN
 
 Size = tuple[int, int]
 Parser = Callable[[str, Size], list[Block]]
+# (answer, page size, the mode's text format) -> Blocks, for answers to the text and markdown modes
+AnswerParser = Callable[[str, Size, TextFormat], list[Block]]
 
 ALL_ATTENTION = ("flash_attention_2", "sdpa", "eager")
 WITHOUT_FLASH = ("sdpa", "eager")
@@ -59,6 +61,9 @@ class VLMSpec:
     # than what the task allows; None = no cap of the model's own.
     max_new_tokens: int | None = None
     context_length: int | None = None
+    # How the text and markdown modes' answer becomes Blocks where it carries more than paragraphs
+    # (LightOnOCR-2's bbox variants put image boxes in their Markdown); None = one block a paragraph.
+    parse_answer: AnswerParser | None = None
 
     def token_budget(self, prompt_tokens: int) -> int | None:
         """The most new tokens this model may generate after a prompt of `prompt_tokens`."""

@@ -125,8 +125,8 @@ class Phi35VEngine(Engine):
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
         if self.model is None or self.processor is None:
             raise EngineError(self.name, "recognize() before load()")
-        # `tasks` keeps auto from choosing it for layout; named for a layout task (the CLI's default) it
-        # reads the text without boxes, as the other box-less VLMs (GOT-OCR2) do.
+        # `tasks` keeps auto from choosing it for layout; named for the default layout task the router
+        # gives it the text task instead (Task.for_engine), as the other box-less VLMs (GOT-OCR2).
         if task.kind == TaskKind.LAYOUT_ONLY:
             raise EngineError(self.name, "Phi-3.5-Vision gives no boxes, so it cannot do layout_only")
         if task.kind == TaskKind.REGION and task.region is None:
