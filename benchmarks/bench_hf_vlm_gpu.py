@@ -36,6 +36,7 @@ ATTENTION = {
     "got": {"": "eager", "vision_config": "eager", "text_config": "sdpa"},
     "deepseek-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "paddleocr-vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "olmocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
 }
 
 # Published dimensions (config.json of each checkpoint).
@@ -217,6 +218,39 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "tie_word_embeddings": True,
         },
     ),
+    # olmOCR-2-7B-1025 is a fine-tune of Qwen2.5-VL-7B-Instruct: that checkpoint's config.json dims.
+    "olmocr": (
+        "allenai/olmOCR-2-7B-1025",
+        "Qwen2_5_VL",
+        {
+            "text_config": {
+                "vocab_size": 152064,
+                "hidden_size": 3584,
+                "intermediate_size": 18944,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 28,
+                "num_key_value_heads": 4,
+                "max_position_embeddings": 128000,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            },
+            "vision_config": {
+                "depth": 32,
+                "hidden_size": 1280,
+                "intermediate_size": 3420,
+                "num_heads": 16,
+                "out_hidden_size": 3584,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 112,
+                "fullatt_block_indexes": [7, 15, 23, 31],
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+        },
+    ),
 }
 LAYER_KEYS = ("num_hidden_layers", "depth")
 DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
@@ -230,7 +264,7 @@ def _cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
             out[key] = _cap_layers(value, layers)
         elif key in LAYER_KEYS:
             out[key] = min(value, layers)
-        elif key in ("global_attn_indexes", "deepstack_visual_indexes"):
+        elif key in ("global_attn_indexes", "deepstack_visual_indexes", "fullatt_block_indexes"):
             out[key] = [i for i in value if i < layers] or [0]
         elif key == "mlp_layer_types":
             out[key] = value[:layers]
@@ -268,6 +302,8 @@ def _qwen_like(torch: Any, cfg: dict[str, Any], grid: int, pixel_shape: Callable
 
 def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """A batch-1 prompt of ~PROMPT_TOKENS tokens shaped as the model's processor shapes a page."""
+    if name == "olmocr":  # 60x60 patches of 14 px, two frames per patch (temporal 2): 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen2vl":  # 60x60 patches of 14 px (840 px square): 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen3vl":  # 60x60 patches of 16 px (960 px square): 900 image tokens

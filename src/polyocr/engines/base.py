@@ -145,6 +145,8 @@ ENTRIES: tuple[EngineEntry, ...] = (
                 "no published OmniDocBench v1.5 score; text only (no layout mode)"),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
+    EngineEntry("olmocr", "polyocr.engines.hf.olmocr:OlmOCREngine", EngineKind.VLM, None,
+                "olmOCR-bench overall 82.4 +- 1.1 (allenai/olmocr README, olmOCR v0.4.0 = olmOCR-2-7B-1025)"),
 )  # fmt: skip
 
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}

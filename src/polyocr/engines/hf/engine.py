@@ -174,12 +174,17 @@ class HFVLMEngine(Engine):
     def _prompt(self, instruction: str) -> str:
         if self.spec.template is not None:
             return self.spec.template.format(prompt=instruction)
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        content = [{"type": "image"}, {"type": "text", "text": instruction}]
+        if self.spec.instruction_first:
+            content.reverse()
+        messages = [{"role": "user", "content": content}]
         return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, images: list[Image.Image], mode: str) -> Any:
         """The processor's batch for these images under a mode's prompt, on the model's device."""
         spec = self.spec
+        if spec.prepare_image is not None:
+            images = [spec.prepare_image(image) for image in images]
         own_size = dict(getattr(self._processor.image_processor, "size", None) or {})
         pixel_kwargs = spec.pixel_kwargs(
             [im.size for im in images], self.plan.min_pixels, self.plan.max_pixels, own_size

@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyocr.results import CATEGORIES, Block, TextFormat
 from polyocr.scripts import ARABIC, CYRILLIC, GREEK, HAN, HANGUL, KANA, LATIN
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Size = tuple[int, int]
 Parser = Callable[[str, Size], list[Block]]
@@ -59,6 +62,12 @@ class VLMSpec:
     # than what the task allows; None = no cap of the model's own.
     max_new_tokens: int | None = None
     context_length: int | None = None
+    # The instruction before the image in the user message where the authors put it there (olmOCR's
+    # pipeline and training, prompt_first); False: the image first, as most model cards do.
+    instruction_first: bool = False
+    # The authors' own page preparation before the processor (olmOCR renders every page to a fixed
+    # longest side); None: the page as the loader gives it.
+    prepare_image: Callable[[Image.Image], Image.Image] | None = None
 
     def token_budget(self, prompt_tokens: int) -> int | None:
         """The most new tokens this model may generate after a prompt of `prompt_tokens`."""
