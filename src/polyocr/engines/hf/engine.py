@@ -262,6 +262,10 @@ class HFVLMEngine(Engine):
             outputs.append((answer, generation))
         return outputs
 
+    def decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """An answer's text (the two-stage element stage decodes each region's answer with this)."""
+        return str(self._processor.tokenizer.decode(list(tokens), skip_special_tokens=skip_special_tokens))
+
     def _result(self, page: Page, tokens: list[int], generation: Generation, mode: str, task: Task) -> PageResult:
         spec = self.spec
         # Layout answers carry their structure in special tokens (grounding tags); keep them there.
