@@ -37,6 +37,7 @@ ATTENTION = {
     "deepseek-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "paddleocr-vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "olmocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "mineru": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
 }
 
 # Published dimensions (config.json of each checkpoint).
@@ -251,6 +252,41 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "vision_end_token_id": 151653,
         },
     ),
+    # MinerU2.5-2509-1.2B: its config.json was not found in a public copy; the dims are the report's
+    # (arXiv 2509.22186: Qwen2-VL's 675M NaViT encoder, a Qwen2-Instruct 0.5B decoder) with those
+    # models' published sizes (Qwen2-0.5B-Instruct, Qwen2-VL-2B-Instruct's vision config).
+    "mineru": (
+        "opendatalab/MinerU2.5-2509-1.2B",
+        "Qwen2VL",
+        {
+            "text_config": {
+                "vocab_size": 151936,
+                "hidden_size": 896,
+                "intermediate_size": 4864,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 14,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 32768,
+                "tie_word_embeddings": True,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            },
+            "vision_config": {
+                "depth": 32,
+                "embed_dim": 1280,
+                "hidden_size": 896,
+                "num_heads": 16,
+                "mlp_ratio": 4,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 LAYER_KEYS = ("num_hidden_layers", "depth")
 DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
@@ -303,6 +339,8 @@ def _qwen_like(torch: Any, cfg: dict[str, Any], grid: int, pixel_shape: Callable
 def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """A batch-1 prompt of ~PROMPT_TOKENS tokens shaped as the model's processor shapes a page."""
     if name == "olmocr":  # 60x60 patches of 14 px, two frames per patch (temporal 2): 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
+    if name == "mineru":  # 60x60 patches of 14 px as for the others (its layout pass, 1036 px, has 1369)
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen2vl":  # 60x60 patches of 14 px (840 px square): 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))

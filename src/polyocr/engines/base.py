@@ -147,6 +147,8 @@ ENTRIES: tuple[EngineEntry, ...] = (
                 "a server you name: never chosen by auto"),
     EngineEntry("olmocr", "polyocr.engines.hf.olmocr:OlmOCREngine", EngineKind.VLM, None,
                 "olmOCR-bench overall 82.4 +- 1.1 (allenai/olmocr README, olmOCR v0.4.0 = olmOCR-2-7B-1025)"),
+    EngineEntry("mineru", "polyocr.engines.hf.mineru:MinerUEngine", EngineKind.VLM, None,
+                "OmniDocBench v1.5 overall 90.67 (arXiv 2509.22186, MinerU2.5 report)"),
 )  # fmt: skip
 
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}

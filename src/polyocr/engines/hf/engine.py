@@ -177,7 +177,9 @@ class HFVLMEngine(Engine):
         content = [{"type": "image"}, {"type": "text", "text": instruction}]
         if self.spec.instruction_first:
             content.reverse()
-        messages = [{"role": "user", "content": content}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if self.spec.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.spec.system_prompt})
         return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, images: list[Image.Image], mode: str) -> Any:

@@ -65,6 +65,9 @@ class VLMSpec:
     # The instruction before the image in the user message where the authors put it there (olmOCR's
     # pipeline and training, prompt_first); False: the image first, as most model cards do.
     instruction_first: bool = False
+    # A system message the authors' client sends before the user message (MinerU2.5's); None: none,
+    # so the checkpoint's chat template adds its own default where it has one.
+    system_prompt: str | None = None
     # The authors' own page preparation before the processor (olmOCR renders every page to a fixed
     # longest side); None: the page as the loader gives it.
     prepare_image: Callable[[Image.Image], Image.Image] | None = None
