@@ -268,7 +268,8 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
                 "num_key_value_heads": 2,
                 "max_position_embeddings": 32768,
                 "tie_word_embeddings": True,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+                # head_dim 64: Qwen2-VL's [16, 24, 24] halved, since the sections must sum to head_dim / 2
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
             },
             "vision_config": {
                 "depth": 32,
