@@ -278,7 +278,7 @@ MINERU = VLMSpec(
     notes=(
         "two stages as its authors run them (layout on the page at 1036x1036, then text, table and "
         "formula recognition on each region cropped from the full page); tables as HTML, formulas as "
-        "LaTeX; images and lists kept as boxes; AGPL-3.0 (model card)"
+        "LaTeX; images and lists kept as boxes; AGPL-3.0 (as docs.voxel51.com lists its model card)"
     ),
     **{**QWEN_COMMON, "scripts": frozenset({LATIN, HAN})},
 )

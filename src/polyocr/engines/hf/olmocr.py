@@ -219,7 +219,7 @@ OLMOCR = VLMSpec(
     prepare_image=render_page,
     notes=(
         "whole pages only, rendered to 1,288 px on the longest side as its authors do; no boxes; "
-        "rotated pages are read again turned as its front matter says; Apache-2.0. The FP8 checkpoint "
+        "rotated pages are read again turned as its front matter says; Apache-2.0 (allenai/olmocr). The FP8 checkpoint "
         "(allenai/olmOCR-2-7B-1025-FP8, the authors' vLLM default) is not supported: use the bf16 one"
     ),
     **QWEN_COMMON,
