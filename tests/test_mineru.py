@@ -118,6 +118,8 @@ def test_layout_parser_on_the_authors_example() -> None:
         ("table", (10.0, 10.0, 90.0, 40.0)),
         (None, (0.0, 0.0, 100.0, 50.0)),  # equation_block, image and list are not read (skip_list)
     ]
+    unknown = regions(parse_layout("<|box_start|>0 0 10 10<|box_end|><|ref_start|>unknown<|ref_end|>"), (100, 100))
+    assert [(r.category, r.mode) for r in unknown] == [("Text", "text")]  # 0.1.22 reads it as text
 
 
 def test_table_answer_to_html_on_the_authors_example() -> None:
@@ -145,6 +147,10 @@ def test_formula_and_text_answers() -> None:
         TextFormat.LATEX,
     )
     assert finish(Region((0, 0, 1, 1), "Text", "text", 0, "text"), " Hello \n") == ("Hello", TextFormat.PLAIN)
+    # Four of the authors' six LaTeX repairs (post_process/__init__.py _process_equation).
+    formula = Region((0, 0, 1, 1), "Formula", "equation", 0, "formula")
+    repaired, _ = finish(formula, "a \\coloneqq b_{1}_{2} < c } \\{ {x")
+    assert repaired == "a := b <  c  \\{ x"
 
 
 def test_equation_blocks_combine_their_equations() -> None:
