@@ -39,6 +39,7 @@ ATTENTION = {
     "olmocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "mineru": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
 }
+ATTENTION["paddleocr-vl-1.5"] = ATTENTION["paddleocr-vl"]
 
 # Published dimensions (config.json of each checkpoint).
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -289,6 +290,9 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
         },
     ),
 }
+# PaddleOCR-VL-1.5: the same architecture (model_type paddleocr_vl, the 1.5 model card); its config.json is
+# not among ../shared/models, so the dimensions are assumed equal to PaddleOCR-VL's.
+CONFIGS["paddleocr-vl-1.5"] = ("PaddlePaddle/PaddleOCR-VL-1.5", *CONFIGS["paddleocr-vl"][1:])
 LAYER_KEYS = ("num_hidden_layers", "depth")
 DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
 
@@ -347,7 +351,7 @@ def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen3vl":  # 60x60 patches of 16 px (960 px square): 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 16 * 16))
-    if name == "paddleocr-vl":  # 60x60 patches of 14 px, one frame: 900 image tokens
+    if name in ("paddleocr-vl", "paddleocr-vl-1.5"):  # 60x60 patches of 14 px, one frame: 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3, 14, 14))
     if name == "got":  # crop mode: 2 patches + thumbnail of 1024 px, 256 tokens each
         views = 3

@@ -10,6 +10,7 @@ the real one.
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -182,7 +183,22 @@ def build_paddleocr_vl(path: Path) -> Path:
     )
     images = transformers.PaddleOCRVLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
     processor = transformers.PaddleOCRVLProcessor(image_processor=images, tokenizer=tok, chat_template=PADDLE_CHAT)
-    return _save(transformers.PaddleOCRVLForConditionalGeneration, config, processor, path)
+    _save(transformers.PaddleOCRVLForConditionalGeneration, config, processor, path)
+    # The layout stage the engine runs first, in the checkpoint's layout/ folder (tests/tiny_layout.py).
+    from tiny_layout import build_pp_doclayout_v2
+
+    build_pp_doclayout_v2(path / "layout")
+    return path
+
+
+def build_paddleocr_vl15(path: Path) -> Path:
+    """PaddleOCR-VL-1.5: the same architecture (model_type paddleocr_vl), with PP-DocLayoutV3."""
+    from tiny_layout import build_pp_doclayout_v3
+
+    build_paddleocr_vl(path)
+    shutil.rmtree(path / "layout")
+    build_pp_doclayout_v3(path / "layout")
+    return path
 
 
 def build_got(path: Path) -> Path:
@@ -258,6 +274,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "got": build_got,
     "deepseek-ocr": build_deepseek_ocr,
     "paddleocr-vl": build_paddleocr_vl,
+    "paddleocr-vl-1.5": build_paddleocr_vl15,
 }
 
 
