@@ -776,8 +776,10 @@ def fetch(
     from polyocr.engines.base import engine_class, engine_names
     from polyocr.engines.vlm import fetch_weights, is_repo_id
 
+    companions: tuple[str, ...] = ()
     if model in engine_names():
         repo_id = engine_class(model).repo_id
+        companions = engine_class(model).companion_repos
         if not repo_id:
             _error(f"engine {model!r} has no published weights to fetch")
             raise typer.Exit(2)
@@ -787,11 +789,11 @@ def fetch(
         _error(f"{model!r} is neither an engine ({', '.join(engine_names())}) nor a hub repository id (owner/name)")
         raise typer.Exit(2)
     try:
-        path = fetch_weights(model, repo_id)
+        for repo in (repo_id, *companions):
+            out.print(escape(str(fetch_weights(model, repo))))
     except PolyOCRError as exc:
         _error(exc)
         raise typer.Exit(2) from None
-    out.print(escape(str(path)))
 
 
 @app.command("vllm-command")

@@ -51,6 +51,8 @@ class Engine:
     fp16_stable: ClassVar[bool] = False  # float16 is a safe fallback where the device lacks bfloat16
     takes_model_path: ClassVar[bool] = False  # a checkpoint (or a served model's name) can be named
     repo_id: ClassVar[str] = ""  # the hub repository of its published weights (`polyocr fetch`)
+    # Further repositories it needs (PaddleOCR-VL's layout model); `polyocr fetch` downloads them too.
+    companion_repos: ClassVar[tuple[str, ...]] = ()
     # The generation settings its authors use against repetition (GOT: no_repeat_ngram_size 20), which
     # the router's loop retries apply on top of their own (router/policy.py loop_plan).
     anti_repeat: ClassVar[dict[str, object]] = {}
@@ -142,6 +144,12 @@ ENTRIES: tuple[EngineEntry, ...] = (
     EngineEntry("dots-mocr", "polyocr.engines.dots.mocr:DotsMOCREngine", EngineKind.VLM, None),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
+    EngineEntry("paddleocr-vl-1.5", "polyocr.engines.hf.paddleocr_vl15:PaddleOCRVL15Engine", EngineKind.VLM, None,
+                "OmniDocBench v1.5 overall 94.5 (arXiv:2601.21957)"),
+    EngineEntry("olmocr", "polyocr.engines.hf.olmocr:OlmOCREngine", EngineKind.VLM, None,
+                "olmOCR-bench overall 82.4 +- 1.1 (allenai/olmocr README, olmOCR v0.4.0 = olmOCR-2-7B-1025)"),
+    EngineEntry("mineru", "polyocr.engines.hf.mineru:MinerUEngine", EngineKind.VLM, None,
+                "OmniDocBench v1.5 overall 90.67 (arXiv 2509.22186, MinerU2.5 report)"),
 )  # fmt: skip
 
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}

@@ -1,0 +1,424 @@
+"""PP-DocLayoutV2 / PP-DocLayoutV3: layout detection with reading order, the first stage of PaddleOCR-VL.
+
+transformers ships the models (`PPDocLayoutV2ForObjectDetection`, `PPDocLayoutV3ForObjectDetection`,
+checkpoints PaddlePaddle/PP-DocLayoutV2_safetensors and PaddlePaddle/PP-DocLayoutV3_safetensors), but
+their image processors import torchvision, which the supported CPU install does not have. So the
+preprocessing here is written against the published preprocessor config (PPDocLayoutV2ImageProcessor:
+resize to 800 x 800 ignoring the aspect ratio, bicubic without antialiasing "to approximate the output
+of cv2.resize" (transformers' image_processing_pp_doclayout_v2.py), rescale 1/255, mean 0, std 1; the
+Paddle config PaddleOCR-VL/PP-DocLayoutV2/config.json: Resize interp 2 = cv2.INTER_CUBIC,
+keep_ratio false, target 800 x 800, NormalizeImage mean 0 std 1) with torch alone, and the
+post-processing is transformers' `post_process_object_detection` (reading-order votes from the
+order logits, top-k over queries x classes) followed by PaddleX's layout post-processing as the
+PaddleOCR-VL pipeline configures it (paddlex/inference/models/layout_analysis/processors.py
+LayoutAnalysisProcess.apply; paddlex/configs/pipelines/PaddleOCR-VL.yaml and PaddleOCR-VL-1.5.yaml;
+paddlex/inference/pipelines/paddleocr_vl/uilts.py filter_overlap_boxes): per-class score thresholds,
+layout NMS (IoU 0.6 within a class, 0.98 across), the page-sized-image filter, the per-class
+"large" merge mode, clamping to the page, then the pipeline's overlap filter.
+
+Not done (and said in docs/engines.md): PP-DocLayoutV3's polygon masks (boxes are used, PaddleX's
+`layout_shape_mode="rect"`), and the pipeline's `merge_layout_blocks` (which pastes vertically
+adjacent text crops into one image for one VLM call); every region is read alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from polyocr.engines.hf.twostage import Region
+from polyocr.errors import EngineError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The published label list, in class-id order (PaddlePaddle/PaddleOCR-VL PP-DocLayoutV2/config.json
+# label_list; PaddleOCR-VL-1.5.yaml comments the same 25 ids for PP-DocLayoutV3).
+LABELS = (
+    "abstract",
+    "algorithm",
+    "aside_text",
+    "chart",
+    "content",
+    "display_formula",
+    "doc_title",
+    "figure_title",
+    "footer",
+    "footer_image",
+    "footnote",
+    "formula_number",
+    "header",
+    "header_image",
+    "image",
+    "inline_formula",
+    "number",
+    "paragraph_title",
+    "reference",
+    "reference_content",
+    "seal",
+    "table",
+    "text",
+    "vertical_text",
+    "vision_footnote",
+)
+
+# The layout's labels as polyocr categories. transformers' test config names some ids differently
+# ("formula" for 5 and 15, "footer"/"header" for the image variants): both spellings are here.
+CATEGORY = {
+    "abstract": "Text",
+    "algorithm": "Text",
+    "aside_text": "Text",
+    "chart": "Picture",
+    "content": "Text",
+    "display_formula": "Formula",
+    "inline_formula": "Formula",
+    "formula": "Formula",
+    "doc_title": "Title",
+    "figure_title": "Caption",
+    "footer": "Page-footer",
+    "footer_image": "Picture",
+    "footnote": "Footnote",
+    "formula_number": "Text",
+    "header": "Page-header",
+    "header_image": "Picture",
+    "image": "Picture",
+    "number": "Page-footer",
+    "paragraph_title": "Section-header",
+    "reference": "Text",
+    "reference_content": "Text",
+    "seal": "Picture",
+    "table": "Table",
+    "text": "Text",
+    "vertical_text": "Text",
+    "vision_footnote": "Footnote",
+}
+
+# Labels the pipeline never sends to the VLM with its default settings (PaddleX paddleocr_vl/pipeline.py:
+# IMAGE_LABELS = ["image", "header_image", "footer_image"], plus "chart" while use_chart_recognition is
+# False and "seal" while use_seal_recognition is False, both False in PaddleOCR-VL.yaml / -1.5.yaml).
+NOT_READ = frozenset({"image", "header_image", "footer_image", "chart", "seal"})
+
+
+def element_mode(label: str) -> str | None:
+    """The element prompt a region of this label is read with (PaddleX paddleocr_vl/pipeline.py
+    get_layout_parsing_results: "table" -> Table Recognition:, a label containing "formula" other than
+    formula_number -> Formula Recognition:, everything else read -> OCR:); None: not read."""
+    if label in NOT_READ:
+        return None
+    if label == "table":
+        return "table"
+    if "formula" in label and label != "formula_number":
+        return "formula"
+    return "text"
+
+
+# PaddleOCR-VL.yaml (v1, PP-DocLayoutV2) LayoutDetection.threshold, per class id; the published
+# transformers config carries the same values as class_thresholds (tests/models/pp_doclayout_v2).
+V2_THRESHOLDS = (
+    0.5, 0.5, 0.5, 0.5, 0.5, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5,
+    0.5, 0.5, 0.4, 0.5, 0.4, 0.5, 0.5, 0.45, 0.5, 0.4, 0.4, 0.5,
+)  # fmt: skip
+# PaddleOCR-VL-1.5.yaml (PP-DocLayoutV3): threshold 0.3 for every class.
+V3_THRESHOLD = 0.3
+# Both pipelines' layout_merge_bboxes_mode: "large" for chart, display_formula, doc_title,
+# inline_formula, paragraph_title (ids 3, 5, 6, 15, 17); "union" (keep all) for the rest.
+LARGE_MERGE_IDS = (3, 5, 6, 15, 17)
+NMS_IOU_SAME, NMS_IOU_DIFF = 0.6, 0.98  # LayoutAnalysisProcess.apply: nms(iou_same=0.6, iou_diff=0.98)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What differs between PP-DocLayoutV2 and V3 for polyocr."""
+
+    name: str
+    repo_id: str
+    model_class: str  # attribute of transformers
+    model_type: str  # config.json model_type
+    thresholds: float | tuple[float, ...]
+    # The published preprocessor (used when a checkpoint has no preprocessor_config.json).
+    preprocessor: Mapping[str, Any] = field(
+        default_factory=lambda: {
+            "size": {"height": 800, "width": 800},
+            "rescale_factor": 1 / 255,
+            "image_mean": [0.0, 0.0, 0.0],
+            "image_std": [1.0, 1.0, 1.0],
+        }
+    )
+
+
+PP_DOCLAYOUT_V2 = DetectorSpec(
+    name="PP-DocLayoutV2",
+    repo_id="PaddlePaddle/PP-DocLayoutV2_safetensors",
+    model_class="PPDocLayoutV2ForObjectDetection",
+    model_type="pp_doclayout_v2",
+    thresholds=V2_THRESHOLDS,
+)
+PP_DOCLAYOUT_V3 = DetectorSpec(
+    name="PP-DocLayoutV3",
+    repo_id="PaddlePaddle/PP-DocLayoutV3_safetensors",
+    model_class="PPDocLayoutV3ForObjectDetection",
+    model_type="pp_doclayout_v3",
+    thresholds=V3_THRESHOLD,
+)
+
+
+def is_detector_dir(path: Path, spec: DetectorSpec) -> bool:
+    """A transformers checkpoint of this detector: config.json with its model_type, safetensors weights.
+    (The PP-DocLayoutV2/ folder inside PaddlePaddle/PaddleOCR-VL is Paddle's format: not this.)"""
+    config = path / "config.json"
+    if not config.is_file() or not any(path.glob("*.safetensors")):
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == spec.model_type
+    except (OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------- preprocessing
+
+
+def preprocess(images: Sequence[Image.Image], preprocessor: Mapping[str, Any]) -> Any:
+    """pixel_values as PPDocLayoutV2ImageProcessor makes them, without torchvision: each page resized to
+    the configured height x width with bicubic interpolation without antialiasing (what the processor's
+    `self.resize(..., antialias=False)` does on a uint8 tensor: interpolate, round, clamp to 0..255),
+    then rescaled and normalised."""
+    import torch
+
+    size = preprocessor.get("size") or {"height": 800, "width": 800}
+    height, width = int(size["height"]), int(size["width"])
+    scale = float(preprocessor.get("rescale_factor", 1 / 255))
+    mean = torch.tensor(preprocessor.get("image_mean", [0.0, 0.0, 0.0]), dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessor.get("image_std", [1.0, 1.0, 1.0]), dtype=torch.float32).view(1, 3, 1, 1)
+    tensors = []
+    for image in images:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        resized = torch.nn.functional.interpolate(
+            tensor, size=(height, width), mode="bicubic", align_corners=False, antialias=False
+        )
+        tensors.append(resized.round().clamp(0, 255))
+    batch = torch.cat(tensors)
+    return (batch * scale - mean) / std
+
+
+# ---------------------------------------------------------------------------- post-processing
+
+
+def order_sequence(order_logits: Any) -> Any:
+    """Each query's reading-order rank (transformers' PPDocLayoutV2ImageProcessor._get_order_seqs):
+    pairwise "i before j" scores voted into a ranking."""
+    import torch
+
+    scores = torch.sigmoid(order_logits.float())
+    batch, length, _ = scores.shape
+    votes = scores.triu(diagonal=1).sum(dim=1) + (1.0 - scores.transpose(1, 2)).tril(diagonal=-1).sum(dim=1)
+    pointers = torch.argsort(votes, dim=1)
+    ranks = torch.arange(length, device=pointers.device, dtype=pointers.dtype).expand(batch, -1)
+    return torch.empty_like(pointers).scatter_(1, pointers, ranks)
+
+
+def raw_detections(logits: Any, pred_boxes: Any, order_logits: Any, sizes: Sequence[tuple[int, int]]) -> list[Any]:
+    """Per page, an array of rows [class id, score, x1, y1, x2, y2, order] in page pixels, in reading
+    order: transformers' post_process_object_detection (top-k over queries x classes, each candidate
+    carrying its query's order rank) with no score threshold yet (the per-class thresholds follow)."""
+    import torch
+
+    orders = order_sequence(order_logits)
+    centers, dims = torch.split(pred_boxes.float(), 2, dim=-1)
+    boxes = torch.cat([centers - 0.5 * dims, centers + 0.5 * dims], dim=-1)
+    out = []
+    for page, (width, height) in enumerate(sizes):
+        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+        page_boxes = boxes[page] * scale
+        scores = torch.sigmoid(logits[page].float())
+        queries, classes = scores.shape
+        top, index = torch.topk(scores.flatten(), queries)
+        labels, query = index % classes, index // classes
+        rows = torch.cat(
+            [labels[:, None].float(), top[:, None], page_boxes[query], orders[page][query][:, None].float()], dim=1
+        )
+        rows = rows[torch.argsort(rows[:, 6], stable=True)]
+        out.append(rows.detach().cpu().numpy().astype(np.float64))
+    return out
+
+
+def _iou_inclusive(a: np.ndarray, b: np.ndarray) -> float:
+    """PaddleX object_detection/processors.py iou(): pixel-inclusive areas (+1)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    inter = iw * ih
+    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    return float(inter / (area_a + area_b - inter))
+
+
+def layout_nms(rows: np.ndarray, iou_same: float = NMS_IOU_SAME, iou_diff: float = NMS_IOU_DIFF) -> list[int]:
+    """PaddleX's nms(): best score first, drop a box overlapping a kept one above the class's IoU."""
+    indices = list(np.argsort(rows[:, 1], kind="stable")[::-1])
+    kept: list[int] = []
+    while indices:
+        current = int(indices.pop(0))
+        kept.append(current)
+        indices = [
+            i
+            for i in indices
+            if _iou_inclusive(rows[current, 2:6], rows[i, 2:6])
+            < (iou_same if rows[current, 0] == rows[i, 0] else iou_diff)
+        ]
+    return kept
+
+
+def _contained(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """PaddleX is_contained(): at least 90% of the inner box's area inside the outer box."""
+    area = (inner[4] - inner[2]) * (inner[5] - inner[3])
+    iw = max(0.0, min(inner[4], outer[4]) - max(inner[2], outer[2]))
+    ih = max(0.0, min(inner[5], outer[5]) - max(inner[3], outer[3]))
+    return bool(area > 0 and iw * ih / area >= 0.9)
+
+
+def _overlap_small(a: Sequence[float], b: Sequence[float]) -> float:
+    """PaddleX calculate_overlap_ratio(mode="small"): intersection over the smaller box's area."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(iw * ih / small) if small > 0 else 0.0
+
+
+def postprocess(
+    rows: np.ndarray, size: tuple[int, int], labels: Sequence[str], thresholds: float | Sequence[float]
+) -> list[Region]:
+    """PaddleX's layout post-processing on one page's raw detections (reading order kept), as Regions."""
+    width, height = size
+    if len(rows) == 0:
+        return []
+    rows = rows.copy()
+    rows[:, 2:6] = np.round(rows[:, 2:6])
+    limit = (
+        np.full(len(rows), float(thresholds))
+        if isinstance(thresholds, float)
+        else np.array([thresholds[int(c)] if int(c) < len(thresholds) else 0.5 for c in rows[:, 0]])
+    )
+    rows = rows[rows[:, 1] > limit]  # PaddleX compares with ">" (transformers with ">=")
+    if len(rows) == 0:
+        return []
+    rows = rows[sorted(layout_nms(rows))]  # keep reading order
+    # Drop an "image" box covering most of the page (0.82 of a landscape page, 0.93 otherwise).
+    if len(rows) > 1 and "image" in labels:
+        image_id = labels.index("image")
+        share = 0.82 if width > height else 0.93
+        clipped = np.stack([
+            np.clip(rows[:, 2], 0, width), np.clip(rows[:, 3], 0, height),
+            np.clip(rows[:, 4], 0, width), np.clip(rows[:, 5], 0, height),
+        ], axis=1)  # fmt: skip
+        area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+        keep = ~((rows[:, 0] == image_id) & (area > share * width * height))
+        if keep.any():
+            rows = rows[keep]
+    # "large" merge mode per class: drop any box 90% inside a box of that class (formula boxes are
+    # exempt only against a label named "formula", which these label lists do not have).
+    keep = np.ones(len(rows), dtype=bool)
+    for category in LARGE_MERGE_IDS:
+        for i in range(len(rows)):
+            if any(j != i and rows[j, 0] == category and _contained(rows[i], rows[j]) for j in range(len(rows))):
+                keep[i] = False
+    rows = rows[keep]
+    # restructured_boxes: integer boxes clamped to the page, empty ones dropped.
+    boxes = []
+    for row in rows:
+        x1, y1 = int(max(0, row[2])), int(max(0, row[3]))
+        x2, y2 = int(min(width, row[4])), int(min(height, row[5]))
+        if x2 > x1 and y2 > y1:
+            label = labels[int(row[0])] if int(row[0]) < len(labels) else "text"
+            boxes.append((label, float(row[1]), (x1, y1, x2, y2)))
+    boxes = _filter_overlap(boxes)
+    return [
+        Region(
+            bbox=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+            category=CATEGORY.get(label, "Text"),
+            label=label,
+            order=order,
+            mode=element_mode(label),
+            score=round(score, 4),
+        )
+        for order, (label, score, b) in enumerate(boxes)
+    ]
+
+
+def _filter_overlap(
+    boxes: list[tuple[str, float, tuple[int, int, int, int]]],
+) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+    """The pipeline's filter_overlap_boxes (paddleocr_vl/uilts.py, rect mode): "reference" boxes left
+    out, boxes under 4 px a side dropped, and of two boxes overlapping by more than 70% of the smaller
+    the smaller dropped, unless exactly one of them is an "image"."""
+    boxes = [b for b in boxes if b[0] != "reference"]
+    dropped: set[int] = set()
+    for i, (label_i, _, box_i) in enumerate(boxes):
+        if box_i[2] - box_i[0] < 4 or box_i[3] - box_i[1] < 4:
+            dropped.add(i)
+        for j in range(i + 1, len(boxes)):
+            if i in dropped or j in dropped:
+                continue
+            label_j, _, box_j = boxes[j]
+            if _overlap_small(box_i, box_j) > 0.7:
+                if (label_i == "image" or label_j == "image") and label_i != label_j:
+                    continue
+                area_i = (box_i[2] - box_i[0]) * (box_i[3] - box_i[1])
+                area_j = (box_j[2] - box_j[0]) * (box_j[3] - box_j[1])
+                dropped.add(j if area_i >= area_j else i)
+    return [b for k, b in enumerate(boxes) if k not in dropped]
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+class LayoutDetector:
+    """The layout stage: a PP-DocLayout checkpoint in transformers' layout, run on whole pages."""
+
+    def __init__(self, spec: DetectorSpec, weights: Path) -> None:
+        self.spec = spec
+        self.weights = weights
+        self._model: Any = None
+        self._preprocessor: Mapping[str, Any] = spec.preprocessor
+        self.labels: tuple[str, ...] = LABELS
+
+    def load(self, device: str, dtype: Any) -> None:
+        import transformers
+
+        model_cls = getattr(transformers, self.spec.model_class, None)
+        if model_cls is None:
+            raise EngineError(self.spec.name, f"transformers {transformers.__version__} has no {self.spec.model_class}")
+        self._model = model_cls.from_pretrained(self.weights, dtype=dtype, local_files_only=True).to(device).eval()
+        own = self.weights / "preprocessor_config.json"
+        if own.is_file():
+            self._preprocessor = json.loads(own.read_text(encoding="utf-8"))
+        id2label = getattr(self._model.config, "id2label", None) or {}
+        if len(id2label) == len(LABELS):
+            self.labels = tuple(str(id2label[i]) for i in range(len(LABELS)))
+
+    def thresholds(self) -> float | tuple[float, ...]:
+        own = getattr(self._model.config, "class_thresholds", None) if self._model is not None else None
+        if isinstance(self.spec.thresholds, tuple) and own and len(own) == len(LABELS):
+            return tuple(float(v) for v in own)
+        return self.spec.thresholds
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Region]]:
+        """Each page's regions in reading order, boxes in page pixels."""
+        import torch
+
+        if self._model is None:
+            raise EngineError(self.spec.name, "detect() called before load()")
+        pixels = preprocess(images, self._preprocessor).to(self._model.device, self._model.dtype)
+        with torch.inference_mode():
+            outputs = self._model(pixel_values=pixels)
+        sizes = [im.size for im in images]
+        raw = raw_detections(outputs.logits, outputs.pred_boxes, outputs.order_logits, sizes)
+        thresholds = self.thresholds()
+        return [postprocess(rows, size, self.labels, thresholds) for rows, size in zip(raw, sizes, strict=True)]
+
+    def close(self) -> None:
+        self._model = None
