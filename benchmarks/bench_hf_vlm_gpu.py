@@ -38,6 +38,8 @@ ATTENTION = {
     "paddleocr-vl": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "glm-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
     "lighton-ocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "olmocr": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
+    "mineru": {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"},
 }
 ATTENTION["paddleocr-vl-1.5"] = ATTENTION["paddleocr-vl"]
 
@@ -292,6 +294,75 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "tie_word_embeddings": True,
         },
     ),
+    # olmOCR-2-7B-1025 is a fine-tune of Qwen2.5-VL-7B-Instruct: that checkpoint's config.json dims.
+    "olmocr": (
+        "allenai/olmOCR-2-7B-1025",
+        "Qwen2_5_VL",
+        {
+            "text_config": {
+                "vocab_size": 152064,
+                "hidden_size": 3584,
+                "intermediate_size": 18944,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 28,
+                "num_key_value_heads": 4,
+                "max_position_embeddings": 128000,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            },
+            "vision_config": {
+                "depth": 32,
+                "hidden_size": 1280,
+                "intermediate_size": 3420,
+                "num_heads": 16,
+                "out_hidden_size": 3584,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 112,
+                "fullatt_block_indexes": [7, 15, 23, 31],
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+        },
+    ),
+    # MinerU2.5-2509-1.2B: its config.json was not found in a public copy; the dims are the report's
+    # (arXiv 2509.22186: Qwen2-VL's 675M NaViT encoder, a Qwen2-Instruct 0.5B decoder) with those
+    # models' published sizes (Qwen2-0.5B-Instruct, Qwen2-VL-2B-Instruct's vision config).
+    "mineru": (
+        "opendatalab/MinerU2.5-2509-1.2B",
+        "Qwen2VL",
+        {
+            "text_config": {
+                "vocab_size": 151936,
+                "hidden_size": 896,
+                "intermediate_size": 4864,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 14,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 32768,
+                "tie_word_embeddings": True,
+                # head_dim 64: Qwen2-VL's [16, 24, 24] halved, since the sections must sum to head_dim / 2
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+            },
+            "vision_config": {
+                "depth": 32,
+                "embed_dim": 1280,
+                "hidden_size": 896,
+                "num_heads": 16,
+                "mlp_ratio": 4,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 # PaddleOCR-VL-1.5: the same architecture (model_type paddleocr_vl, the 1.5 model card); its config.json is
 # not among ../shared/models, so the dimensions are assumed equal to PaddleOCR-VL's.
@@ -308,7 +379,7 @@ def _cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
             out[key] = _cap_layers(value, layers)
         elif key in LAYER_KEYS:
             out[key] = min(value, layers)
-        elif key in ("global_attn_indexes", "deepstack_visual_indexes"):
+        elif key in ("global_attn_indexes", "deepstack_visual_indexes", "fullatt_block_indexes"):
             out[key] = [i for i in value if i < layers] or [0]
         elif key == "mlp_layer_types":
             out[key] = value[:layers]
@@ -346,6 +417,10 @@ def _qwen_like(torch: Any, cfg: dict[str, Any], grid: int, pixel_shape: Callable
 
 def _inputs(torch: Any, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """A batch-1 prompt of ~PROMPT_TOKENS tokens shaped as the model's processor shapes a page."""
+    if name == "olmocr":  # 60x60 patches of 14 px, two frames per patch (temporal 2): 900 image tokens
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
+    if name == "mineru":  # 60x60 patches of 14 px as for the others (its layout pass, 1036 px, has 1369)
+        return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen2vl":  # 60x60 patches of 14 px (840 px square): 900 image tokens
         return _qwen_like(torch, cfg, 60, lambda n: (n, 3 * 2 * 14 * 14))
     if name == "qwen3vl":  # 60x60 patches of 16 px (960 px square): 900 image tokens

@@ -295,7 +295,9 @@ def test_element_stage_keeps_categories_order_and_formats(engine, page: Page, mo
         _region("text", 4, (0, 110, 320, 120)),
     ]
     task = Task(max_new_tokens=3)
-    [result] = read_regions(engine, [page], [regions], task, prepare=prepare_element, finish=finish_element)
+    [result] = read_regions(
+        engine, [page], [regions], task, prepare=prepare_element, finish=finish_element, keep_empty=True
+    )
     assert sorted(calls) == ["formula", "table", "text"]  # two text regions, one batch
     expected = sorted(regions, key=lambda r: r.order)
     assert [b.bbox for b in result.blocks] == [r.bbox for r in expected]

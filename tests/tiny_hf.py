@@ -426,7 +426,109 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "got": build_got,
     "deepseek-ocr": build_deepseek_ocr,
     "paddleocr-vl": build_paddleocr_vl,
-    "paddleocr-vl-1.5": build_paddleocr_vl15,
     "glm-ocr": build_glm_ocr,
     "lighton-ocr": build_lighton_ocr,
+    "paddleocr-vl-1.5": build_paddleocr_vl15,
 }
+
+
+# Qwen2.5-VL-7B-Instruct's published chat template (olmOCR-2 is run with its processor); byte-equal to
+# Qwen2-VL-2B-Instruct's (tests/fixtures/models/SOURCES.md), so it is read from that fixture.
+QWEN25_CHAT = __import__("json").loads(
+    (Path(__file__).resolve().parent / "fixtures" / "models" / "qwen2-vl" / "chat_template.json").read_text()
+)["chat_template"]
+
+
+def build_olmocr(path: Path) -> Path:
+    """olmOCR-2's structure: Qwen2.5-VL (windowed vision attention with full-attention blocks, RMSNorm
+    vision blocks, gated MLP merger), tiny."""
+    from polyocr.engines.hf.spec import image_only_processor
+
+    tok = train_tokenizer(QWEN_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN25_CHAT)
+    image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "bos_token_id": None,
+            "eos_token_id": tok.eos_token_id,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]},
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    images = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    processor = image_only_processor(transformers.Qwen2_5_VLProcessor)(
+        image_processor=images, tokenizer=tok, chat_template=QWEN25_CHAT
+    )
+    return _save(transformers.Qwen2_5_VLForConditionalGeneration, config, processor, path)
+
+
+BUILDERS["olmocr"] = build_olmocr
+
+
+# MinerU2.5's layout and table tags (mineru-vl-utils mineru_client.py _layout_re and ANGLE_MAPPING,
+# post_process/otsl2html.py); its published tokenizer files were not found in a public copy, so the
+# tiny tokenizer makes them special tokens beside Qwen2-VL's.
+MINERU_TOKENS = [
+    *QWEN_TOKENS,
+    "<|ref_start|>",
+    "<|ref_end|>",
+    "<|rotate_up|>",
+    "<|rotate_right|>",
+    "<|rotate_down|>",
+    "<|rotate_left|>",
+    "<fcel>",
+    "<ecel>",
+    "<lcel>",
+    "<ucel>",
+    "<xcel>",
+    "<nl>",
+]
+
+
+def build_mineru(path: Path) -> Path:
+    """MinerU2.5's structure: Qwen2-VL (NaViT vision tower, 2x2 patch merger, Qwen2 decoder), tiny, with
+    the published chat template (Qwen2-VL's)."""
+    from polyocr.engines.hf.spec import image_only_processor
+
+    tok = train_tokenizer(MINERU_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN25_CHAT)
+    image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    config = transformers.Qwen2VLConfig(
+        text_config={
+            **TEXT,
+            "vocab_size": len(tok),
+            "bos_token_id": None,
+            "eos_token_id": tok.eos_token_id,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]},
+        },
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4, "mlp_ratio": 2},
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    images = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    processor = image_only_processor(transformers.Qwen2VLProcessor)(
+        image_processor=images, tokenizer=tok, chat_template=QWEN25_CHAT
+    )
+    return _save(transformers.Qwen2VLForConditionalGeneration, config, processor, path)
+
+
+BUILDERS["mineru"] = build_mineru

@@ -180,12 +180,19 @@ class HFVLMEngine(Engine):
             return self.spec.template.format(prompt=instruction)
         # An empty instruction is a message with the image alone (LightOnOCR-2's card: no prompt).
         text = [{"type": "text", "text": instruction}] if instruction else []
-        messages = [{"role": "user", "content": [{"type": "image"}, *text]}]
+        content: list[dict[str, Any]] = [{"type": "image"}, *text]
+        if self.spec.instruction_first:
+            content.reverse()
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if self.spec.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.spec.system_prompt})
         return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, images: list[Image.Image], mode: str) -> Any:
         """The processor's batch for these images under a mode's prompt, on the model's device."""
         spec = self.spec
+        if spec.prepare_image is not None:
+            images = [spec.prepare_image(image) for image in images]
         own_size = dict(getattr(self._processor.image_processor, "size", None) or {})
         pixel_kwargs = spec.pixel_kwargs(
             [im.size for im in images], self.plan.min_pixels, self.plan.max_pixels, own_size

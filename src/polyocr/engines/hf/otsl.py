@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 NL, FCEL, ECEL, LCEL, UCEL, XCEL = "<nl>", "<fcel>", "<ecel>", "<lcel>", "<ucel>", "<xcel>"
 _CELL_TAGS = (FCEL, ECEL, LCEL, UCEL, XCEL)
@@ -44,6 +45,17 @@ def pad_to_square(otsl: str) -> str:
     return NL.join(fixed) + NL
 
 
+def pad_to_longest(otsl: str) -> str:
+    """Every row padded with <ecel> to the longest row, none cut: MinerU2.5's conversion
+    (opendatalab/mineru-vl-utils post_process/otsl2html.py otsl_parse_texts, from docling's)."""
+    rows = [_CELL.findall(line) for line in otsl.strip().split(NL)]
+    rows = [cells for cells in rows if cells]
+    if not rows:
+        return NL
+    width = max(len(cells) for cells in rows)
+    return NL.join("".join(cells + [ECEL] * (width - len(cells))) for cells in rows) + NL
+
+
 def _grid(otsl: str) -> list[list[tuple[str, str]]]:
     """Rows of (tag, text) cells of a squared OTSL string."""
     grid = []
@@ -57,9 +69,10 @@ def _grid(otsl: str) -> list[list[tuple[str, str]]]:
     return grid
 
 
-def otsl_to_html(otsl: str) -> str:
-    """An HTML table for an OTSL answer; "" when it has no cell (the caller keeps the raw answer)."""
-    grid = _grid(pad_to_square(otsl))
+def otsl_to_html(otsl: str, pad: Callable[[str], str] = pad_to_square) -> str:
+    """An HTML table for an OTSL answer; "" when it has no cell (the caller keeps the raw answer).
+    `pad` makes the rows equally long: PaddleX's closest width (the default) or `pad_to_longest`."""
+    grid = _grid(pad(otsl))
     if not grid:
         return ""
     rows, cols = len(grid), max(len(row) for row in grid)

@@ -238,7 +238,8 @@ class PaddleOCRVLEngine(HFVLMEngine):
             return [
                 layout_only(page, page_regions, self.name) for page, page_regions in zip(pages, regions, strict=True)
             ]
-        return read_regions(self, pages, regions, task, prepare=prepare_element, finish=finish_element)
+        # PaddleX keeps every layout block, read as empty or not (pipeline.py parsing_res_list)
+        return read_regions(self, pages, regions, task, prepare=prepare_element, finish=finish_element, keep_empty=True)
 
 
 PaddleOCRVLEngine.tasks = frozenset(TaskKind)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyocr.results import CATEGORIES, Block, TextFormat
 from polyocr.scripts import ARABIC, CYRILLIC, GREEK, HAN, HANGUL, KANA, LATIN
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Size = tuple[int, int]
 Parser = Callable[[str, Size], list[Block]]
@@ -64,6 +67,15 @@ class VLMSpec:
     # How the text and markdown modes' answer becomes Blocks where it carries more than paragraphs
     # (LightOnOCR-2's bbox variants put image boxes in their Markdown); None = one block a paragraph.
     parse_answer: AnswerParser | None = None
+    # The instruction before the image in the user message where the authors put it there (olmOCR's
+    # pipeline and training, prompt_first); False: the image first, as most model cards do.
+    instruction_first: bool = False
+    # A system message the authors' client sends before the user message (MinerU2.5's); None: none,
+    # so the checkpoint's chat template adds its own default where it has one.
+    system_prompt: str | None = None
+    # The authors' own page preparation before the processor (olmOCR renders every page to a fixed
+    # longest side); None: the page as the loader gives it.
+    prepare_image: Callable[[Image.Image], Image.Image] | None = None
 
     def token_budget(self, prompt_tokens: int) -> int | None:
         """The most new tokens this model may generate after a prompt of `prompt_tokens`."""

@@ -15,8 +15,8 @@ The interface, for an engine that runs this way:
   `HFVLMEngine._generate` in batches of `plan.batch_size` (one prompt per batch, as the authors batch
   by prompt), turns each answer into text and a TextFormat with `finish(region, text)` (OTSL -> HTML
   for tables, LaTeX for formulas), and returns one `PageResult` per page whose blocks are the regions
-  in reading order with the layout's categories (every region, read as empty or not: the PaddleX
-  pipeline keeps them all). The page's `Generation` sums the elements' tokens
+  in reading order with the layout's categories (a region read as empty is dropped unless
+  `keep_empty`: the PaddleX pipeline keeps them all). The page's `Generation` sums the elements' tokens
   and seconds; its stop reason is the worst of theirs (error > timeout > loop > max_tokens > eos),
   so the router's checks (token limit, loop ladder) see a page with one runaway element.
 - `layout_only(page, regions, engine)` is the result of the layout stage alone (no VLM call).
@@ -94,6 +94,7 @@ def read_regions(
     prepare: Prepare | None = None,
     finish: Finish | None = None,
     pad: int = 0,
+    keep_empty: bool = False,
 ) -> list[PageResult]:
     """The element stage for a batch of pages: every region with a mode read by the engine's VLM with
     that mode's prompt, batched by mode across pages; one PageResult per page, blocks in reading order."""
@@ -140,6 +141,8 @@ def read_regions(
                 batches.add(batch_index)
                 answer = engine.decode(tokens)
                 text, fmt = finish(region, answer) if finish is not None else (answer.strip(), TextFormat.PLAIN)
+            if region.mode is not None and not text and not keep_empty:
+                continue  # a region the VLM read as nothing adds nothing (unless the authors keep it)
             blocks.append(
                 Block(bbox=region.bbox, category=region.category, text=text, confidence=region.score, format=fmt)
             )
