@@ -142,13 +142,11 @@ ENTRIES: tuple[EngineEntry, ...] = (
     EngineEntry("glm-ocr", "polyocr.engines.hf.glm_ocr:GlmOcrEngine", EngineKind.VLM, None),
     EngineEntry("lighton-ocr", "polyocr.engines.hf.lighton_ocr:LightOnOcrEngine", EngineKind.VLM, None),
     EngineEntry("dots-mocr", "polyocr.engines.dots.mocr:DotsMOCREngine", EngineKind.VLM, None),
+    EngineEntry("paddleocr-vl-1.5", "polyocr.engines.hf.paddleocr_vl15:PaddleOCRVL15Engine", EngineKind.VLM, None),
+    EngineEntry("olmocr", "polyocr.engines.hf.olmocr:OlmOCREngine", EngineKind.VLM, None),
+    EngineEntry("mineru", "polyocr.engines.hf.mineru:MinerUEngine", EngineKind.VLM, None),
     EngineEntry("openai", "polyocr.engines.openai_server:OpenAIServerEngine", EngineKind.REMOTE, None,
                 "a server you name: never chosen by auto"),
-    EngineEntry("paddleocr-vl-1.5", "polyocr.engines.hf.paddleocr_vl15:PaddleOCRVL15Engine", EngineKind.VLM, None),
-    EngineEntry("olmocr", "polyocr.engines.hf.olmocr:OlmOCREngine", EngineKind.VLM, None,
-                "olmOCR-bench overall 82.4 +- 1.1 (allenai/olmocr README, olmOCR v0.4.0 = olmOCR-2-7B-1025)"),
-    EngineEntry("mineru", "polyocr.engines.hf.mineru:MinerUEngine", EngineKind.VLM, None,
-                "OmniDocBench v1.5 overall 90.67 (arXiv 2509.22186, MinerU2.5 report)"),
 )  # fmt: skip
 
 _REGISTRY: dict[str, EngineEntry] = {entry.name: entry for entry in ENTRIES}
