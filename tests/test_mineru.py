@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
+from polyocr import published  # noqa: E402
 from polyocr.documents import Page  # noqa: E402
 from polyocr.engines.base import create_engine, engine_entry  # noqa: E402
 from polyocr.engines.hf import mineru  # noqa: E402
@@ -277,7 +278,8 @@ def test_random_weights_end_to_end_through_the_cli(checkpoint: Path, tmp_path: P
 
 def test_registry_entry_cites_its_score() -> None:
     entry = engine_entry("mineru")
-    assert entry.rank is None and "90.67" in entry.evidence and "2509.22186" in entry.evidence
+    evidence = published.evidence("mineru")
+    assert entry.rank is None and "90.67" in evidence and "2509.22186" in evidence
 
 
 def test_scripted_page_through_the_cli_and_router(
