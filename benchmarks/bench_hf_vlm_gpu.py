@@ -222,18 +222,17 @@ LAYER_KEYS = ("num_hidden_layers", "depth")
 DEFAULT_COMMAND = "PYTHONPATH=src python3 benchmarks/bench_hf_vlm_gpu.py --out benchmarks/hf-vlm-gpu.md"
 
 
-def cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
-    """Every layer count at most `layers`, with the index lists that name layers kept in range.
-    (Shared with bench_vlm_leaders_gpu.py.)"""
+def _cap_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
+    """Every layer count at most `layers`, with the index lists that name layers kept in range."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out[key] = cap_layers(value, layers)
+            out[key] = _cap_layers(value, layers)
         elif key in LAYER_KEYS:
             out[key] = min(value, layers)
         elif key in ("global_attn_indexes", "deepstack_visual_indexes"):
             out[key] = [i for i in value if i < layers] or [0]
-        elif key in ("mlp_layer_types", "layer_types"):
+        elif key == "mlp_layer_types":
             out[key] = value[:layers]
         else:
             out[key] = value
@@ -313,7 +312,7 @@ def measure(
     if model_cls is None:
         row["error"] = f"transformers {transformers.__version__} has no {prefix}ForConditionalGeneration"
         return row
-    config_dict = cap_layers(published, layers) if layers else copy.deepcopy(published)
+    config_dict = _cap_layers(published, layers) if layers else copy.deepcopy(published)
     config = getattr(transformers, f"{prefix}Config")(**config_dict)
     torch.manual_seed(0)
     with torch.device(device):
@@ -394,7 +393,7 @@ def _profile(torch: Any, run: Callable[[], float], device: str) -> str:
     return "\n\n".join(parts)
 
 
-def machine(device: str) -> str:
+def _machine(device: str) -> str:
     import torch
     import transformers
 
@@ -476,13 +475,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             _write(args, rows, profiles)  # after every row: a run cut short keeps what it measured
-    print(report(rows, args.command or DEFAULT_COMMAND, machine(args.device), args.layers))
+    print(report(rows, args.command or DEFAULT_COMMAND, _machine(args.device), args.layers))
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], profiles: list[str]) -> None:
     stem = args.out.rsplit(".", 1)[0]
     with open(args.out, "w") as fh:
-        fh.write(report(rows, args.command or DEFAULT_COMMAND, machine(args.device), args.layers))
+        fh.write(report(rows, args.command or DEFAULT_COMMAND, _machine(args.device), args.layers))
     with open(stem + ".json", "w") as fh:
         json.dump(rows, fh, indent=2)
     if profiles:

@@ -17,12 +17,13 @@ engine's answer budget, rounded up to STATIC_CACHE_MULTIPLE), which transformers
 length is forced with min_new_tokens.
 
 Per model and batch size: one full-length warm-up (compiles the decoding step) and a short one,
-then, holding a lock that keeps every other model's timed calls off the GPU, the faster of two
-1-token calls (prefill: vision encoder + prompt) and of two (NEW_TOKENS + 1)-token calls;
+then, holding a lock that keeps every other model's timed calls off the GPU, the fastest of three
+1-token calls (prefill: vision encoder + prompt) and of three (NEW_TOKENS + 1)-token calls;
 ms/token = (long - short) / NEW_TOKENS. Peak = torch.cuda.max_memory_allocated over the timed calls.
-Models run in separate processes, `--jobs` at a time, so that compilations (CPU) overlap; a
-model's failure (an exception or a dead process) becomes its row's error; the report is rewritten
-after every model; models still running at `--budget-s` are stopped and reported as cut.
+Each (model, batch size) runs in its own process, `--jobs` at a time, so that compilations (CPU)
+overlap and each starts as a fresh engine would (its own compile, no memory left by another run); a
+failure (an exception or a dead process) becomes that row's error; the report is rewritten after
+every row; runs still going at `--budget-s` are stopped and reported as cut.
 
 On the GPU machine (carry `.whl`: transformers 5.23.0, the version polyocr pins and the CPU check
 used, plus pydantic, rapidfuzz and their dependencies, which `import polyocr` needs and the machine
@@ -58,10 +59,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_hf_vlm_gpu import ATTENTION, CONFIGS, cap_layers, machine
+from bench_hf_vlm_gpu import ATTENTION, CONFIGS
+from bench_hf_vlm_gpu import _cap_layers as cap_layers  # shared, not copied
+from bench_hf_vlm_gpu import _machine as machine
 
 A4_200DPI = (1654, 2339)  # (width, height): 210 x 297 mm at 200 DPI
 NEW_TOKENS = 128
+REPEATS = 3  # timed calls of each length; the fastest counts (others' warm-ups may share the GPU)
 PROMPT_TEXT_TOKENS = 32  # chat template + instruction around the image (dots: its own, ~150)
 TEXT_ID = 1000  # an ordinary token id, valid in every vocabulary below
 SDPA = {"": "sdpa", "vision_config": "sdpa", "text_config": "sdpa"}
@@ -88,17 +92,33 @@ class Bench:
     pixel_kwargs: Kwargs = lambda size, own: {}  # the engine's cap, as processor arguments
     cap_note: str = ""
     spec: str = ""  # polyocr.engines.hf.<module>:<SPEC> whose pixel_kwargs and token_budget apply
+    # (max new tokens, context) of the authors' recipe, while the spec is not in this checkout
+    budget: tuple[int | None, int | None] = (None, None)
     new: bool = False
 
 
 def _spec(path: str) -> Any:
+    """polyocr's VLMSpec at `module:NAME`, or None where that engine is not in this checkout yet."""
+    if not path:
+        return None
     module, attr = path.split(":")
-    return getattr(__import__(module, fromlist=[attr]), attr)
+    try:
+        return getattr(__import__(module, fromlist=[attr]), attr)
+    except (ImportError, AttributeError):
+        return None
 
 
-def _spec_kwargs(path: str) -> Kwargs:
-    """The engine's own pixel_kwargs (engines/hf/*.py) for one page and no plan limits."""
-    return lambda size, own: _spec(path).pixel_kwargs([size], None, None, own)
+def _spec_kwargs(path: str, fallback: Kwargs | None = None) -> Kwargs:
+    """The engine's own pixel_kwargs (engines/hf/*.py) for one page and no plan limits; `fallback`
+    (the authors' cap, as the engine being written takes it) while that engine is not merged."""
+
+    def kwargs(size: tuple[int, int], own: Mapping[str, Any]) -> dict[str, Any]:
+        spec = _spec(path)
+        if spec is None:
+            return fallback(size, own) if fallback else {}
+        return dict(spec.pixel_kwargs([size], None, None, own))
+
+    return kwargs
 
 
 def _longest(edge: int) -> Callable[[tuple[int, int]], tuple[int, int]]:
@@ -311,6 +331,9 @@ BENCHES: dict[str, Bench] = {
             # olmOCR renders each PDF page with its longest side 1288 px (allenai/olmocr
             # olmocr/pipeline.py --target_longest_image_dim default 1288), then Qwen2.5-VL's resizer.
             page_size=_longest(1288),
+            pixel_kwargs=_spec_kwargs("polyocr.engines.hf.olmocr:OLMOCR"),
+            spec="polyocr.engines.hf.olmocr:OLMOCR",
+            budget=(8000, 16384),  # olmocr/pipeline.py: max_tokens 8000, model_max_context 16384
             cap_note="page rendered at 1288 px longest side (olmOCR pipeline default)",
             new=True,
         ),
@@ -372,9 +395,15 @@ BENCHES: dict[str, Bench] = {
             config=CONFIGS["paddleocr-vl"][2],
             processor="PaddleOCRVLImageProcessor",
             processor_config=PADDLE_PRE,
-            pixel_kwargs=_spec_kwargs("polyocr.engines.hf.paddleocr_vl:PADDLEOCR_VL"),
-            spec="polyocr.engines.hf.paddleocr_vl:PADDLEOCR_VL",
-            cap_note="the PaddleOCR-VL engine's cap (2048 * 28 * 28 px), whole page",
+            # The VLM sees layout crops (PP-DocLayoutV3 first), capped by the pipeline at 1,003,520 px
+            # (paddlex/inference/pipelines/paddleocr_vl/pipeline.py default_max_pixels): here the
+            # whole page as one element at that cap, the most one call can cost.
+            pixel_kwargs=_spec_kwargs(
+                "polyocr.engines.hf.paddleocr_vl15:PADDLEOCR_VL_15",
+                lambda size, own: {"size": {"shortest_edge": 112896, "longest_edge": 1003520}},
+            ),
+            spec="polyocr.engines.hf.paddleocr_vl15:PADDLEOCR_VL_15",
+            cap_note="one element crop at the 1.5 pipeline's cap (1,003,520 px): the whole page",
             new=True,
         ),
         Bench(
@@ -577,9 +606,14 @@ def answer_budget(bench: Bench, config: Mapping[str, Any], prompt_tokens: int) -
     budget (the spec's token_budget, or the context the config gives)."""
     from polyocr.defaults import MAX_NEW_TOKENS
 
-    if bench.spec:
-        own = _spec(bench.spec).token_budget(prompt_tokens)
+    spec = _spec(bench.spec)
+    if spec is not None:
+        own = spec.token_budget(prompt_tokens)
         return min(MAX_NEW_TOKENS, own) if own is not None else MAX_NEW_TOKENS
+    most, context = bench.budget
+    if most is not None or context is not None:
+        limits = [MAX_NEW_TOKENS, most or MAX_NEW_TOKENS]
+        return min(*limits, context - prompt_tokens) if context else min(limits)
     context = (config.get("text_config") or config).get("max_position_embeddings")
     return min(MAX_NEW_TOKENS, context - prompt_tokens) if context else MAX_NEW_TOKENS
 
@@ -606,6 +640,7 @@ def measure(name: str, args: argparse.Namespace, save: Callable[[list[dict[str, 
         "build_s": round(time.perf_counter() - started, 1),
         "page_px": list(page),
         "cap": bench.cap_note,
+        "cap_from": f"engine spec {bench.spec}" if _spec(bench.spec) is not None else "this script",
         "attention": DOTS_ATTENTION if bench.layout == "dots" else dict(bench.attention),
     }
     if cuda:
@@ -661,9 +696,6 @@ def _measure_batch(
         "cache_implementation": "static",
         "max_cache_len": cache_len,
     }
-    # A fresh process per model; within it, each batch size from a fresh compile, as a fresh engine.
-    model.__dict__.pop("_previous_max_cache_length", None)
-    torch._dynamo.reset()
 
     def generate(new_tokens: int) -> float:
         sync()
@@ -683,8 +715,8 @@ def _measure_batch(
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        first = min(generate(1) for _ in range(2))
-        full = min(generate(new + 1) for _ in range(2))
+        first = min(generate(1) for _ in range(REPEATS))
+        full = min(generate(new + 1) for _ in range(REPEATS))
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     ms_token = (full - first) / new * 1000
     return {
@@ -712,13 +744,13 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, started: float)
         f"- Command: `{args.command}`",
         f"- Machine: {machine(args.device)}",
         f"- Date: {datetime.date.today().isoformat()}; wall {time.perf_counter() - started:.0f} s so far, "
-        f"{args.jobs} model(s) at a time (timed calls serialised by a lock)",
+        f"{args.jobs} run(s) at a time, one process per model and batch size (timed calls serialised by a lock)",
         f"- Page: {args.page} px (A4 at 200 DPI is 1654x2339), through each model's image processor at the "
         f"engine's cap (cap column); prompt = the image tokens + {PROMPT_TEXT_TOKENS} text tokens (dots: its "
         "own ~150). Batch b = b copies of the page.",
         f"- Static cache of the engine's length (prompt + answer budget, rounded up to 256), compiled by "
-        f"transformers; greedy; {args.new_tokens} tokens forced with min_new_tokens. prefill = faster of two "
-        f"1-token calls (vision + prompt); ms/token = (faster of two {args.new_tokens + 1}-token calls - "
+        f"transformers; greedy; {args.new_tokens} tokens forced with min_new_tokens. prefill = fastest of three "
+        f"1-token calls (vision + prompt); ms/token = (fastest of three {args.new_tokens + 1}-token calls - "
         f"prefill) / {args.new_tokens}; tokens/s = batch x 1000 / ms/token; peak = max allocated over the "
         "timed calls; warm-up = one full and one short call (the compile).",
         "- Weights are random: the arithmetic of the published architectures, not their answers. Sources "
@@ -769,12 +801,20 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, started: float) 
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=str))
 
 
-def _not_run(names: list[str], why: str) -> list[dict[str, Any]]:
-    return [{"engine": n, "checkpoint": BENCHES[n].checkpoint, "new": BENCHES[n].new, "error": why} for n in names]
+Task = tuple[str, int]  # (model, batch size): one process each
+
+
+def _error_row(task: Task, why: str, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    name, batch = task
+    keep = ("parameters_b", "weights_gib", "build_s", "cap", "cap_from")
+    known = {k: base[k] for k in keep if base and k in base}
+    bench = BENCHES[name]
+    return {"engine": name, "checkpoint": bench.checkpoint, "new": bench.new, **known, "batch": batch, "error": why}
 
 
 def run_all(args: argparse.Namespace) -> None:
-    """Each model in its own process, `--jobs` at a time; the report rewritten after each."""
+    """Each (model, batch size) in its own process, `--jobs` at a time, as a fresh engine would run
+    it (its own compile, no memory left by the other batch size); the report rewritten after each."""
     started = time.perf_counter()
     names = args.models.split(",")
     unknown = [n for n in names if n not in BENCHES]
@@ -782,57 +822,58 @@ def run_all(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(BENCHES)}")
     work = Path(tempfile.mkdtemp(prefix="vlm-leaders-"))
     args.lock = str(work / "gpu.lock")
-    pending, running, rows = list(names), {}, []
+    pending: list[Task] = [(n, b) for n in names for b in args.batch_sizes]
+    running: dict[Task, subprocess.Popen] = {}
+    rows: list[dict[str, Any]] = []
     worker_args = [
-        "--device", args.device, "--page", args.page, "--batches", args.batches,
-        "--new-tokens", str(args.new_tokens), "--lock", args.lock,
+        "--device", args.device, "--page", args.page, "--new-tokens", str(args.new_tokens), "--lock", args.lock,
     ] + (["--layers", str(args.layers)] if args.layers else [])  # fmt: skip
 
-    def finish(name: str, proc: subprocess.Popen, reason: str = "") -> None:
-        rows_file, log = work / f"{name}.json", work / f"{name}.log"
+    def stem(task: Task) -> Path:
+        return work / f"{task[0]}-b{task[1]}"
+
+    def finish(task: Task, proc: subprocess.Popen, reason: str = "") -> None:
+        rows_file, log = stem(task).with_suffix(".json"), stem(task).with_suffix(".log")
         got = json.loads(rows_file.read_text()) if rows_file.exists() else []
-        missing = [b for b in args.batch_sizes if b not in {r.get("batch") for r in got}]
-        if missing:
+        if not got:
             tail = log.read_text()[-600:] if log.exists() else ""
-            why = reason or f"worker exited with {proc.returncode}"
-            base = got[0] if got else {"engine": name, "checkpoint": BENCHES[name].checkpoint, "new": BENCHES[name].new}
-            keep = ("engine", "checkpoint", "new", "parameters_b", "weights_gib", "cap")
-            got += [{**{k: base[k] for k in keep if k in base}, "batch": b, "error": f"{why}: {tail}"} for b in missing]
+            got = [_error_row(task, f"{reason or f'worker exited with {proc.returncode}'}: {tail}")]
         rows.extend(got)
         write(rows, args, started)
 
     def stop(*_: Any) -> None:
-        for name, proc in list(running.items()):
+        for task, proc in list(running.items()):
             proc.kill()
             proc.wait()
-            finish(name, proc, "stopped (the run was killed)")
-        rows.extend(_not_run(pending, "not started: the run was killed"))
+            finish(task, proc, "stopped (the run was killed)")
+        rows.extend(_error_row(t, "not started: the run was killed") for t in pending)
         write(rows, args, started)
         sys.exit(1)
 
     signal.signal(signal.SIGTERM, stop)
     while pending or running:
         while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            log = open(work / f"{name}.log", "w")  # noqa: SIM115  # closed with the process
-            cmd = [sys.executable, __file__, "--worker", name, "--rows", str(work / f"{name}.json"), *worker_args]
-            running[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            print(f"[{time.perf_counter() - started:5.0f} s] start {name}", flush=True)
+            task = pending.pop(0)
+            log = open(stem(task).with_suffix(".log"), "w")  # noqa: SIM115  # closed with the process
+            cmd = [sys.executable, __file__, "--worker", task[0], "--batches", str(task[1])]
+            cmd += ["--rows", str(stem(task).with_suffix(".json")), *worker_args]
+            running[task] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            print(f"[{time.perf_counter() - started:5.0f} s] start {task[0]} batch {task[1]}", flush=True)
         time.sleep(0.5)
         over = time.perf_counter() - started > args.budget_s
-        for name, proc in list(running.items()):
+        for task, proc in list(running.items()):
             if proc.poll() is None and not over:
                 continue
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-                finish(name, proc, f"cut at the {args.budget_s:.0f} s budget")
+                finish(task, proc, f"cut at the {args.budget_s:.0f} s budget")
             else:
-                finish(name, proc)
-            del running[name]
-            print(f"[{time.perf_counter() - started:5.0f} s] done {name}", flush=True)
+                finish(task, proc)
+            del running[task]
+            print(f"[{time.perf_counter() - started:5.0f} s] done {task[0]} batch {task[1]}", flush=True)
         if over:
-            rows.extend(_not_run(pending, f"not started within the {args.budget_s:.0f} s budget"))
+            rows.extend(_error_row(t, f"not started within the {args.budget_s:.0f} s budget") for t in pending)
             pending = []
             write(rows, args, started)
     print(report(rows, args, started))
@@ -847,8 +888,10 @@ def main() -> None:
     parser.add_argument("--page", default="x".join(map(str, A4_200DPI)), help="page size WxH in px")
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
-    parser.add_argument("--jobs", type=int, default=None, help="models at a time (default 4 on CUDA, 1 elsewhere)")
-    parser.add_argument("--budget-s", type=float, default=440.0, help="stop running models after this many s")
+    parser.add_argument("--jobs", type=int, default=None, help="runs at a time (default 4 on CUDA, 1 elsewhere)")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="stop runs still going after this many s (CUDA default 440)"
+    )
     parser.add_argument("--command", default=None, help="the command line to record in the report")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rows", help=argparse.SUPPRESS)
@@ -861,6 +904,8 @@ def main() -> None:
     if not args.out:
         parser.error("--out is required")
     args.jobs = args.jobs or (4 if args.device.startswith("cuda") else 1)
+    if args.budget_s is None:
+        args.budget_s = 440.0 if args.device.startswith("cuda") else float("inf")
     args.command = args.command or "python3 " + " ".join(
         ["benchmarks/bench_vlm_leaders_gpu.py", *(a.replace(os.environ.get("OUT", "\0"), "$OUT") for a in sys.argv[1:])]
     )
