@@ -838,6 +838,10 @@ def run_all(args: argparse.Namespace) -> None:
         if not got:
             tail = log.read_text()[-600:] if log.exists() else ""
             got = [_error_row(task, f"{reason or f'worker exited with {proc.returncode}'}: {tail}")]
+        if log.exists() and any("error" in r for r in got):  # the whole log of a failed run, beside the report
+            logs = Path(args.out).with_name(Path(args.out).stem + "-logs")
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / log.name).write_text(log.read_text()[-200_000:])
         rows.extend(got)
         write(rows, args, started)
 
