@@ -276,7 +276,7 @@ class TesseractEngine(Engine):
             return None
         api = self._api_for("+".join(candidates))
         api.SetImage(image)
-        words = []
+        lines_read: list[str] = []
         try:
             iterator = api.AnalyseLayout()
             lines = [] if iterator is None else iterate_level(iterator, RIL.TEXTLINE)
@@ -285,11 +285,11 @@ class TesseractEngine(Engine):
             for x1, y1, x2, y2 in boxes[:: max(1, len(boxes) // DETECT_LINES)][:DETECT_LINES]:
                 api.SetRectangle(x1, y1, x2 - x1, y2 - y1)
                 if api.Recognize():
-                    words += [word for word in _words(api.GetIterator())]
+                    lines_read.append(" ".join(_words(api.GetIterator())))
         finally:
             api.SetPageSegMode(PSM.AUTO)
             api.Clear()
-        return page_scripts(word_scripts(" ".join(words))), candidates
+        return page_scripts(word_scripts(lines_read)), candidates
 
     def _api_for(self, languages: str) -> Any:
         from tesserocr import OEM, PSM, PyTessBaseAPI
