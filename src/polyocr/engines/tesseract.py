@@ -229,6 +229,30 @@ class TesseractEngine(Engine):
                 return main
             return detected[0]
 
+    def orientation(self, image: Any) -> tuple[int, float] | None:
+        """Tesseract OSD's orientation of a page: (the clockwise angle the page's text is turned by,
+        0/90/180/270, as `tesseract --psm 0` prints "Orientation in degrees"; OSD's confidence in it,
+        on Tesseract's scale, where OCRmyPDF rotates at 14 or more). None without osd.traineddata;
+        (0, 0.0) when OSD cannot tell (too few characters)."""
+        from tesserocr import PSM, PyTessBaseAPI
+
+        if self._tessdata is None:
+            self.load(EnginePlan())
+        assert self._tessdata is not None
+        if not (self._tessdata / "osd.traineddata").is_file():
+            return None
+        with self._lock:
+            if self._osd is None:
+                self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
+            self._osd.SetImage(image)
+            try:
+                found = self._osd.DetectOrientationScript()
+            finally:
+                self._osd.Clear()
+        if not found:
+            return 0, 0.0
+        return int(found.get("orient_deg", 0)) % 360, float(found.get("orient_conf", 0.0))
+
     def close(self) -> None:
         with self._lock:
             for api in [*self._apis.values(), *([self._osd] if self._osd is not None else [])]:
