@@ -93,12 +93,13 @@ def born_digital(tmp: Path) -> dict:
 
     texts = [dev_text(f"ru_borndigital_pdf/{p.name}") for p in sorted((EVAL / "ru_borndigital_pdf").glob("*.gt.txt"))]
     path = born_digital_pdf(tmp / "born.pdf", texts)
+    ruled = born_digital_pdf(tmp / "ruled.pdf", texts, rule=True)  # pages that draw a line: the ink is checked
     results = {}
     with Router(["tesseract"], Task(languages=("rus", "eng"))) as router:
         router.recognize_page(next(open_source(path, text_layer="never").pages()))  # load Tesseract
-        for mode in ("auto", "never"):
+        for mode in ("auto", "auto-ruled", "never"):
             start = time.perf_counter()
-            doc = router.run_source(open_source(path, text_layer=mode))
+            doc = router.run_source(open_source(ruled if mode == "auto-ruled" else path, text_layer=mode.split("-")[0]))
             seconds = time.perf_counter() - start
             per_page = [sum(a.seconds for a in p.attempts) for p in doc.pages]
             results[mode] = {
@@ -109,6 +110,7 @@ def born_digital(tmp: Path) -> dict:
                 "engines": sorted({p.engine or "-" for p in doc.pages}),
             }
     results["speedup"] = round(results["never"]["seconds"] / results["auto"]["seconds"], 1)
+    results["speedup_ruled"] = round(results["never"]["seconds"] / results["auto-ruled"]["seconds"], 1)
     results["speedup_median_page"] = round(results["never"]["median_page_s"] / results["auto"]["median_page_s"], 1)
     return results
 
@@ -134,13 +136,16 @@ def born_digital_trees(before: str, rounds: int, machine: str) -> None:
     record["runs"] = runs
     (ROOT / "benchmarks" / "pdf-born-digital.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nbefore = {before}, after = this tree; {rounds} interleaved rounds; load {load[0]} -> {load[1]}\n")
-    print("| tree | round | auto s | auto pages/s | never (Tesseract) s | speed-up: document | median page |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| tree | round | auto s | auto pages/s | auto, ruled pages s | never (Tesseract) s "
+        "| speed-up: document | ruled document | median page |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for side in ("before", "after"):
         for i, r in enumerate(runs[side], 1):
             print(
-                f"| {side} | {i} | {r['auto']['seconds']} | {r['auto']['pages_per_s']} | {r['never']['seconds']} "
-                f"| {r['speedup']}x | {r['speedup_median_page']}x |"
+                f"| {side} | {i} | {r['auto']['seconds']} | {r['auto']['pages_per_s']} | {r['auto-ruled']['seconds']} "
+                f"| {r['never']['seconds']} | {r['speedup']}x | {r['speedup_ruled']}x | {r['speedup_median_page']}x |"
             )
 
 
