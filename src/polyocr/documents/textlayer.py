@@ -8,11 +8,14 @@ the rendered page and says why it is or is not used:
 
 - `empty`: no characters at all;
 - `garbage`: more than GARBAGE_SHARE of the characters are unmapped, replacement, private-use or
-  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1 or mix scripts
-  within one run of letters (Latin look-alikes inside a Cyrillic word);
+  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1, mix scripts
+  within one run of letters (Latin look-alikes inside a Cyrillic word), or are a legacy 8-bit
+  Cyrillic encoding read as Latin-1 (every letter of the word accented Latin-1: "Ïðèâåò");
 - `partial`: the page's ink is not covered by the characters' boxes: of the marks of ink (the
   glyph tops estimate_glyphs counts) outside small embedded pictures, more than UNCOVERED_SHARE
-  (and at least UNCOVERED_MIN) lie outside every character box;
+  (and at least UNCOVERED_MIN) lie outside every character box. A page that draws nothing but
+  text objects is covered by construction and is not rendered; the others are counted on a small
+  grey render (CHECK_MAX_SIDE), made only once the checks on the characters have passed;
 - `invisible`: most characters are drawn in render mode 3, i.e. someone's OCR layer. In `auto`
   mode the router reads a strip of the page with its own chain and keeps the layer only if the two
   agree (router/textlayer.py); `always` takes it.
