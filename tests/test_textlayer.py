@@ -236,3 +236,16 @@ def test_a_legacy_8bit_cyrillic_layer_is_garbage_and_ocred(tmp_path):
     accented = "élève déjà Straße naïve Ærø façade Þórsdóttir öffnen été " * 10
     layer = TextLayer(chars=[Char(ch, (0, 0, 1, 1)) for ch in accented], text_only=True)
     assert assess(layer, blank).use
+
+
+def test_a_layer_the_router_declines_is_ocred_from_the_deferred_render(tmp_path):
+    """A trusted layer whose text the router's checks refuse (a line repeated down the page) goes to
+    OCR, which reads the page rendered only then, after the loader has closed the PDF."""
+    path = born_digital_pdf(tmp_path / "repeat.pdf", ["The same line of text, again and again.\n" * 12])
+    doc = polyocr.ocr(path, engine="tesseract", languages=("eng",))
+    page = doc.pages[0]
+    first = page.attempts[0]
+    assert (first.engine, first.outcome, first.settings["check"]) == ("text-layer", Outcome.REJECTED, "checks")
+    assert "repeat" in first.error
+    ocr = page.attempts[1]  # Tesseract read the page (and the same check refused its answer too)
+    assert ocr.engine == "tesseract" and "the same line of text" in (ocr.error or "")

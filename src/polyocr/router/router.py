@@ -187,6 +187,7 @@ class Router:
                 return True
             verdict = replace(verdict, check="checks", reason="; ".join(str(f) for f in failures))
         state.attempts.append(declined_attempt(verdict, page.layer_seconds))
+        page.image.load()  # a deferred page is rendered now, in the router's thread, not in an engine's
         return False
 
     def _page_scripts(self, image: Image.Image, languages: Sequence[str]) -> tuple[str, ...]:
