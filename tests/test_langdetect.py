@@ -147,6 +147,7 @@ def test_one_stray_cyrillic_word_adds_no_russian_but_recurring_latin_terms_add_e
     assert page_scripts(stray) == (LATIN,)
     assert page_scripts(word_scripts(LATIN_TERMS_P026)) == (CYRILLIC, LATIN)
     assert page_scripts(word_scripts("\n".join(LATIN_TERMS_P026))) == (CYRILLIC, LATIN)  # a text's own lines
+    assert page_scripts(word_scripts(" ".join(STRAY_CYRILLIC_F030))) == (LATIN,)  # one line: its main script
 
 
 def test_the_english_page_with_a_stray_cyrillic_word_is_read_in_english_only(engine, eval_dir):

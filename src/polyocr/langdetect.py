@@ -31,7 +31,8 @@ SCRIPT_LANGUAGE = {LATIN: "eng", CYRILLIC: "rus", GREEK: "ell"}
 # letters (shorter runs are where a wrong-script look-alike lands: "o", "с", "ТЕ").
 WORD_MIN_LETTERS = 3
 # A script is on the page when its words hold at least SCRIPT_MIN_LETTERS letters and SCRIPT_MIN_SHARE
-# of the letters of all classified words, on at least SCRIPT_MIN_LINES of the lines read.
+# of the letters of all classified words and, unless it is the main script (the most letters), are on
+# at least SCRIPT_MIN_LINES of the lines read.
 #
 # Why lines as well as letters: a misread is one word in one place, and its length alone decides its
 # share of letters; a script that is really on the page recurs from line to line. On the development
@@ -81,11 +82,13 @@ def page_scripts(tally: ScriptTally) -> tuple[str, ...]:
     letters = sum(tally.letters.values())
     return tuple(
         script
-        for script, n in tally.letters.most_common()
+        for rank, (script, n) in enumerate(tally.letters.most_common())
         if n >= SCRIPT_MIN_LETTERS
         and letters
         and n / letters >= SCRIPT_MIN_SHARE
-        and tally.lines[script] >= SCRIPT_MIN_LINES
+        # The main script needs no recurring: a text of one line (or a ground truth or layer whose
+        # paragraphs are single lines) is still in its script; a stray misread is never the main one.
+        and (rank == 0 or tally.lines[script] >= SCRIPT_MIN_LINES)
     )
 
 
