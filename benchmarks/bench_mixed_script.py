@@ -70,7 +70,8 @@ def median(values: list[float]) -> float:
 # -- 1. detection ---------------------------------------------------------------------------------
 
 
-def detection(items: list, engine: TesseractEngine) -> dict[str, Any]:
+def detection(items: list, engine: TesseractEngine, before: Any = None) -> dict[str, Any]:
+    """OSD and the sampled pass (with the before commit's rule too, when `before` is its engine)."""
     from tesserocr import PSM, PyTessBaseAPI
 
     osd = PyTessBaseAPI(path=f"{engine._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
@@ -89,19 +90,24 @@ def detection(items: list, engine: TesseractEngine) -> dict[str, Any]:
             detected = engine._detect(image, "+".join(item.languages))
         sample_seconds = time.perf_counter() - start
         sample = detected[0] if detected else ()
-        rows.append(
-            {
-                "id": item.id,
-                "truth": list(truth),
-                "osd": list(osd_scripts),
-                "sample": list(sample),
-                "osd_seconds": osd_seconds,
-                "sample_seconds": sample_seconds,
-            }
-        )
+        row = {
+            "id": item.id,
+            "truth": list(truth),
+            "osd": list(osd_scripts),
+            "sample": list(sample),
+            "osd_seconds": osd_seconds,
+            "sample_seconds": sample_seconds,
+        }
+        if before is not None:
+            start = time.perf_counter()
+            with before._lock:
+                old = before._detect(image, "+".join(item.languages))
+            row["sample_before"] = list(old[0] if old else ())
+            row["sample_before_seconds"] = time.perf_counter() - start
+        rows.append(row)
     osd.End()
     summary = {}
-    for method in ("osd", "sample"):
+    for method in ("osd", "sample_before", "sample") if before is not None else ("osd", "sample"):
         summary[method] = {
             "main_right": sum(1 for r in rows if r[method][:1] == r["truth"][:1]),
             "set_right": sum(1 for r in rows if set(r[method]) == set(r["truth"])),
@@ -292,11 +298,30 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     for method, row in report["detection"]["summary"].items():
-        label = {"osd": "Tesseract OSD (osd.traineddata)", "sample": "10 sampled lines read eng+rus, Unicode script"}[
-            method
-        ]
+        label = {
+            "osd": "Tesseract OSD (osd.traineddata)",
+            "sample_before": f"10 sampled lines read eng+rus, Unicode script: before ({report['before']})",
+            "sample": "10 sampled lines read eng+rus, Unicode script"
+            + (": after" if "sample_before" in report["detection"]["summary"] else ""),
+        }[method]
         n = report["detection"]["pages"]
         out.append(f"| {label} | {row['main_right']}/{n} | {row['set_right']}/{n} | {row['median_seconds']:.2f} |")
+    wrong_before = [
+        r for r in report["detection"]["rows"] if set(r.get("sample_before", r["truth"])) != set(r["truth"])
+    ]
+    if "sample_before" in report["detection"]["summary"]:
+        out += [
+            "",
+            "Pages the sampled pass got wrong before: "
+            + (
+                ", ".join(
+                    f"{r['id']} (truth {'+'.join(r['truth'])}, found {'+'.join(r['sample_before']) or 'none'})"
+                    for r in wrong_before
+                )
+                or "none"
+            )
+            + ".",
+        ]
     wrong = [r for r in report["detection"]["rows"] if set(r["sample"]) != set(r["truth"])]
     out += [
         "",
@@ -313,20 +338,22 @@ def markdown(report: dict[str, Any]) -> str:
     out += [
         "## 2. Tesseract before and after",
         "",
-        "| pages | --lang | items | CER before | CER after | languages used after | s/page before | s/page after |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        "| pages | --lang | items | CER before | CER after | languages used before | languages used after "
+        "| s/page before | s/page after |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for row in report["tesseract"]["rows"]:
         used = ", ".join(f"{k} x{v}" for k, v in row["after"]["languages_used"].items())
+        used_before = ", ".join(f"{k} x{v}" for k, v in row["before"]["languages_used"].items())
         out.append(
-            f"| {row['set']} | {row['languages']} | {row['pages']} | {row['before']['cer']:.4f} | "
-            f"{row['after']['cer']:.4f} | {used} | {row['before']['median_seconds']:.2f} | "
+            f"| {row['set']} | {row['languages']} | {row['pages']} | {row['before']['cer']:.5f} | "
+            f"{row['after']['cer']:.5f} | {used_before} | {used} | {row['before']['median_seconds']:.2f} | "
             f"{row['after']['median_seconds']:.2f} |"
         )
         if "latin_terms" in row:
             out.append(
                 f"| (Latin terms read right) | | | {row['before']['latin_terms_right']}/{row['latin_terms']} | "
-                f"{row['after']['latin_terms_right']}/{row['latin_terms']} | | | |"
+                f"{row['after']['latin_terms_right']}/{row['latin_terms']} | | | | |"
             )
     out += [
         "",
@@ -352,7 +379,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "mixed-script.json")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
-    before_tess = load_before(args.before, "src/polyocr/engines/tesseract.py", "tesseract_before")
+    # The before Tesseract engine decides with the before commit's langdetect (where it has one): it is
+    # put in polyocr.langdetect's place while that engine's module is imported.
+    has_langdetect = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{args.before}:src/polyocr/langdetect.py"], capture_output=True
+    )
+    current = sys.modules["polyocr.langdetect"]
+    if has_langdetect.returncode == 0:
+        sys.modules["polyocr.langdetect"] = load_before(args.before, "src/polyocr/langdetect.py", "langdetect_before")
+    try:
+        before_tess = load_before(args.before, "src/polyocr/engines/tesseract.py", "tesseract_before")
+    finally:
+        sys.modules["polyocr.langdetect"] = current
     before_rapid = load_before(args.before, "src/polyocr/engines/rapidocr.py", "rapidocr_before")
     items = select(read_manifest(EVAL).items)
     tess = TesseractEngine()
@@ -376,7 +414,10 @@ def main() -> None:
         ),
         flush=True,
     )
-    report["detection"] = detection(items, tess)
+    old_tess = before_tess.TesseractEngine()
+    old_tess.load(EnginePlan())
+    report["detection"] = detection(items, tess, old_tess)
+    old_tess.close()
     print(json.dumps(report["detection"]["summary"]), flush=True)
     report["rapidocr"] = rapid(items, before_rapid, tess)
     tess.close()

@@ -12,6 +12,10 @@ pages and 6 ru_borndigital_pdf page images, each embedded at its own resolution)
 - ocrmypdf+polyocr: the same command with `--plugin polyocr.ocrmypdf_plugin --polyocr-engine tesseract`.
 Born-digital: the 19 ru_borndigital_pdf ground-truth texts set in DejaVu Sans (tests/pdf_samples.py),
 read through the router with --text-layer auto and with never (Tesseract rus), in process.
+
+The born-digital part alone, an older commit's src/ against this tree's, interleaved, in one run:
+
+    PYTHONPATH=src python benchmarks/bench_pdf.py --born-digital-before b0dd26f --rounds 2
 """
 
 from __future__ import annotations
@@ -89,12 +93,13 @@ def born_digital(tmp: Path) -> dict:
 
     texts = [dev_text(f"ru_borndigital_pdf/{p.name}") for p in sorted((EVAL / "ru_borndigital_pdf").glob("*.gt.txt"))]
     path = born_digital_pdf(tmp / "born.pdf", texts)
+    ruled = born_digital_pdf(tmp / "ruled.pdf", texts, rule=True)  # pages that draw a line: the ink is checked
     results = {}
     with Router(["tesseract"], Task(languages=("rus", "eng"))) as router:
         router.recognize_page(next(open_source(path, text_layer="never").pages()))  # load Tesseract
-        for mode in ("auto", "never"):
+        for mode in ("auto", "auto-ruled", "never"):
             start = time.perf_counter()
-            doc = router.run_source(open_source(path, text_layer=mode))
+            doc = router.run_source(open_source(ruled if mode == "auto-ruled" else path, text_layer=mode.split("-")[0]))
             seconds = time.perf_counter() - start
             per_page = [sum(a.seconds for a in p.attempts) for p in doc.pages]
             results[mode] = {
@@ -105,15 +110,62 @@ def born_digital(tmp: Path) -> dict:
                 "engines": sorted({p.engine or "-" for p in doc.pages}),
             }
     results["speedup"] = round(results["never"]["seconds"] / results["auto"]["seconds"], 1)
+    results["speedup_ruled"] = round(results["never"]["seconds"] / results["auto-ruled"]["seconds"], 1)
     results["speedup_median_page"] = round(results["never"]["median_page_s"] / results["auto"]["median_page_s"], 1)
     return results
+
+
+def born_digital_trees(before: str, rounds: int, machine: str) -> None:
+    """The born-digital part alone, for the tree of commit `before` (its src/ from git archive) and
+    this tree, each in a fresh process, interleaved `rounds` times in one invocation; prints a
+    Markdown table and writes benchmarks/pdf-born-digital.json."""
+    trees = {"before": Path(tempfile.mkdtemp(prefix="polyocr-before-")), "after": ROOT}
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", before, "src"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(trees["before"])], input=archive.stdout, check=True)
+    load_start = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for side, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree / "src"), "HF_HUB_OFFLINE": "1"}
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--born-digital-json"]
+            run = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            runs[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
+            print(side, runs[side][-1], flush=True)
+    load = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    record = {"date": str(date.today()), "machine": machine, "before": before, "rounds": rounds, "load": load}
+    record["runs"] = runs
+    (ROOT / "benchmarks" / "pdf-born-digital.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nbefore = {before}, after = this tree; {rounds} interleaved rounds; load {load[0]} -> {load[1]}\n")
+    print(
+        "| tree | round | auto s | auto pages/s | auto, ruled pages s | never (Tesseract) s "
+        "| speed-up: document | ruled document | median page |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for side in ("before", "after"):
+        for i, r in enumerate(runs[side], 1):
+            print(
+                f"| {side} | {i} | {r['auto']['seconds']} | {r['auto']['pages_per_s']} | {r['auto-ruled']['seconds']} "
+                f"| {r['never']['seconds']} | {r['speedup']}x | {r['speedup_ruled']}x | {r['speedup_median_page']}x |"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pdf-output.md")
     parser.add_argument("--machine", default="2-core CPU dev machine (shared)")
+    parser.add_argument(
+        "--born-digital-before", metavar="COMMIT", help="only the born-digital part: COMMIT against this tree"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--born-digital-json", action="store_true", help=argparse.SUPPRESS)  # one tree's run
     args = parser.parse_args()
+    if args.born_digital_json:
+        with tempfile.TemporaryDirectory() as name:
+            print(json.dumps(born_digital(Path(name))))
+        return
+    if args.born_digital_before:
+        born_digital_trees(args.born_digital_before, args.rounds, args.machine)
+        return
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)

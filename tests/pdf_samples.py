@@ -36,7 +36,9 @@ def dev_text(relative: str, limit: int = 1400) -> str:
     return cut[: cut.rfind("\n")] if "\n" in cut else cut
 
 
-def born_digital_pdf(path: Path, texts: list[str], *, size: float = 10.5) -> Path:
+def born_digital_pdf(path: Path, texts: list[str], *, size: float = 10.5, rule: bool = False) -> Path:
+    """One page per text; `rule`: a line drawn under the text's first line too (a page that draws
+    more than text, so its ink is looked at)."""
     from fpdf import FPDF
 
     pdf = FPDF(unit="pt", format="A4")
@@ -47,6 +49,8 @@ def born_digital_pdf(path: Path, texts: list[str], *, size: float = 10.5) -> Pat
     for text in texts:
         pdf.add_page()
         pdf.multi_cell(0, size * 1.3, text)
+        if rule:
+            pdf.line(56, 56 + size * 1.35, 539, 56 + size * 1.35)
     pdf.output(str(path))
     return path
 

@@ -23,6 +23,17 @@ def test_skew_is_measured_to_a_tenth_of_a_degree(page: Image.Image, turn: float)
     assert skew_angle(skewed) == pytest.approx(-turn, abs=0.1)
 
 
+@pytest.mark.parametrize("turn", [-2.8, 3.0])
+def test_a_black_and_white_page_is_measured_too(page: Image.Image, turn: float) -> None:
+    """Only two grey levels (a 1-bit scan small enough to be measured unscaled): Otsu's threshold is
+    then the ink level itself, so the ink is the pixels at or below it (with `below`, no pixel was
+    ink and the skew read 0)."""
+    small = page.crop((0, 0, 1000, 700)).convert("1", dither=Image.Dither.NONE)
+    skewed = small.rotate(turn, expand=True, fillcolor=1).convert("RGB")
+    assert max(skewed.size) < 1200 and sorted(set(skewed.convert("L").get_flattened_data())) == [0, 255]
+    assert skew_angle(skewed) == pytest.approx(-turn, abs=0.1)
+
+
 def test_pages_with_nothing_to_measure_are_left_alone() -> None:
     assert skew_angle(Image.new("RGB", (800, 600), "white")) == 0.0
     assert skew_angle(Image.new("RGB", (800, 600), "black")) == 0.0

@@ -111,3 +111,48 @@ def test_router_retries_a_wrong_script_answer_with_the_pages_languages():
     assert result.language == "eng+rus"
     counts = script_counts(result.text)
     assert counts[CYRILLIC] > counts[LATIN]
+
+
+# Tesseract's sampled lines (eng+rus) of two development-set pages, as recorded for issue 20's rule.
+STRAY_CYRILLIC_F030 = [  # old_books_eng/f030: one name misread in Cyrillic, 4.2% of the letters
+    "12 HALF-HOURS WITH THR HICGHWAVMEN",
+    "of the",
+    "Highway-Men, Foot-Pads, Shop-Lifts,",
+    "Great Britain, for above an Hundred Years",
+    "ders, Unparalell’d Коббегез, Notorious Thefts,",
+    "Benett о Mankind.",
+    "Lhe lhieves New Canting-",
+    "New Terms, Significant Phrafes, and Pro-",
+    "ee ЖЕ",
+]
+LATIN_TERMS_P026 = [  # ru_borndigital_pdf/mpman-ru_p026: the fewest Latin terms of the Russian pages
+    "пользовать факт, что 2(суффикс} — это сокращение для",
+    "существующие до его исполнения переменные. начинаютциеся с этикеток х или у, так что OsJIOKM",
+    "в разделе 10.1.",
+    "разг pp, a.D;",
+    "Декларации работают одинаковым образом для любого другого из оставшихся девяти типов:",
+    "numeric 91, q2, q3;",
+    "path р[]а[], pall 1];",
+    "начально и никак не могут быть декларированы снова, но есть способ объявить, что новая",
+]
+
+
+def test_one_stray_cyrillic_word_adds_no_russian_but_recurring_latin_terms_add_english():
+    """A misread is one word in one place however long it is; a script that is on the page recurs
+    from line to line (langdetect.SCRIPT_MIN_LINES)."""
+    from polyocr.langdetect import SCRIPT_MIN_SHARE, page_scripts, word_scripts
+
+    stray = word_scripts(STRAY_CYRILLIC_F030)
+    assert stray.letters[CYRILLIC] / sum(stray.letters.values()) > SCRIPT_MIN_SHARE  # the old rule's mistake
+    assert page_scripts(stray) == (LATIN,)
+    assert page_scripts(word_scripts(LATIN_TERMS_P026)) == (CYRILLIC, LATIN)
+    assert page_scripts(word_scripts("\n".join(LATIN_TERMS_P026))) == (CYRILLIC, LATIN)  # a text's own lines
+    assert page_scripts(word_scripts(" ".join(STRAY_CYRILLIC_F030))) == (LATIN,)  # one line: its main script
+
+
+def test_the_english_page_with_a_stray_cyrillic_word_is_read_in_english_only(engine, eval_dir):
+    from polyocr.documents import load_pages
+
+    [page] = load_pages(eval_dir / "old_books_eng" / "f030.png")
+    [result] = engine.recognize([page], Task(kind=TaskKind.TEXT, languages=("eng",)))
+    assert result.languages.added == [] and result.languages.used == ["eng"], result.languages.reason

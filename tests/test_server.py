@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
 
@@ -103,6 +104,39 @@ def test_content_is_recognised_by_bytes_not_by_name(client: httpx.Client) -> Non
     assert [p.page for p in doc.pages] == [1, 2] and "Page 2" in doc.pages[1].text
     message = _error(client.post("/v1/ocr", files={"file": ("page.png", b"\x00\x00\x01\x00 an icon")}), 415)
     assert "page.png" in message and "recognised by content" in message
+
+
+def test_ocr_answers_a_searchable_pdf(client: httpx.Client) -> None:
+    """format=pdf: an image comes back as a PDF of its page with the text layer; a PDF keeps its own
+    page objects (content streams unchanged) with the layer added; the extracted text is the OCR's."""
+    import hashlib
+
+    import pikepdf
+
+    from pdf_samples import normalise, pdf_text
+
+    png = text_png()
+    answer = client.post("/v1/ocr", files={"file": ("p.png", png)}, data={"format": "pdf", "task": "text"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/pdf" and answer.headers["x-polyocr-pages"] == "1"
+    doc = DocumentResult.model_validate_json(client.post("/v1/ocr", files={"file": ("p.png", png)}).content)
+    assert normalise(pdf_text(answer.content)) == normalise(doc.pages[0].text)
+
+    scan = text_pdf(2)
+
+    def streams(data: bytes) -> list[str]:
+        with pikepdf.open(io.BytesIO(data)) as pdf:
+            return [hashlib.sha256(page.Contents.read_bytes()).hexdigest() for page in pdf.pages]
+
+    answer = client.post("/v1/ocr", files={"file": ("scan.pdf", scan)}, data={"format": "pdf"})
+    assert answer.status_code == 200, answer.text
+    with pikepdf.open(io.BytesIO(answer.content)) as pdf:
+        assert len(pdf.pages) == 2
+        kept = [hashlib.sha256(page.Contents[1].read_bytes()).hexdigest() for page in pdf.pages]
+    assert kept == streams(scan)  # the original content stream, bracketed by polyocr's q/Q and layer
+    assert "Page 2" in pdf_text(answer.content, 1)
+    message = _error(client.get("/v1/jobs/nope/result", params={"format": "pdf"}), 400)
+    assert "POST /v1/ocr with format=pdf" in message
 
 
 @pytest.mark.parametrize(

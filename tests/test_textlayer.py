@@ -168,3 +168,84 @@ def test_technical_russian_with_latin_symbols_is_not_mojibake():
     homoglyphs = "пpивeт мuр " * 10  # Latin p, e, u inside Cyrillic words
     layer = TextLayer(chars=[Char(ch, (0, 0, 1, 1)) for ch in homoglyphs])
     assert assess(layer, blank).check == "garbage"
+
+
+def test_a_trusted_layer_page_is_never_rendered_and_renders_on_demand(tmp_path):
+    """A page that draws only text is judged without any render; its image, made only when asked for
+    (after the loader has closed the PDF), is the page as open_source renders it with the layer off."""
+    import numpy as np
+
+    path = born_digital_pdf(tmp_path / "born.pdf", [TEXTS["rus"], TEXTS["eng"]])
+    pages = list(open_source(path, text_layer="auto").pages())  # the generator ends: the PDF is closed
+    assert all(p.layer_verdict.use and p.layer_verdict.glyphs for p in pages)
+    assert not any(p.rendered for p in pages)
+    plain = list(open_source(path, text_layer="never").pages())
+    assert [p.size for p in pages] == [p.image.size for p in plain]
+    assert np.array_equal(np.asarray(pages[1].image), np.asarray(plain[1].image))
+    assert pages[1].rendered and not pages[0].rendered
+    doc = polyocr.ocr(path, engine="tesseract", languages=("rus", "eng"))
+    assert [p.engine for p in doc.pages] == ["text-layer", "text-layer"]
+    assert doc.pages[0].languages.scripts == ["Cyrillic", "Latin"]  # judged by the layer's own characters
+    assert doc.pages[0].width == plain[0].image.width
+
+
+def test_a_page_with_drawings_is_checked_on_a_small_render(tmp_path):
+    """A page that draws more than text has its ink looked at, on a grey render of at most
+    CHECK_MAX_SIDE pixels, and that count of marks is the router's glyph estimate for the page."""
+    from fpdf import FPDF
+
+    from pdf_samples import DEJAVU
+    from polyocr.documents.textlayer import CHECK_MAX_SIDE
+    from polyocr.router.checks import estimate_glyphs
+
+    pdf = FPDF(unit="pt", format="A4")
+    pdf.add_font("dejavu", fname=str(DEJAVU))
+    pdf.set_font("dejavu", size=10.5)
+    pdf.add_page()
+    pdf.multi_cell(0, 14, TEXTS["eng"])
+    pdf.rect(300, 600, 200, 150)
+    pdf.output(str(tmp_path / "rule.pdf"))
+    page = next(open_source(tmp_path / "rule.pdf", text_layer="auto").pages())
+    assert not page.text_layer.text_only and page.layer_verdict.use and not page.rendered
+    assert "characters, covering" in page.layer_verdict.reason
+    full = next(open_source(tmp_path / "rule.pdf", text_layer="never").pages()).image
+    expected = estimate_glyphs(full, CHECK_MAX_SIDE)
+    # The same measure; rendered small rather than shrunk from 200 DPI, the glyphs blur together less
+    # (1241 against 1081 marks here), well within the factor of two the checks' thresholds allow for.
+    assert abs(page.glyphs - expected) <= 0.25 * expected
+
+
+def test_a_legacy_8bit_cyrillic_layer_is_garbage_and_ocred(tmp_path):
+    """An old Russian PDF whose font maps its Cyrillic glyphs to Latin-1 codes reads "Ïðèâåò" for
+    "Привет": every letter of each word an accented Latin-1 letter. That layer is garbage (no OCR
+    pass is needed to see it), while real accented words are not."""
+    from fpdf import FPDF
+
+    russian = TEXTS["rus"].encode("cp1251", errors="replace").decode("latin-1")
+    pdf = FPDF(unit="pt", format="A4")
+    pdf.set_font("helvetica", size=10.5)
+    pdf.add_page()
+    pdf.multi_cell(0, 14, russian)
+    pdf.output(str(tmp_path / "legacy.pdf"))
+    page = next(open_source(tmp_path / "legacy.pdf", text_layer="auto").pages())
+    assert page.layer_verdict.check == "garbage" and "mojibake" in page.layer_verdict.reason
+    assert page.rendered  # going to OCR: rendered at once
+    from polyocr.documents.textlayer import Char
+
+    blank = Image.new("RGB", (100, 100), "white")
+    accented = "élève déjà Straße naïve Ærø façade Þórsdóttir öffnen été " * 10
+    layer = TextLayer(chars=[Char(ch, (0, 0, 1, 1)) for ch in accented], text_only=True)
+    assert assess(layer, blank).use
+
+
+def test_a_layer_the_router_declines_is_ocred_from_the_deferred_render(tmp_path):
+    """A trusted layer whose text the router's checks refuse (a line repeated down the page) goes to
+    OCR, which reads the page rendered only then, after the loader has closed the PDF."""
+    path = born_digital_pdf(tmp_path / "repeat.pdf", ["The same line of text, again and again.\n" * 12])
+    doc = polyocr.ocr(path, engine="tesseract", languages=("eng",))
+    page = doc.pages[0]
+    first = page.attempts[0]
+    assert (first.engine, first.outcome, first.settings["check"]) == ("text-layer", Outcome.REJECTED, "checks")
+    assert "repeat" in first.error
+    ocr = page.attempts[1]  # Tesseract read the page (and the same check refused its answer too)
+    assert ocr.engine == "tesseract" and "the same line of text" in (ocr.error or "")

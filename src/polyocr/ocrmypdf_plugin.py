@@ -30,6 +30,7 @@ from polyocr.formats.hocr import render_hocr
 from polyocr.formats.layout import page_text, polyocr_version
 from polyocr.formats.pdf import text_only_pdf
 from polyocr.results import DocumentResult, PageResult, PageStatus
+from polyocr.types import EnginePlan
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,35 @@ def recognise(input_file: Path, options) -> PageResult:
     return result
 
 
+_osd: list = []  # this process's (Tesseract engine or None, why not), made on first use
+_osd_said: list[bool] = []
+
+
+def _orientation(input_file: Path) -> tuple[int, float]:
+    """OSD's (angle, confidence) for a page image; (0, 0.0) where it cannot run (said once)."""
+    from polyocr.engines.base import create_engine
+
+    with _lock:
+        if not _osd:
+            try:
+                engine = create_engine("tesseract")
+                engine.load(EnginePlan())
+                _osd.append((engine, "no osd.traineddata (apt-get install tesseract-ocr-osd)"))
+            except PolyOCRError as exc:
+                _osd.append((None, f"Tesseract is not usable ({exc})"))
+        engine, why = _osd[0]
+    found = None
+    if engine is not None:
+        with Image.open(input_file) as image:
+            found = engine.orientation(image.convert("RGB"))
+    if found is None:
+        if not _osd_said:
+            _osd_said.append(True)
+            log.warning("polyocr cannot tell page orientation for --rotate-pages: %s", why)
+        return 0, 0.0
+    return found
+
+
 class PolyocrEngine(OcrEngine):
     @staticmethod
     def version() -> str:
@@ -137,11 +167,23 @@ class PolyocrEngine(OcrEngine):
 
     @staticmethod
     def get_orientation(input_file: Path, options) -> OrientationConfidence:
-        return OrientationConfidence(angle=0, confidence=0.0)  # polyocr does not detect page rotation
+        """For `--rotate-pages`: OCRmyPDF 17 (pluginspec.OcrEngine.get_orientation, used by
+        _pipeline.get_orientation_correction) wants the clockwise angle the page is turned by and a
+        confidence on Tesseract OSD's scale (it rotates at --rotate-pages-threshold, 14 by default), as
+        its own Tesseract plugin answers from `tesseract --psm 0`. polyocr answers from the same OSD
+        through its Tesseract engine, whatever engine reads the page; without Tesseract's OSD data it
+        says it cannot tell (confidence 0), so OCRmyPDF leaves the page as it is."""
+        found = _orientation(Path(input_file))
+        return OrientationConfidence(angle=found[0], confidence=found[1])
 
     @staticmethod
     def get_deskew(input_file: Path, options) -> float:
-        return 0.0  # the Tesseract engine straightens skewed pages itself and reports boxes on the page
+        """For `--deskew`: the angle in degrees OCRmyPDF passes to Pillow's rotate (counter-clockwise),
+        which is what documents.deskew.skew_angle measures."""
+        from polyocr.documents.deskew import skew_angle
+
+        with Image.open(input_file) as image:
+            return skew_angle(image)
 
     @staticmethod
     def generate_hocr(input_file: Path, output_hocr: Path, output_text: Path, options) -> None:

@@ -45,7 +45,7 @@ def skew_angle(image: Image.Image, *, max_degrees: float = 10.0) -> float:
     pixels = np.asarray(gray)
     if int(pixels.max()) - int(pixels.min()) < 32:  # one flat colour: no ink to line up
         return 0.0
-    ys, xs = np.nonzero(pixels < _otsu(pixels))
+    ys, xs = np.nonzero(pixels <= _otsu(pixels))  # the ink class is the levels up to the threshold
     if len(ys) < _MIN_INK_POINTS or len(ys) > 0.5 * pixels.size:  # blank, or inverted/very dark
         return 0.0
     if len(ys) > _MAX_POINTS:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -83,11 +83,32 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-@dataclass
+class _DeferredImage:
+    """`Page.image`: the image the page was made with, or, for a page made with `image=None` and a
+    `render` (a PDF page read from its own text layer needs no picture of itself), the image that
+    `render` gives, made on first use and kept."""
+
+    def __get__(self, page: Page | None, owner: Any = None) -> Any:
+        if page is None:
+            return self
+        image: Image.Image | None = page.__dict__.get("_image")
+        if image is None:
+            if page.render is None:
+                raise AttributeError(f"{page.source} page {page.number} has neither an image nor a render")
+            image = page.render()
+            page.__dict__["_image"] = image
+            page.render = None
+        return image
+
+    def __set__(self, page: Page, image: Image.Image | None) -> None:
+        page.__dict__["_image"] = image
+
+
+@dataclass(repr=False)
 class Page:
     """One page image (RGB, EXIF orientation applied) and where it came from."""
 
-    image: Image.Image
+    image: Image.Image  # a _DeferredImage (set below): None with a `render` defers the image
     number: int  # 1-based within its source
     source: str
     dpi: float | None = None
@@ -97,10 +118,39 @@ class Page:
     text_layer: TextLayer | None = None
     layer_verdict: Verdict | None = None
     layer_seconds: float = 0.0
+    # A page whose image is made only when something asks for it (`image=None`): how, and its size.
+    render: Callable[[], Image.Image] | None = None
+    deferred_size: tuple[int, int] | None = None
+    # About how many marks of ink the page holds (router.checks.estimate_glyphs' measure), when the
+    # loader has measured it already (the text layer's ink check); None: measured from the image.
+    glyphs: int | None = None
 
     @property
     def size(self) -> tuple[int, int]:
+        if self.__dict__.get("_image") is None and self.deferred_size is not None:
+            return self.deferred_size
         return self.image.size
+
+    @property
+    def rendered(self) -> bool:
+        """Whether the page's image exists yet (False for a deferred page not yet asked for it)."""
+        return self.__dict__.get("_image") is not None
+
+    def __repr__(self) -> str:
+        return f"Page(number={self.number}, source={self.source!r}, size={self.size}, rendered={self.rendered})"
+
+    @classmethod
+    def deferred(
+        cls, render: Callable[[], Image.Image], size: tuple[int, int], number: int, source: str, **fields: Any
+    ) -> Page:
+        """A page whose image `render` makes when something first asks for it; `size` is its size."""
+        page = cls(image=None, number=number, source=source, **fields)  # type: ignore[arg-type]
+        page.render, page.deferred_size = render, size
+        return page
+
+
+# After the dataclass is made, so that its __init__ stores the image through the descriptor.
+setattr(Page, "image", _DeferredImage())  # noqa: B010
 
 
 @dataclass
@@ -375,9 +425,24 @@ def render_pdf_page(page: Any, where: str, scale: float, max_pixels: int) -> Ima
     it draws are checked against the pixel limit first (PDFium decodes a drawn image whole whatever
     the output size, so a bomb image fails the page here, in milliseconds). InputError naming `where`."""
     import pypdfium2 as pdfium
+
+    check_pdf_page(page, where, scale, max_pixels)
+    try:
+        return page.render(scale=scale).to_pil()
+    except pdfium.PdfiumError as exc:
+        raise InputError(where, f"page could not be rendered: {exc}") from exc
+
+
+def check_pdf_page(page: Any, where: str, scale: float, max_pixels: int) -> tuple[int, int]:
+    """render_pdf_page's bounds, without rendering: the page's pixel size at `scale` (as pdfium
+    renders it: the size in points times the scale, rounded up), InputError when it or an image the
+    page draws is over the pixel limit."""
+    import math
+
     import pypdfium2.raw as pdfium_c
 
     width_pt, height_pt = page.get_size()
+    size = (math.ceil(width_pt * scale), math.ceil(height_pt * scale))
     _check_pixels(where, (round(width_pt * scale), round(height_pt * scale)), max_pixels)
     for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4):
         width, height = obj.get_px_size()
@@ -387,10 +452,7 @@ def render_pdf_page(page: Any, where: str, scale: float, max_pixels: int) -> Ima
                 f"page draws an image of {width}x{height} = {width * height:,} pixels, over the limit "
                 f"of {max_pixels:,} (possible decompression bomb; raise --max-pixels if it is genuine)",
             )
-    try:
-        return page.render(scale=scale).to_pil()
-    except pdfium.PdfiumError as exc:
-        raise InputError(where, f"page could not be rendered: {exc}") from exc
+    return size
 
 
 def _open_pdf(
@@ -429,15 +491,14 @@ def _open_pdf(
         where = f"{name} page {index + 1}"
         try:
             page = pdf[index]
+            if text_layer != "never":
+                return _layer_page(path, page, index, name, dpi, max_pixels, text_layer)
             image = render_pdf_page(page, where, scale, max_pixels)
         except InputError as exc:
             return failed_page(name, index + 1, exc.reason)
         except pdfium.PdfiumError as exc:
             return failed_page(name, index + 1, f"page could not be rendered: {exc}")
-        result = Page(image=image.convert("RGB"), number=index + 1, source=name, dpi=dpi)
-        if text_layer != "never":
-            _read_layer(result, page, text_layer)
-        return result
+        return Page(image=_rgb(image), number=index + 1, source=name, dpi=dpi)
 
     def pages() -> Iterator[Page]:
         try:
@@ -468,20 +529,53 @@ def open_bytes_or_stream(
     return image_source(data, name, **caps)
 
 
-def _read_layer(result: Page, page, mode: str) -> None:
-    """Attach the page's text layer and the verdict on it; a layer pdfium cannot read is no layer."""
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _layer_page(path: Path | bytes, page: Any, index: int, name: str, dpi: float, max_pixels: int, mode: str) -> Page:
+    """A PDF page with its text layer and the verdict on it (documents/textlayer.py), rendered only as
+    far as the verdict needs: the layer is read without rendering; the ink check, when the page draws
+    more than text, looks at a small grey render (its longest side textlayer.CHECK_MAX_SIDE), whose
+    count of ink marks is kept as the page's glyph estimate; the page's own image (at `dpi`, for OCR)
+    is made at once when the layer is not to be used, else deferred until something asks for it
+    (then from a fresh handle on the document, which the loader may have closed by then)."""
     import pypdfium2 as pdfium
 
-    from polyocr.documents.textlayer import TextLayer, assess, extract
+    from polyocr.documents.textlayer import CHECK_MAX_SIDE, TextLayer, assess, extract
 
+    where = f"{name} page {index + 1}"
+    scale = dpi / 72.0
     start = time.perf_counter()
+    size = check_pdf_page(page, where, scale, max_pixels)
     try:
-        layer = extract(page, *result.image.size)
+        layer = extract(page, *size)
     except pdfium.PdfiumError:
-        layer = TextLayer()
-    result.text_layer = layer
-    result.layer_verdict = assess(layer, result.image, mode)
-    result.layer_seconds = time.perf_counter() - start
+        layer = TextLayer(size=size)
+
+    def check_image() -> Image.Image:
+        small = min(scale, CHECK_MAX_SIDE / max(page.get_size()))
+        try:
+            image: Image.Image = page.render(scale=small, grayscale=True).to_pil()
+        except pdfium.PdfiumError as exc:
+            raise InputError(where, f"page could not be rendered: {exc}") from exc
+        return image
+
+    verdict = assess(layer, check_image, mode)
+    seconds = time.perf_counter() - start
+    fields: dict[str, Any] = {"dpi": dpi, "text_layer": layer, "layer_verdict": verdict, "glyphs": verdict.glyphs}
+    if not verdict.use:  # the image is needed now: for OCR, or for the sample of an invisible layer
+        image = _rgb(render_pdf_page(page, where, scale, max_pixels))
+        return Page(image=image, number=index + 1, source=name, layer_seconds=seconds, **fields)
+
+    def full() -> Image.Image:
+        document = pdfium.PdfDocument(path)
+        try:
+            return _rgb(render_pdf_page(document[index], where, scale, max_pixels))
+        finally:
+            document.close()
+
+    return Page.deferred(full, size, index + 1, name, layer_seconds=seconds, **fields)
 
 
 class PageReader:

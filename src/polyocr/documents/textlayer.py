@@ -8,11 +8,14 @@ the rendered page and says why it is or is not used:
 
 - `empty`: no characters at all;
 - `garbage`: more than GARBAGE_SHARE of the characters are unmapped, replacement, private-use or
-  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1 or mix scripts
-  within one run of letters (Latin look-alikes inside a Cyrillic word);
+  control characters, or MOJIBAKE_SHARE of the words are UTF-8 read as Latin-1, mix scripts
+  within one run of letters (Latin look-alikes inside a Cyrillic word), or are a legacy 8-bit
+  Cyrillic encoding read as Latin-1 (every letter of the word accented Latin-1: "Ïðèâåò");
 - `partial`: the page's ink is not covered by the characters' boxes: of the marks of ink (the
   glyph tops estimate_glyphs counts) outside small embedded pictures, more than UNCOVERED_SHARE
-  (and at least UNCOVERED_MIN) lie outside every character box;
+  (and at least UNCOVERED_MIN) lie outside every character box. A page that draws nothing but
+  text objects is covered by construction and is not rendered; the others are counted on a small
+  grey render (CHECK_MAX_SIDE), made only once the checks on the characters have passed;
 - `invisible`: most characters are drawn in render mode 3, i.e. someone's OCR layer. In `auto`
   mode the router reads a strip of the page with its own chain and keeps the layer only if the two
   agree (router/textlayer.py); `always` takes it.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +44,7 @@ UNCOVERED_SHARE = 0.10
 UNCOVERED_MIN = 30  # marks of ink: a page number or a stray logo outside the layer is fine
 INVISIBLE_SHARE = 0.5
 SMALL_PICTURE = 0.5  # embedded pictures below this share of the page are figures, not scanned text
+LEGACY_MIN_LETTERS = 4  # a word this long made only of accented Latin-1 letters is cp1251/KOI8-R misread
 # A UTF-8 multi-byte sequence decoded as Latin-1/cp1252: Ã or Â before a continuation byte, Ð/Ñ before
 # one (Cyrillic), â€ (punctuation).
 _MOJIBAKE = re.compile(r"[ÃÂ][\x80-\xbf\u00a0-\u00bf]|[ÐÑ][\x80-\xbf\u00a0-\u00bf\u0152-\u0178\u2018-\u203a]|â€")
@@ -60,6 +65,10 @@ class TextLayer:
     chars: list[Char] = field(default_factory=list)
     invisible_share: float = 0.0
     picture_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    size: tuple[int, int] | None = None  # the pixel size the boxes are in (None: the checked image's)
+    # The page draws nothing but text objects (no image, path, shading, annotation): all its ink is
+    # glyphs of the layer's characters, so the layer covers the ink by construction.
+    text_only: bool = False
 
     @property
     def text(self) -> str:
@@ -71,27 +80,33 @@ class Verdict:
     use: bool
     check: str  # ok | empty | garbage | partial | invisible | never
     reason: str
+    # Marks of ink on the page (router.checks.estimate_glyphs' measure) where the check counted them.
+    glyphs: int | None = None
 
 
 def extract(page, width: int, height: int) -> TextLayer:
     """The characters of a pypdfium2 page with their loose boxes mapped onto its rendering of
-    `width` x `height` pixels (rotation and crop box included, through FPDF_PageToDevice)."""
+    `width` x `height` pixels (rotation and crop box included, through FPDF_PageToDevice). Needs no
+    rendering: pdfium's raw text API is used character by character (its helper objects cost more
+    than the characters)."""
     import pypdfium2.raw as pdfium_c
 
     to_pixels = _device_map(page, width, height)
     textpage = page.get_textpage()
+    raw = textpage.raw
+    rect = pdfium_c.FS_RECTF()
     try:
-        count = textpage.count_chars()
+        count = pdfium_c.FPDFText_CountChars(raw)
         chars: list[Char] = []
         invisible = 0
         drawn = 0
         previous = None
         for index in range(count):
-            code = pdfium_c.FPDFText_GetUnicode(textpage.raw, index)
+            code = pdfium_c.FPDFText_GetUnicode(raw, index)
             if 0xDC00 <= code <= 0xDFFF:  # the second half of a surrogate pair, joined below
                 continue
             if 0xD800 <= code <= 0xDBFF:
-                low = pdfium_c.FPDFText_GetUnicode(textpage.raw, index + 1) if index + 1 < count else 0
+                low = pdfium_c.FPDFText_GetUnicode(raw, index + 1) if index + 1 < count else 0
                 code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00) if 0xDC00 <= low <= 0xDFFF else 0xFFFD
             # 0: a glyph with no Unicode mapping; 2: pdfium's mark for a hyphen that ends a line.
             ch = "\ufffd" if code == 0 else "-" if code == 2 else chr(code)
@@ -99,8 +114,10 @@ def extract(page, width: int, height: int) -> TextLayer:
                 if ch == "\n" and chars and chars[-1].text != "\n":
                     chars.append(Char("\n", (0, 0, 0, 0)))
                 continue
-            left, bottom, right, top = textpage.get_charbox(index, loose=True)
-            box = _box(to_pixels, left, bottom, right, top)
+            if pdfium_c.FPDFText_GetLooseCharBox(raw, index, rect):
+                box = _box(to_pixels, rect.left, rect.bottom, rect.right, rect.top)
+            else:
+                box = (0.0, 0.0, 0.0, 0.0)
             if not ch.isspace():
                 # pdfium ends a line after a hyphen without a line break: a character whose middle
                 # is above or below the previous one's box starts a new line all the same.
@@ -110,18 +127,27 @@ def extract(page, width: int, height: int) -> TextLayer:
                 previous = box
             chars.append(Char(ch, box))
             if not ch.isspace():
-                obj = textpage.get_textobj(index)
-                if obj is not None:
+                obj = pdfium_c.FPDFText_GetTextObject(raw, index)
+                if obj:
                     drawn += 1
-                    mode = pdfium_c.FPDFTextObj_GetTextRenderMode(obj.raw)
-                    invisible += mode == pdfium_c.FPDF_TEXTRENDERMODE_INVISIBLE
+                    invisible += pdfium_c.FPDFTextObj_GetTextRenderMode(obj) == pdfium_c.FPDF_TEXTRENDERMODE_INVISIBLE
     finally:
         textpage.close()
     pictures = []
-    for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=2):
-        left, bottom, right, top = obj.get_bounds()
-        pictures.append(_box(to_pixels, left, bottom, right, top))
-    return TextLayer(chars=chars, invisible_share=invisible / drawn if drawn else 0.0, picture_boxes=pictures)
+    text_only = pdfium_c.FPDFPage_GetAnnotCount(page.raw) == 0
+    for obj in page.get_objects(max_depth=15):
+        if obj.type == pdfium_c.FPDF_PAGEOBJ_IMAGE:
+            left, bottom, right, top = obj.get_bounds()
+            pictures.append(_box(to_pixels, left, bottom, right, top))
+        if obj.type not in (pdfium_c.FPDF_PAGEOBJ_TEXT, pdfium_c.FPDF_PAGEOBJ_FORM):
+            text_only = False
+    return TextLayer(
+        chars=chars,
+        invisible_share=invisible / drawn if drawn else 0.0,
+        picture_boxes=pictures,
+        size=(width, height),
+        text_only=text_only,
+    )
 
 
 def _device_map(page, width: int, height: int):
@@ -171,8 +197,14 @@ def _scripts(word: str) -> set[str]:
     return found
 
 
-def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
-    """Whether the page should be read from its layer, and why (or why not)."""
+def assess(layer: TextLayer, image: Image.Image | Callable[[], Image.Image] | None, mode: str = "auto") -> Verdict:
+    """Whether the page should be read from its layer, and why (or why not).
+
+    `image` is the page as rendered (any resolution: the layer's boxes are scaled to it), or a
+    function that renders it, called only when the ink has to be looked at: the checks on the
+    characters come first, and a page that draws nothing but text (`layer.text_only`) is covered by
+    its layer without looking.
+    """
     if mode == "never":
         return Verdict(False, "never", "--text-layer never")
     visible = [c for c in layer.chars if not c.text.isspace()]
@@ -186,7 +218,7 @@ def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
             False, "garbage", f"{bad} of {len(visible)} characters are unmapped, private-use or replacement characters"
         )
     words = layer.text.split()
-    odd = sum(bool(_MOJIBAKE.search(w)) or any(len(_scripts(run)) > 1 for run in _LETTERS.findall(w)) for w in words)
+    odd = sum(_odd_word(w) for w in words)
     if words and odd / len(words) > MOJIBAKE_SHARE:
         return Verdict(False, "garbage", f"{odd} of {len(words)} words look like mojibake (mixed or misread encodings)")
     if layer.invisible_share > INVISIBLE_SHARE:
@@ -195,35 +227,75 @@ def assess(layer: TextLayer, image: Image.Image, mode: str = "auto") -> Verdict:
             "invisible",
             f"{layer.invisible_share:.0%} of the characters are invisible (an earlier OCR layer)",
         )
-    covered, total = ink_coverage(layer, image)
+    if layer.text_only:
+        # Every mark of ink is a glyph of one of these characters: as many marks as characters.
+        return Verdict(
+            True,
+            "ok",
+            f"{len(visible)} characters, covering all of the page's ink (the page draws only text)",
+            glyphs=len(visible),
+        )
+    if image is None:
+        raise ValueError("assess needs the page's image for a page that draws more than text")
+    picture = image() if callable(image) else image
+    covered, total, glyphs = ink_coverage(layer, picture)
     uncovered = total - covered
     if uncovered >= UNCOVERED_MIN and uncovered > UNCOVERED_SHARE * total:
         return Verdict(
-            False, "partial", f"the layer covers {covered} of {total} marks of ink ({covered / total:.0%}) on the page"
+            False,
+            "partial",
+            f"the layer covers {covered} of {total} marks of ink ({covered / total:.0%}) on the page",
+            glyphs=glyphs,
         )
     share = f"{covered / total:.0%}" if total else "no ink"
-    return Verdict(True, "ok", f"{len(visible)} characters, covering {share} of the page's ink")
+    return Verdict(True, "ok", f"{len(visible)} characters, covering {share} of the page's ink", glyphs=glyphs)
 
 
-def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1000) -> tuple[int, int]:
-    """(marks of ink inside a character box, marks of ink) on the page, leaving out small pictures.
+def _odd_word(word: str) -> bool:
+    """A word that reads as a misread encoding: UTF-8 bytes read as Latin-1/cp1252 (Ã©, Ð¿), scripts
+    mixed inside one run of letters (Latin look-alikes inside a Cyrillic word), or a legacy 8-bit
+    Cyrillic encoding (cp1251, KOI8-R) read as Latin-1: "Ïðèâåò" for "Привет", where every letter of
+    the word is an accented Latin-1 letter (U+00C0-U+00FF). Real Latin-script words carry one or
+    two accented letters among plain ones ("élève", "Straße", "déjà": at most 2/3 of 3 letters),
+    so a word of four or more letters all in that block is not a real word."""
+    if _MOJIBAKE.search(word):
+        return True
+    for run in _LETTERS.findall(word):
+        if len(_scripts(run)) > 1:
+            return True
+        if len(run) >= LEGACY_MIN_LETTERS and all("\u00c0" <= ch <= "\u00ff" for ch in run):
+            return True
+    return False
+
+
+# The check image's longest side: the ink is counted at router.checks.estimate_glyphs' own size, so the
+# count doubles as the page's glyph estimate for the router's checks.
+CHECK_MAX_SIDE = 1600
+
+
+def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = CHECK_MAX_SIDE) -> tuple[int, int, int]:
+    """(marks of ink inside a character box, marks of ink outside small pictures, all marks of ink).
 
     Marks are the tops of ink runs, as router.checks.estimate_glyphs counts them: about one per
-    glyph. Boxes are grown by a fifth of their height, since loose boxes can sit a little off the
-    drawn glyph.
+    glyph. `image` may be the page at any resolution (a render made small for this check): boxes,
+    in the layer's pixels (`layer.size`), are scaled to it. Boxes are grown by a fifth of their
+    height, since loose boxes can sit a little off the drawn glyph.
     """
-    gray = image.convert("L")
-    scale = min(1.0, max_side / max(gray.size))
-    if scale < 1:
+    gray = image if image.mode == "L" else image.convert("L")
+    if max(gray.size) > max_side:
+        factor = max_side / max(gray.size)
         gray = gray.resize(
-            (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.Resampling.BOX
+            (max(1, round(gray.width * factor)), max(1, round(gray.height * factor))), Image.Resampling.BOX
         )
+    size = layer.size or image.size
+    scale = gray.width / size[0]
     pixels = np.asarray(gray)
     dark = pixels < _otsu(pixels)
     if dark.mean() > 0.5:
         dark = ~dark
     tops = _mark_tops(dark)
-    page_area = image.width * image.height
+    glyphs = int(tops.sum())
+    page_area = size[0] * size[1]
     for x1, y1, x2, y2 in layer.picture_boxes:
         if (x2 - x1) * (y2 - y1) < SMALL_PICTURE * page_area:
             tops[_slice(y1, y2, scale, tops.shape[0]), _slice(x1, x2, scale, tops.shape[1])] = False
@@ -235,7 +307,7 @@ def ink_coverage(layer: TextLayer, image: Image.Image, max_side: int = 1000) -> 
         x1, y1, x2, y2 = char.box
         pad = 0.2 * (y2 - y1)
         mask[_slice(y1 - pad, y2 + pad, scale, mask.shape[0]), _slice(x1 - pad, x2 + pad, scale, mask.shape[1])] = True
-    return int((tops & mask).sum()), total
+    return int((tops & mask).sum()), total, glyphs
 
 
 def _mark_tops(dark: np.ndarray) -> np.ndarray:

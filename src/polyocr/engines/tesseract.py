@@ -229,6 +229,30 @@ class TesseractEngine(Engine):
                 return main
             return detected[0]
 
+    def orientation(self, image: Any) -> tuple[int, float] | None:
+        """Tesseract OSD's orientation of a page: (the clockwise angle the page's text is turned by,
+        0/90/180/270, as `tesseract --psm 0` prints "Orientation in degrees"; OSD's confidence in it,
+        on Tesseract's scale, where OCRmyPDF rotates at 14 or more). None without osd.traineddata;
+        (0, 0.0) when OSD cannot tell (too few characters)."""
+        from tesserocr import PSM, PyTessBaseAPI
+
+        if self._tessdata is None:
+            self.load(EnginePlan())
+        assert self._tessdata is not None
+        if not (self._tessdata / "osd.traineddata").is_file():
+            return None
+        with self._lock:
+            if self._osd is None:
+                self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
+            self._osd.SetImage(image)
+            try:
+                found = self._osd.DetectOrientationScript()
+            finally:
+                self._osd.Clear()
+        if not found:
+            return 0, 0.0
+        return int(found.get("orient_deg", 0)) % 360, float(found.get("orient_conf", 0.0))
+
     def close(self) -> None:
         with self._lock:
             for api in [*self._apis.values(), *([self._osd] if self._osd is not None else [])]:
@@ -276,7 +300,7 @@ class TesseractEngine(Engine):
             return None
         api = self._api_for("+".join(candidates))
         api.SetImage(image)
-        words = []
+        lines_read: list[str] = []
         try:
             iterator = api.AnalyseLayout()
             lines = [] if iterator is None else iterate_level(iterator, RIL.TEXTLINE)
@@ -285,11 +309,11 @@ class TesseractEngine(Engine):
             for x1, y1, x2, y2 in boxes[:: max(1, len(boxes) // DETECT_LINES)][:DETECT_LINES]:
                 api.SetRectangle(x1, y1, x2 - x1, y2 - y1)
                 if api.Recognize():
-                    words += [word for word in _words(api.GetIterator())]
+                    lines_read.append(" ".join(_words(api.GetIterator())))
         finally:
             api.SetPageSegMode(PSM.AUTO)
             api.Clear()
-        return page_scripts(word_scripts(" ".join(words))), candidates
+        return page_scripts(word_scripts(lines_read)), candidates
 
     def _api_for(self, languages: str) -> Any:
         from tesserocr import OEM, PSM, PyTessBaseAPI

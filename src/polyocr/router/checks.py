@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from polyocr.documents import Page
+from polyocr.documents.textlayer import CHECK_MAX_SIDE
 from polyocr.results import PageResult, PageStatus
 from polyocr.scripts import script_counts, scripts_for
 from polyocr.types import Task, TaskKind
@@ -61,6 +62,8 @@ class PageContext:
 
     @cached_property
     def glyphs(self) -> int:
+        if self.page.glyphs is not None:
+            return self.page.glyphs  # counted by the loader already (the text layer's ink check)
         return estimate_glyphs(self.page.image)
 
     @cached_property
@@ -88,7 +91,7 @@ class PageContext:
 Check = Callable[[PageResult, PageContext], "str | None"]
 
 
-def estimate_glyphs(image: Image.Image, max_side: int = 1600) -> int:
+def estimate_glyphs(image: Image.Image, max_side: int = CHECK_MAX_SIDE) -> int:
     """About how many separate marks of ink a page holds: a cheap stand-in for a character count.
 
     The page is binarised (Otsu) at a bounded size, and every horizontal run of ink with no ink

@@ -29,8 +29,8 @@ from polyocr.engines.base import create_engine
 from polyocr.errors import ConfigError, EngineUnavailable, InputError, PageTimeout
 from polyocr.formats.markdown import blocks_to_markdown
 from polyocr.formats.text import blocks_to_text
-from polyocr.langdetect import choose_languages
-from polyocr.results import Attempt, DocumentResult, Outcome, PageResult, PageStatus
+from polyocr.langdetect import choose_languages, page_scripts, word_scripts
+from polyocr.results import Attempt, DocumentResult, LanguageChoice, Outcome, PageResult, PageStatus
 from polyocr.router.checks import CHECKS, LOOP_CHECKS, SOFT_CHECKS, Check, Failure, PageContext, run_checks
 from polyocr.router.plans import make_plan, plan_settings
 from polyocr.router.policy import History, decide, is_oom
@@ -38,6 +38,9 @@ from polyocr.router.pool import EnginePool, call_with_timeout, free_memory
 from polyocr.router.textlayer import sample_invisible_layer
 from polyocr.runtime.probe import Profile, get_profile
 from polyocr.types import EngineKind, EnginePlan, Task, TaskKind
+
+# How a page read from its text layer knows its scripts (PageResult.languages.method).
+LAYER_METHOD = "text layer: its characters classified by Unicode script"
 
 PageCallback = Callable[[Page, PageResult], None]
 log = logging.getLogger(__name__)
@@ -163,8 +166,18 @@ class Router:
             page.layer_seconds += time.perf_counter() - start
         if verdict.use:
             assert page.text_layer is not None
-            result = layer_result(page.text_layer, verdict, page.number, page.source, page.image.size)
+            result = layer_result(page.text_layer, verdict, page.number, page.source, page.size)
             _complete(result, page, LAYER_ENGINE)
+            # The page's scripts are those of its layer's characters, exact once the layer passed its
+            # own checks (a misread encoding is `garbage` there): the checks judge by them, with no
+            # OCR pass over the page to detect what the layer already says.
+            found = page_scripts(word_scripts(result.text))
+            result.languages = LanguageChoice(
+                requested=list(state.ctx.task.languages),
+                scripts=list(found),
+                method=LAYER_METHOD,
+                reason="read from the PDF's text layer: no OCR languages used",
+            )
             failures = run_checks(result, state.ctx, self.checks)
             if not failures:
                 result.attempts[0].seconds = page.layer_seconds
@@ -174,6 +187,7 @@ class Router:
                 return True
             verdict = replace(verdict, check="checks", reason="; ".join(str(f) for f in failures))
         state.attempts.append(declined_attempt(verdict, page.layer_seconds))
+        page.image.load()  # a deferred page is rendered now, in the router's thread, not in an engine's
         return False
 
     def _page_scripts(self, image: Image.Image, languages: Sequence[str]) -> tuple[str, ...]:
@@ -429,8 +443,8 @@ def _give_up(state: _PageState) -> PageResult:
     return PageResult(
         page=page.number,
         source=page.source,
-        width=page.image.width,
-        height=page.image.height,
+        width=page.size[0],
+        height=page.size[1],
         status=PageStatus.FAILED,
         attempts=state.attempts,
         errors=errors or ["no engine in the chain"],
@@ -461,7 +475,7 @@ def _complete(result: PageResult, page: Page, engine: str) -> None:
     """Fill what every result needs whatever the engine: identity, size, text and Markdown."""
     result.page = page.number
     result.source = page.source
-    result.width, result.height = page.image.size
+    result.width, result.height = page.size
     result.engine = engine
     if not result.text:
         result.text = blocks_to_text(result.blocks)

@@ -18,11 +18,11 @@ from starlette.datastructures import UploadFile
 
 from polyocr.config import RouterConfig, ServerSettings, load_config
 from polyocr.errors import InputError, PolyOCRError
-from polyocr.formats import FORMATS
 from polyocr.router import resolve_chain
 from polyocr.server.http import (
     ACCEPTED,
     FORMAT_ALIASES,
+    OCR_FORMATS,
     ApiError,
     Upload,
     incoming_path,
@@ -155,8 +155,8 @@ class ServerContext:
                 raise ApiError(400, f"invalid language {fields['language']!r}; use codes joined by + (eng+rus)")
         fmt = fields.get("format") or "json"
         fmt = FORMAT_ALIASES.get(fmt, fmt)
-        if fmt not in FORMATS:
-            raise ApiError(400, f"unknown format {fields.get('format')!r}; choose one of {', '.join(FORMATS)}")
+        if fmt not in OCR_FORMATS:
+            raise ApiError(400, f"unknown format {fields.get('format')!r}; choose one of {', '.join(OCR_FORMATS)}")
         dpi = request_dpi(fields.get("dpi"))
         keep = fields.get("keep_pages", "").lower() in ("1", "true", "yes")
         return OCRParams(self.chain_for(fields.get("engine"), task, languages), task, languages, dpi, keep), fmt

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyocr.documents.loader import SNIFF_BYTES, sniff
 from polyocr.errors import InputError
+from polyocr.formats import FORMATS
 from polyocr.results import DocumentResult
 from polyocr.types import TaskKind
 
@@ -46,7 +47,11 @@ MEDIA_TYPES = {
     "txt": "text/plain; charset=utf-8",
     "hocr": "application/xhtml+xml; charset=utf-8",
     "alto": "application/xml; charset=utf-8",
+    "pdf": "application/pdf",
 }
+# POST /v1/ocr also answers a searchable PDF (formats/pdf.py): it is made from the upload itself,
+# which a job no longer has once it finishes, so a job's result comes in the text formats only.
+OCR_FORMATS = (*FORMATS, "pdf")
 ACCEPTED = "PDF, PNG, JPEG, TIFF, WebP, GIF or BMP"
 
 
@@ -183,7 +188,7 @@ def documented_body(description: str) -> dict[str, Any]:
         "engine": {"type": "string", "description": "auto, an engine name, or a chain a,b,c"},
         "task": {"type": "string", "enum": [t.value for t in TaskKind]},
         "language": {"type": "string", "description": "languages joined by + (eng+rus)"},
-        "format": {"type": "string", "enum": ["json", "md", "txt", "hocr", "alto"]},
+        "format": {"type": "string", "enum": list(OCR_FORMATS), "description": "pdf: POST /v1/ocr only"},
         "dpi": {"type": "number", "description": f"PDF rendering resolution, {MIN_DPI:g} to {MAX_DPI:g}"},
     }
     return {

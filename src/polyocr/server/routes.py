@@ -56,7 +56,13 @@ async def ocr(request: Request) -> Response:
         upload = await ctx.read_upload(request)
         params, fmt = ctx.params_from(upload.fields)
         submitted = True
-        doc = await ctx.run_admitted(ctx.service.recognize, upload.path, upload.filename, params, admitted=True)
+        if fmt == "pdf":  # made from the upload while it is still here
+            is_pdf = sniff_content_type(upload.head()) == "application/pdf"
+            doc, searchable = await ctx.run_admitted(
+                _searchable_pdf, ctx.service, upload.path, upload.filename, params, is_pdf, admitted=True
+            )
+        else:
+            doc = await ctx.run_admitted(ctx.service.recognize, upload.path, upload.filename, params, admitted=True)
     finally:
         if not submitted:
             ctx.service.release()
@@ -70,7 +76,7 @@ async def ocr(request: Request) -> Response:
         more = f" (and {len(doc.pages) - 1} more page(s) like it)" if len(doc.pages) > 1 else ""
         first = doc.pages[0]
         raise refusal(f"{first.source} page {first.page}: {first.errors[0]}{more}")
-    body = doc.to_json(indent=None) if fmt == "json" else render(doc, fmt)
+    body: str | bytes = doc.to_json(indent=None) if fmt == "json" else searchable if fmt == "pdf" else render(doc, fmt)
     failed = sum(page.status == PageStatus.FAILED for page in doc.pages)
     headers = {"X-Polyocr-Failed-Pages": str(failed), "X-Polyocr-Pages": str(len(doc.pages))}
     return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
@@ -153,6 +159,12 @@ async def _check_storage(ctx: Any, incoming: int) -> None:
 async def job_result(request: Request, job_id: str, format: str = "json") -> Response:
     ctx = context(request)
     fmt = FORMAT_ALIASES.get(format, format)
+    if fmt == "pdf":
+        raise ApiError(
+            400,
+            "a job's result comes as json, md, txt, hocr or alto: a searchable PDF is made from the uploaded "
+            "file, which a job deletes when it finishes; send the document to POST /v1/ocr with format=pdf",
+        )
     if fmt not in FORMATS:
         raise ApiError(400, f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     job = ctx.store.get(job_id)
@@ -250,6 +262,27 @@ async def ready(request: Request) -> JSONResponse:
     if ctx.settings.warm_up:
         ctx.service.start_warm_up(ctx.default_params)
     return JSONResponse({"ready": False, "reason": redact(ctx.service.ready_reason), **load}, status_code=503)
+
+
+def _searchable_pdf(
+    service: OCRService, path: Any, name: str, params: OCRParams, is_pdf: bool
+) -> tuple[DocumentResult, bytes]:
+    """OCR an upload and make its searchable PDF (formats/pdf.py) in the same worker: a PDF keeps its
+    own pages with the text layer added where they were OCRed; an image's pages are kept as they
+    were decoded, each at its resolution."""
+    from polyocr.formats.pdf import PageImage, pdf_bytes
+
+    images: dict[int, PageImage] = {}
+
+    def keep(page: Page, result: Any) -> None:
+        if not is_pdf and page.error is None:
+            images[page.number] = PageImage.encode(page.image, page.dpi)
+
+    doc = service.recognize(path, name, params, on_page=keep)
+    if is_pdf:
+        dpi = params.dpi if params.dpi is not None else service.settings.dpi
+        return doc, pdf_bytes(doc, source_pdf=path, dpi=dpi)
+    return doc, (pdf_bytes(doc, images=images) if images else b"")
 
 
 def _recognize_one_page(
