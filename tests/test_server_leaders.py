@@ -1,6 +1,7 @@
 """The 2026 leaders through the real server (issue 19's "Done when"): glm-ocr, lighton-ocr, olmocr,
-mineru and dots-mocr on tiny random-weight checkpoints with their real structure, each found by the
-server through polyocr.toml's `[engines.<name>] model_path` as a user would set it.
+mineru, dots-mocr and paddleocr-vl-1.5 on tiny random-weight checkpoints with their real structure,
+each found by the server through polyocr.toml's `[engines."<name>"] model_path` as a user would set
+it (quoted: a name with a dot, paddleocr-vl-1.5, is otherwise a TOML sub-table).
 
 Random weights write no real text, so what is checked is what is deterministic: the engine named
 ran (every attempt is its own), its generation statistics come back under the server's token limit,
@@ -31,7 +32,7 @@ from test_server_support import running_server, text_png
 from tiny_dots import build_tiny_dots_mocr
 from tiny_hf import BUILDERS
 
-LEADERS = ("glm-ocr", "lighton-ocr", "olmocr", "mineru", "dots-mocr")
+LEADERS = ("glm-ocr", "lighton-ocr", "olmocr", "mineru", "dots-mocr", "paddleocr-vl-1.5")
 TOKENS = 4  # the server's --max-new-tokens: random weights never end on their own
 
 
@@ -46,7 +47,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = tmp_path_factory.mktemp("config") / "polyocr.toml"
-    config.write_text("".join(f'[engines.{name}]\nmodel_path = "{path}"\n\n' for name, path in checkpoints.items()))
+    config.write_text("".join(f'[engines."{name}"]\nmodel_path = "{path}"\n\n' for name, path in checkpoints.items()))
     settings = ServerSettings(
         engine="glm-ocr",  # loaded at start-up: /ready waits for a leader's checkpoint
         workers=1,
