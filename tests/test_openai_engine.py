@@ -299,3 +299,27 @@ def test_a_hung_server_times_out(fake_vllm, remote_env) -> None:
     fake_vllm.script.append((200, _reply("late"), 1.0))
     with pytest.raises(EngineError, match=r"no answer within 0.2 s"):
         engine.recognize([_page()], Task(kind=TaskKind.TEXT, timeout=0.2))  # the task's own limit wins
+
+
+@pytest.mark.parametrize(
+    ("served", "family"),
+    [
+        ({"id": "model", "root": "/weights/rednote-hilab/dots.ocr"}, "dots"),
+        # dots.mocr speaks dots.ocr's protocol (the same marker, prompts, resize and layout JSON)
+        ({"id": "rednote-hilab/dots.mocr", "root": "rednote-hilab/dots.mocr"}, "dots"),
+        ({"id": "model", "root": "./weights/DotsMOCR"}, "dots"),  # the authors' download and launch scripts
+        ({"id": "dots.mocr-svg", "root": "rednote-hilab/dots.mocr-svg"}, "dots"),
+        ({"id": "model", "root": "./weights/DotsOCR"}, "dots"),
+        # a "dots" that is not dots.ocr: a general VLM that knows none of its prompts
+        ({"id": "dots.vlm1.inst", "root": "dots-studio/dots.vlm1.inst"}, "generic"),
+        ({"id": "polkadots-vl", "root": "/models/polkadots-vl"}, "generic"),
+    ],
+)
+def test_dots_protocol_is_recognised_by_the_ocr_models_names(fake_vllm, remote_env, served: dict, family: str) -> None:
+    fake_vllm.models = [{"object": "model", **served}]
+    engine = _loaded(fake_vllm, remote_env)
+    assert engine.family == family
+    fake_vllm.script.append((200, _reply("The quick brown fox", "stop"), 0))
+    engine.recognize([_page()], Task(kind=TaskKind.TEXT))
+    text = fake_vllm.requests[-1][0]["messages"][0]["content"][1]["text"]
+    assert (text == DOTS_IMAGE_MARKER + PROMPTS[PromptMode.OCR]) == (family == "dots")

@@ -330,3 +330,75 @@ def test_jobs_run_and_report_progress(client: httpx.Client) -> None:
 def test_job_refused_at_submission_when_input_is_bad(client: httpx.Client) -> None:
     assert "bad.png" in _error(client.post("/v1/jobs", files={"file": ("bad.png", b"\x89PNG\r\n\x1a\nxx")}), 422)
     _error(client.post("/v1/jobs", files={"file": ("x", b"hello")}), 415)
+
+
+# ---------------------------------------------------------------------------- dots.mocr's prompt modes
+
+
+def _ask(text: str):
+    from polyocr.server.chat import parse_chat
+
+    url = "data:image/png;base64," + base64.b64encode(text_png()).decode()
+    image = {"type": "image_url", "image_url": {"url": url}}
+    return parse_chat({"messages": [{"role": "user", "content": [image, {"type": "text", "text": text}]}]})
+
+
+def test_every_dots_prompt_mode_is_recognised_from_the_prompts_table() -> None:
+    """Each mode of prompts.py, as the authors' client sends it (prompt_text after the image marker),
+    maps to the task prompts.MODE_TASKS gives and the answer prompts.MODE_OUTPUTS gives."""
+    from polyocr.engines.dots.prompts import MODE_OUTPUTS, MODE_TASKS, prompt_text
+    from polyocr.types import TaskKind
+
+    for mode in PromptMode:
+        ask = _ask(DOTS_IMAGE_MARKER + prompt_text(mode, box=[0, 60, 640, 110], size=(640, 200)))
+        assert ask.answer == MODE_OUTPUTS[mode], mode
+        if mode == PromptMode.GROUNDING_OCR:  # any engine answers a box as the text of its crop
+            assert (ask.task, ask.region) == (TaskKind.TEXT, (0.0, 60.0, 640.0, 110.0))
+        else:
+            assert (ask.task, ask.region) == (MODE_TASKS[mode], None), mode
+    # Not a mode: a paraphrase, or the SVG prompt with its viewBox left unfilled, gets Markdown.
+    assert _ask("Parse this webpage.").answer == "markdown"
+    assert _ask(PROMPTS[PromptMode.IMAGE_TO_SVG]).answer == "markdown"
+
+
+def test_chat_answers_dots_mocr_prompts_in_dots_mocr_form(client: httpx.Client) -> None:
+    from polyocr.engines.dots.layout import parse_scene_text
+    from polyocr.engines.dots.prompts import prompt_text
+
+    png = text_png()
+    web = _chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.WEB_PARSING])
+    assert web.status_code == 200, web.text
+    elements = json.loads(web.json()["choices"][0]["message"]["content"])
+    assert elements and all(set(e) == {"bbox", "category", "text"} for e in elements)
+    assert "quick brown fox" in " ".join(e["text"] for e in elements)
+
+    scene = _chat(client, png, DOTS_IMAGE_MARKER + PROMPTS[PromptMode.SCENE_SPOTTING])
+    assert scene.status_code == 200, scene.text
+    # the authors' own reading of the answer (dots.mocr's parse_scene_text_output, as polyocr ports it)
+    instances = parse_scene_text(scene.json()["choices"][0]["message"]["content"])
+    assert instances and "lazy dog" in " ".join(text for _, text in instances)
+    for points, _ in instances:
+        xs, ys = points[0::2], points[1::2]
+        assert 0 <= min(xs) < max(xs) <= 640 and 0 <= min(ys) < max(ys) <= 200
+        assert (points[0], points[1]) == (min(xs), min(ys)) and (points[4], points[5]) == (max(xs), max(ys))
+
+    # No engine of this server draws SVG: refused before any engine runs, with the fix.
+    svg = _chat(client, png, DOTS_IMAGE_MARKER + prompt_text(PromptMode.IMAGE_TO_SVG, size=(640, 200)))
+    message = _error(svg, 400)
+    assert "image_to_svg" in message and "dots-mocr" in message and "tesseract" in message
+
+
+def test_chat_svg_answer_is_the_drawn_svg() -> None:
+    from polyocr.results import Block, PageResult, TextFormat
+    from polyocr.server.chat import answer_text
+
+    drawn = '<svg viewBox="0 0 10 10"><text>Hi</text></svg>'
+    page = PageResult(
+        page=1,
+        markdown=drawn,
+        text="Hi",
+        blocks=[Block(bbox=(0, 0, 10, 10), category="Picture", text=drawn, format=TextFormat.HTML)],
+    )
+    assert answer_text(DocumentResult(source="x", pages=[page]), "svg") == drawn
+    unparsed = PageResult(page=1, markdown="not an svg", text="not an svg")  # kept as the model wrote it
+    assert answer_text(DocumentResult(source="x", pages=[unparsed]), "svg") == "not an svg"

@@ -131,3 +131,13 @@ def test_run_starts_vllm_and_waits_for_health(monkeypatch: pytest.MonkeyPatch, t
     command = build_command("rednote-hilab/dots.ocr", _profile(), port=free_port())
     assert run_and_wait(command, wait_seconds=30, say=said.append, poll_seconds=0.2) == 0
     assert any("vLLM is up at" in line for line in said)
+
+
+def test_dots_mocr_is_dots_and_dots_vlm_is_not(tmp_path: Path) -> None:
+    assert model_family("rednote-hilab/dots.mocr") == "dots"
+    checkpoint = tmp_path / "DotsMOCR"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "dots_ocr"}))  # dots.mocr's config.json
+    assert model_family(str(checkpoint)) == "dots"
+    with pytest.raises(ValueError, match=r"not dots\.ocr"):
+        model_family("dots-studio/dots.vlm1.inst")

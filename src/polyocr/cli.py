@@ -711,6 +711,9 @@ def serve(
     ] = None,
     queue: Annotated[int | None, typer.Option(help="Requests that may wait for a worker before 429 (8).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per synchronous request before 504 (300).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens a VLM may generate for one page (16384).")
+    ] = None,
     max_request_mb: Annotated[float | None, typer.Option(help="Largest request body, MiB (50).")] = None,
     max_pages: Annotated[int | None, typer.Option(help="Refuse documents with more pages (200).")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse pages with more pixels (50,000,000).")] = None,
@@ -750,6 +753,7 @@ def serve(
             workers=workers,
             queue_size=queue,
             request_timeout=timeout,
+            max_new_tokens=max_new_tokens,
             max_request_bytes=int(max_request_mb * 1024 * 1024) if max_request_mb is not None else None,
             max_pages=max_pages,
             max_pixels=max_pixels,

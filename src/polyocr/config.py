@@ -177,6 +177,7 @@ class ServerSettings:
     max_pixels: int = 50_000_000  # per page
     dpi: float = defaults.DPI
     request_timeout: float = 300.0  # seconds for one synchronous /v1/ocr or chat request
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS  # the most tokens a VLM may generate for one page
     workers: int = 1  # pages recognised at once; each worker holds its own engine instances
     queue_size: int = 8  # synchronous requests allowed to wait for a worker before 429
     max_queued_jobs: int = 100
@@ -191,7 +192,15 @@ class ServerSettings:
     def __post_init__(self) -> None:
         self.job_dir = Path(self.job_dir)
         self.languages = tuple(self.languages)
-        for name in ("max_request_bytes", "max_pages", "max_pixels", "workers", "job_max_starts", "max_job_bytes"):
+        for name in (
+            "max_request_bytes",
+            "max_pages",
+            "max_pixels",
+            "workers",
+            "job_max_starts",
+            "max_job_bytes",
+            "max_new_tokens",
+        ):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.port <= 65535:

@@ -20,7 +20,7 @@ hand over several pages per call, which this engine sends concurrently.
 At load the server is health-checked: a polyocr server (GET /health says so) is spoken to through
 polyocr's own POST /v1/ocr, so its engines' blocks and boxes come back whole; anything else must
 list the model at GET /v1/models and gets chat completions in the model's prompt format. dots.ocr
-(recognised by the model's name or the path it was served from) gets its own prompts after its
+and dots.mocr (recognised by the model's name or the path it was served from, DOTS_OCR_NAME) get their prompts after its
 image marker, the page pre-resized to the size its processor would choose so that the boxes it
 answers map straight back to the page; other models (Qwen-VL) get a short instruction and answer
 text or Markdown. finish_reason becomes Generation.stop_reason (length -> max_tokens, stop -> eos)
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +54,16 @@ if TYPE_CHECKING:
 
 # dots.ocr's clients put this before the prompt (without it vLLM inserts a newline there).
 DOTS_IMAGE_MARKER = "<|img|><|imgpad|><|endofimg|>"
+# The models that speak that protocol: dots.ocr, and dots.mocr (dots.ocr-1.5, and its dots.mocr-svg
+# variant), whose client sends the same marker before the same four prompt texts on a page resized by
+# the same smart_resize bounds (3,136 to 11,289,600 pixels, factor 28) and reads the same layout JSON
+# (github.com/rednote-hilab/dots.mocr at 23f3e56: dots_mocr/model/inference.py inference_with_vllm,
+# utils/prompts.py, utils/consts.py, parser.py). Named as served from the hub (rednote-hilab/dots.ocr,
+# rednote-hilab/dots.mocr, their quantised copies) or from the directories the authors' download
+# scripts write (weights/DotsOCR, weights/DotsMOCR: tools/download_model.py), or by model type
+# (dots_ocr). Not every name with "dots" in it: dots-studio/dots.vlm1.inst is a general VLM that
+# knows none of these prompts (huggingface.co/dots-studio/dots.vlm1.inst).
+DOTS_OCR_NAME = re.compile(r"dots[._-]?m?ocr", re.IGNORECASE)
 ENV_URL, ENV_MODEL, ENV_KEY = OPENAI_ENV["url"], OPENAI_ENV["model"], OPENAI_ENV["api_key"]
 BACKOFF_SECONDS = 0.5
 _FINISH = {"length": "max_tokens", "stop": "eos"}
@@ -156,7 +167,7 @@ class OpenAIServerEngine(Engine):
         self.model = chosen["id"]
         self.protocol = "chat"
         names = f"{chosen['id']} {chosen.get('root') or ''}".lower()
-        self.family = "dots" if "dots" in names else "generic"
+        self.family = "dots" if DOTS_OCR_NAME.search(names) else "generic"
 
     def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
         if self._client is None:

@@ -2,9 +2,12 @@
 
 Clients written for `vllm serve` send one user message with an image_url part (a data: URL) and a
 text part holding the model's prompt. For dots.ocr that text begins with dots.ocr's image marker,
-which is stripped; dots.ocr's own prompts are recognised and answered in the form the model itself
-would give (layout JSON in the pixels of the image sent, or plain text), so those clients work
-unchanged. Any other prompt gets the page as Markdown. `model` picks an engine when it names one
+which is stripped; every prompt mode of dots.ocr and dots.mocr (engines/dots/prompts.py: its texts,
+the task each answers, MODE_TASKS, and the form of its answer, MODE_OUTPUTS) is recognised and
+answered in the form the model itself would give (layout JSON in the pixels of the image sent, plain
+text, scene-text instances, SVG), so those clients work unchanged. Only an engine that draws SVG
+(dots-mocr with generation.prompt_mode = "image_to_svg") answers image_to_svg; the route refuses
+it for a chain without one. Any other prompt gets the page as Markdown. `model` picks an engine when it names one
 (else the server's default chain answers); temperature, top_p and max_tokens are accepted and left
 to the engines' own settings, since an engine is loaded once and shared by every request.
 """
@@ -20,10 +23,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from polyocr.engines.dots.prompts import PROMPTS, PromptMode
+from polyocr.engines.dots.prompts import MODE_OUTPUTS, MODE_TASKS, PROMPTS, PromptMode
 from polyocr.engines.openai_server import DOTS_IMAGE_MARKER
 from polyocr.errors import ChatRequestError
-from polyocr.results import DocumentResult, PageStatus
+from polyocr.results import Block, DocumentResult, PageStatus
 from polyocr.types import TaskKind
 
 
@@ -33,7 +36,7 @@ class ChatAsk:
 
     image: bytes
     task: TaskKind
-    answer: str  # "layout" (dots JSON with text) | "layout_only" | "text" | "markdown"
+    answer: str  # prompts.MODE_OUTPUTS' forms (layout, layout_only, text, scene, svg) | "markdown"
     region: tuple[float, float, float, float] | None
     model: str
     prompt: str
@@ -99,26 +102,45 @@ def parse_chat(body: Any) -> ChatAsk:
     return ChatAsk(images[0], task, answer, region, model if isinstance(model, str) else "", prompt)
 
 
+def _prompt_pattern(mode: PromptMode) -> re.Pattern[str]:
+    """A mode's prompt as sent: its text, with image_to_svg's {width} and {height} filled in and
+    grounding's box after it (prompts.prompt_text)."""
+    text = re.escape(PROMPTS[mode].strip())
+    text = text.replace(re.escape("{width}"), r"\d+").replace(re.escape("{height}"), r"\d+")
+    return re.compile(text + (r"(?P<rest>.*)" if mode == PromptMode.GROUNDING_OCR else ""), re.DOTALL)
+
+
+# Every mode of prompts.py, dots.ocr's four and dots.mocr's three: the task it answers is
+# prompts.MODE_TASKS', the answer's form prompts.MODE_OUTPUTS'.
+_PROMPTS = [(mode, _prompt_pattern(mode)) for mode in PromptMode]
+
+
+def prompt_mode(prompt: str) -> PromptMode | None:
+    """The dots.ocr / dots.mocr prompt mode of a chat prompt (image marker removed, stripped), if any."""
+    for mode, pattern in _PROMPTS:
+        if pattern.fullmatch(prompt):
+            return mode
+    return None
+
+
 def _read_prompt(prompt: str) -> tuple[TaskKind, str, tuple[float, float, float, float] | None]:
-    if prompt == PROMPTS[PromptMode.LAYOUT_ALL].strip():
-        return TaskKind.LAYOUT, "layout", None
-    if prompt == PROMPTS[PromptMode.LAYOUT_ONLY].strip():
-        return TaskKind.LAYOUT_ONLY, "layout_only", None
-    if prompt == PROMPTS[PromptMode.OCR].strip():
-        return TaskKind.TEXT, "text", None
-    grounding = PROMPTS[PromptMode.GROUNDING_OCR].strip()
-    if prompt.startswith(grounding):
-        box = _BOX.search(prompt, len(grounding))
-        if box is None:
-            raise ChatRequestError("the grounding prompt needs a box [x1, y1, x2, y2] after 'Bounding Box:'")
-        try:
-            x1, y1, x2, y2 = (float(v) for v in box.groups())
-        except ValueError:
-            raise ChatRequestError(f"the grounding box {box.group(0)} is not four numbers") from None
-        if x2 <= x1 or y2 <= y1:
-            raise ChatRequestError(f"the grounding box {[x1, y1, x2, y2]} is empty")
-        return TaskKind.TEXT, "text", (x1, y1, x2, y2)
-    return TaskKind.LAYOUT, "markdown", None
+    mode = prompt_mode(prompt)
+    if mode is None:
+        return TaskKind.LAYOUT, "markdown", None
+    if mode != PromptMode.GROUNDING_OCR:
+        return MODE_TASKS[mode], MODE_OUTPUTS[mode], None
+    # Grounding asks for one box's text: any engine answers it as the text of that crop.
+    rest = prompt[len(PROMPTS[mode].strip()) :]
+    box = _BOX.search(rest)
+    if box is None:
+        raise ChatRequestError("the grounding prompt needs a box [x1, y1, x2, y2] after 'Bounding Box:'")
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box.groups())
+    except ValueError:
+        raise ChatRequestError(f"the grounding box {box.group(0)} is not four numbers") from None
+    if x2 <= x1 or y2 <= y1:
+        raise ChatRequestError(f"the grounding box {[x1, y1, x2, y2]} is empty")
+    return TaskKind.TEXT, MODE_OUTPUTS[mode], (x1, y1, x2, y2)
 
 
 def answer_text(doc: DocumentResult, answer: str) -> str:
@@ -137,7 +159,28 @@ def answer_text(doc: DocumentResult, answer: str) -> str:
         return json.dumps(elements, ensure_ascii=False)
     if answer == "text":
         return page.text
+    if answer == "scene":
+        return _scene_text(page.blocks) or page.text
+    if answer == "svg":
+        drawn = [b.text for b in page.blocks if b.category == "Picture" and b.text.lstrip().startswith("<svg")]
+        return drawn[0] if drawn else page.markdown or page.text
     return page.markdown or page.text
+
+
+def _scene_text(blocks: list[Block]) -> str:
+    """dots.mocr's scene-spotting answer: one "(x1, y1), (x2, y2), (x3, y3), (x4, y4) text" line per
+    boxed block, the box's corners clockwise from the top left (dots_mocr/utils/layout_utils.py
+    parse_scene_text_output reads them, format_scene_text_to_markdown writes them so; 23f3e56).
+    Empty when no block has a box: the answer is then the page's text, as a model's answer with no
+    instance is kept as written (post_process_scene_text)."""
+    lines = []
+    for block in blocks:
+        if block.bbox is None or not block.text.strip():
+            continue
+        x1, y1, x2, y2 = (round(v) for v in block.bbox)
+        text = " ".join(block.text.split())
+        lines.append(f"({x1}, {y1}), ({x2}, {y1}), ({x2}, {y2}), ({x1}, {y2}) {text}")
+    return "\n".join(lines)
 
 
 def completion(doc: DocumentResult, ask: ChatAsk, model: str) -> dict[str, Any]:

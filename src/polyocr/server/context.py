@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 
 from polyocr.config import RouterConfig, ServerSettings, load_config
+from polyocr.engines.dots.prompts import PromptMode
 from polyocr.errors import InputError, PolyOCRError
 from polyocr.router import resolve_chain
 from polyocr.server.http import (
@@ -178,6 +179,15 @@ class ServerContext:
                     "permission_error",
                 )
         return chain
+
+    def svg_engines(self, chain: tuple[str, ...]) -> list[str]:
+        """The engines of a chain configured to answer the layout task with SVG (dots.mocr's image_to_svg)."""
+        return [
+            name
+            for name in chain
+            if str((self.config.plan_overrides(name).get("generation") or {}).get("prompt_mode", ""))
+            == PromptMode.IMAGE_TO_SVG
+        ]
 
     async def run_admitted(self, fn: Callable[..., T], *args: Any, admitted: bool = False) -> T:
         """Run fn on a worker under the request timeout, which also stops the work between pages.

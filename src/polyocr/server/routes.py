@@ -221,6 +221,13 @@ async def chat(request: Request) -> JSONResponse:
         raise ApiError(415, f"the image is not {ACCEPTED} (recognised by content)", "unsupported_media_type")
     engine = ask.model if ask.model in engine_names() else None
     params = OCRParams(ctx.chain_for(engine, ask.task, ctx.settings.languages), ask.task, ctx.settings.languages)
+    if ask.answer == "svg" and not ctx.svg_engines(params.chain):
+        raise ApiError(
+            400,
+            f"the image_to_svg prompt needs an engine that draws SVG, and none of {', '.join(params.chain)} does: "
+            'serve dots-mocr with [engines.dots-mocr] generation = {prompt_mode = "image_to_svg"} in polyocr.toml '
+            "and name it as the model",
+        )
     transform = _cropper(ask) if ask.region else None
     doc = redact_document(await ctx.run_admitted(_recognize_one_page, ctx.service, ask, params, transform))
     if doc.errors and not doc.pages:

@@ -233,9 +233,15 @@ class OCRService:
             self._close(router)
 
     def task(self, params: OCRParams) -> Task:
-        """The router's task; its page timeout is the config's, else the server's request timeout."""
+        """The router's task; its page timeout is the config's, else the server's request timeout; its
+        token limit the server's (`--max-new-tokens`, [server] max_new_tokens)."""
         timeout = self.config.timeout if self.config.timeout is not None else self.settings.request_timeout
-        return Task(kind=params.task, languages=params.languages, timeout=timeout)
+        return Task(
+            kind=params.task,
+            languages=params.languages,
+            timeout=timeout,
+            max_new_tokens=self.settings.max_new_tokens,
+        )
 
     def open(self, data: bytes | Path, name: str, dpi: float | None = None) -> Source:
         """An upload (bytes, or its file on disk) opened under the server's caps, PDF pages rendered at

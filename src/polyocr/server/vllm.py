@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polyocr.engines.openai_server import DOTS_OCR_NAME
 from polyocr.runtime.probe import GPU, Profile
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,12 @@ def model_family(model: str) -> str:
             model_type = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
         except (OSError, ValueError):
             model_type = ""
-        if model_type.startswith("dots"):
+        if DOTS_OCR_NAME.search(model_type):
             return "dots"
         if model_type in _QWEN_TYPES:
             return "qwen-vl"
     name = model.lower().rstrip("/").rsplit("/", 1)[-1]
-    if "dots" in name:
+    if DOTS_OCR_NAME.search(name):
         return "dots"
     if "qwen" in name and "vl" in name:
         return "qwen-vl"

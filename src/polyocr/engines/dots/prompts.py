@@ -87,6 +87,23 @@ MODE_TASKS: dict[PromptMode, TaskKind] = {
 }
 
 
+# What the model writes for each mode: a JSON list of elements with bbox, category and text
+# ("layout"; "layout_only" without text), plain text ("text": OCR, and grounding's box), one
+# "(x1, y1), (x2, y2), (x3, y3), (x4, y4) text" instance per text ("scene"), or SVG code ("svg")
+# (dots_mocr/parser.py _parse_single_image at 23f3e56 post-processes the layout modes and web parsing
+# as layout JSON, scene spotting with post_process_scene_text, image to SVG with
+# extract_svg_from_response). The server's chat endpoint answers each prompt in its mode's form.
+MODE_OUTPUTS: dict[PromptMode, str] = {
+    PromptMode.LAYOUT_ALL: "layout",
+    PromptMode.LAYOUT_ONLY: "layout_only",
+    PromptMode.OCR: "text",
+    PromptMode.GROUNDING_OCR: "text",
+    PromptMode.WEB_PARSING: "layout",
+    PromptMode.SCENE_SPOTTING: "scene",
+    PromptMode.IMAGE_TO_SVG: "svg",
+}
+
+
 def prompt_text(mode: PromptMode, box: Sequence[float] | None = None, size: tuple[int, int] | None = None) -> str:
     """The prompt for a mode; grounding appends the box as the reference does (`str([x1, y1, x2, y2])`).
 
