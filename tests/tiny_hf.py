@@ -367,6 +367,10 @@ def build_glm_ocr(path: Path) -> Path:
     transformers.GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(
         path
     )
+    # The SDK's layout stage, PP-DocLayoutV3, in the checkpoint's layout/ folder (tests/tiny_layout.py).
+    from tiny_layout import build_pp_doclayout_v3
+
+    build_pp_doclayout_v3(path / "layout")
     return path
 
 
