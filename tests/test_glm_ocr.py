@@ -151,6 +151,46 @@ def test_sdk_containment_is_80_percent_for_every_class() -> None:
     assert postprocess(rows, (320, 240), LABELS, 0.3, GLM_RULES) == []
 
 
+def _merge_by_pairs(rows: np.ndarray, rules: pp_doclayout.LayoutRules) -> np.ndarray:
+    """check_containment as layout_postprocess_utils.py writes it, pair by pair (the reference)."""
+
+    def contained(a: np.ndarray, b: np.ndarray) -> bool:
+        area = (a[4] - a[2]) * (a[5] - a[3])
+        iw = max(0.0, min(a[4], b[4]) - max(a[2], b[2]))
+        ih = max(0.0, min(a[5], b[5]) - max(a[3], b[3]))
+        return bool(area > 0 and iw * ih / area >= rules.containment)
+
+    preserved = {LABELS.index(label) for label in rules.preserve}
+    keep = np.ones(len(rows), dtype=bool)
+    for category, mode in rules.merge.items():
+        contains, inside = np.zeros(len(rows), dtype=int), np.zeros(len(rows), dtype=int)
+        for i in range(len(rows)):
+            for j in range(len(rows)):
+                if i == j or rows[i][0] in preserved:
+                    continue
+                subject = rows[j][0] if mode == "large" else rows[i][0]
+                if subject == category and contained(rows[i], rows[j]):
+                    inside[i] = contains[j] = 1
+        keep &= (inside == 0) if mode == "large" else ((contains == 0) | (inside == 1))
+    return keep
+
+
+@pytest.mark.parametrize("rules", [GLM_RULES, pp_doclayout.PADDLEX_RULES], ids=["glm", "paddlex"])
+def test_merge_modes_equal_the_pairwise_reference(rules: pp_doclayout.LayoutRules) -> None:
+    rng = np.random.default_rng(7)
+    kinds = [LABELS.index(x) for x in ("text", "reference", "image", "table", "chart", "doc_title")]
+    dropped = 0
+    for _ in range(30):
+        n = int(rng.integers(2, 14))
+        corners = rng.integers(0, 60, size=(n, 2)).astype(float)
+        sizes = rng.integers(1, 50, size=(n, 2)).astype(float)
+        rows = np.column_stack([rng.choice(kinds, n), rng.random(n), corners, corners + sizes, np.arange(n)])
+        keep = pp_doclayout.merge_keep(rows, LABELS, rules)
+        assert keep.tolist() == _merge_by_pairs(rows, rules).tolist()
+        dropped += int((~keep).sum())
+    assert dropped > 10  # the cases really nest boxes
+
+
 # ---------------------------------------------------------------------------- the SDK's result assembly
 
 

@@ -308,14 +308,6 @@ def layout_nms(rows: np.ndarray, iou_same: float = NMS_IOU_SAME, iou_diff: float
     return kept
 
 
-def _contained(inner: np.ndarray, outer: np.ndarray, ratio: float = 0.9) -> bool:
-    """PaddleX / GLM-OCR is_contained(): at least `ratio` of the inner box's area inside the outer box."""
-    area = (inner[4] - inner[2]) * (inner[5] - inner[3])
-    iw = max(0.0, min(inner[4], outer[4]) - max(inner[2], outer[2]))
-    ih = max(0.0, min(inner[5], outer[5]) - max(inner[3], outer[3]))
-    return bool(area > 0 and iw * ih / area >= ratio)
-
-
 def _overlap_small(a: Sequence[float], b: Sequence[float]) -> float:
     """PaddleX calculate_overlap_ratio(mode="small"): intersection over the smaller box's area."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -327,24 +319,28 @@ def _overlap_small(a: Sequence[float], b: Sequence[float]) -> float:
 def merge_keep(rows: np.ndarray, labels: Sequence[str], rules: LayoutRules) -> np.ndarray:
     """The layout_merge_bboxes_mode filter per class (PaddleX LayoutAnalysisProcess.apply; GLM-OCR
     glmocr/utils/layout_postprocess_utils.py check_containment): which rows stay."""
-    keep = np.ones(len(rows), dtype=bool)
-    preserved = {labels.index(label) for label in rules.preserve if label in labels}
+    n = len(rows)
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return keep
+    # inside[i, j]: box i at least `containment` of its area inside box j (is_contained, every pair)
+    x1, y1, x2, y2 = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
+    iw = np.clip(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0, None)
+    ih = np.clip(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0, None)
+    area = ((x2 - x1) * (y2 - y1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = (area > 0) & (iw * ih / np.where(area > 0, area, 1) >= rules.containment)
+    np.fill_diagonal(inside, False)
+    preserved = np.isin(rows[:, 0], [labels.index(label) for label in rules.preserve if label in labels])
+    inside &= ~preserved[:, None]  # a preserved box is never the one contained
+    classes = rows[:, 0]
     for category, merge in rules.merge.items():
-        if merge not in ("large", "small"):
-            continue  # "union": keep all
-        contains = np.zeros(len(rows), dtype=bool)
-        contained = np.zeros(len(rows), dtype=bool)
-        for i in range(len(rows)):
-            if int(rows[i, 0]) in preserved:
-                continue
-            for j in range(len(rows)):
-                if j == i:
-                    continue
-                # large: i inside a box of the class; small: a box of the class inside j
-                subject = rows[j, 0] if merge == "large" else rows[i, 0]
-                if subject == category and _contained(rows[i], rows[j], rules.containment):
-                    contained[i] = contains[j] = True
-        keep &= ~contained if merge == "large" else (~contains | contained)
+        if merge == "large":  # a box inside a box of the class goes
+            keep &= ~inside[:, classes == category].any(axis=1)
+        elif merge == "small":  # a box holding one of the class goes, unless it is of the class inside another
+            pairs = inside & (classes == category)[:, None]
+            keep &= ~pairs.any(axis=0) | pairs.any(axis=1)
+        # "union": keep all
     return keep
 
 
