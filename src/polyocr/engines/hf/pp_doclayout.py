@@ -1,4 +1,5 @@
-"""PP-DocLayoutV2 / PP-DocLayoutV3: layout detection with reading order, the first stage of PaddleOCR-VL.
+"""PP-DocLayoutV2 / PP-DocLayoutV3: layout detection with reading order, the first stage of PaddleOCR-VL
+(and -1.5) and of GLM-OCR; `LayoutStageEngine` is the engine base they share.
 
 transformers ships the models (`PPDocLayoutV2ForObjectDetection`, `PPDocLayoutV3ForObjectDetection`,
 checkpoints PaddlePaddle/PP-DocLayoutV2_safetensors and PaddlePaddle/PP-DocLayoutV3_safetensors), but
@@ -14,7 +15,9 @@ PaddleOCR-VL pipeline configures it (paddlex/inference/models/layout_analysis/pr
 LayoutAnalysisProcess.apply; paddlex/configs/pipelines/PaddleOCR-VL.yaml and PaddleOCR-VL-1.5.yaml;
 paddlex/inference/pipelines/paddleocr_vl/uilts.py filter_overlap_boxes): per-class score thresholds,
 layout NMS (IoU 0.6 within a class, 0.98 across), the page-sized-image filter, the per-class
-"large" merge mode, clamping to the page, then the pipeline's overlap filter.
+"large" merge mode, clamping to the page, then the pipeline's overlap filter. Those choices are a
+`LayoutRules` (PADDLEX_RULES by default); another pipeline over the same detector sets its own in
+`DetectorSpec.rules` (the GLM-OCR SDK's: glm_ocr.GLM_RULES).
 
 Not done (and said in docs/engines.md): PP-DocLayoutV3's polygon masks (boxes are used, PaddleX's
 `layout_shape_mode="rect"`), and the pipeline's `merge_layout_blocks` (which pastes vertically
