@@ -1,5 +1,5 @@
 """Where a PaddleOCR-VL page's time goes in polyocr's two stages: the layout detector, then the element
-calls (one batch per element prompt), on real pages.
+calls (one batch per element prompt), on real pages (any PP-DocLayout engine: --engine glm-ocr too).
 
     PYTHONPATH=src:tests python benchmarks/bench_paddle_twostage.py --tiny            # CPU, tiny random models
     PYTHONPATH=src python benchmarks/bench_paddle_twostage.py --model DIR --device cuda  # real weights
@@ -26,7 +26,7 @@ DEFAULT_PAGES = [EVAL / "tesseract_test" / "phototest.tif"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="paddleocr-vl", choices=["paddleocr-vl", "paddleocr-vl-1.5"])
+    parser.add_argument("--engine", default="paddleocr-vl", choices=["paddleocr-vl", "paddleocr-vl-1.5", "glm-ocr"])
     parser.add_argument("--model", type=Path, help="checkpoint directory (with layout/ or the detector cached)")
     parser.add_argument("--tiny", action="store_true", help="build tiny random checkpoints (tests/tiny_hf.py)")
     parser.add_argument("--device", default="cpu")

@@ -53,7 +53,7 @@ def test_glm_prompts_and_decoding_are_the_sdk_config() -> None:
     """glmocr/config.yaml (the authors' SDK): the task prompts, greedy, repetition_penalty 1.1, 8192 tokens."""
     loader = yaml.safe_load((GLM / "config.yaml").read_text())["pipeline"]["page_loader"]
     assert loader["task_prompt_mapping"] == glm_ocr.GLM_PROMPTS
-    assert glm_ocr.GLM_OCR.prompts == {"text": "Text Recognition:"}
+    assert glm_ocr.GLM_OCR.prompts == glm_ocr.GLM_PROMPTS  # one per region kind (tests/test_glm_ocr.py)
     assert (
         glm_ocr.GLM_OCR.generation
         == {"repetition_penalty": loader["repetition_penalty"]}
@@ -62,8 +62,8 @@ def test_glm_prompts_and_decoding_are_the_sdk_config() -> None:
     assert glm_ocr.GLM_OCR.max_new_tokens == loader["max_tokens"] == 8192
     assert loader["temperature"] == 0.0 and loader["top_k"] == 1  # greedy, as polyocr decodes
     assert engine_class("glm-ocr").anti_repeat == {"repetition_penalty": 1.1}
-    # No layout mode without PP-DocLayoutV3: the router never asks it for boxes.
-    assert TaskKind.LAYOUT not in engine_class("glm-ocr").tasks
+    # With its PP-DocLayoutV3 stage it does every task (tests/test_glm_ocr.py).
+    assert engine_class("glm-ocr").tasks == frozenset(TaskKind)
 
 
 # Glm46VImageProcessor's own grids on the published preprocessor_config.json (measured with

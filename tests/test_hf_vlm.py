@@ -27,7 +27,7 @@ from polyocr.documents import Page  # noqa: E402
 from polyocr.engines.base import engine_class, engine_names  # noqa: E402
 from polyocr.engines.hf.deepseek_ocr import parse_deepseek_grounding  # noqa: E402
 from polyocr.engines.hf.engine import HFVLMEngine  # noqa: E402
-from polyocr.engines.hf.paddleocr_vl import PaddleOCRVLEngine  # noqa: E402
+from polyocr.engines.hf.pp_doclayout import LayoutStageEngine  # noqa: E402
 from polyocr.engines.hf.qwen3vl import parse_qwen3_json  # noqa: E402
 from polyocr.engines.hf.spec import VLMSpec  # noqa: E402
 from polyocr.errors import EngineUnavailable  # noqa: E402
@@ -39,7 +39,7 @@ EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 PAGE_IMAGE = EVAL / "tesseract_test" / "phototest.tif"
 NAMES = [n for n in engine_names() if issubclass(engine_class(n), HFVLMEngine)]
 # Engines run as layout stage + element stage (engines/hf/twostage.py): one generation per region.
-TWO_STAGE = {n for n in NAMES if issubclass(engine_class(n), PaddleOCRVLEngine)}
+TWO_STAGE = {n for n in NAMES if issubclass(engine_class(n), LayoutStageEngine)}
 
 
 def spec_of(name: str) -> VLMSpec:

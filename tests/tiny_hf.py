@@ -351,9 +351,10 @@ def build_glm_ocr(path: Path) -> Path:
         video_start_token_id=vstart,
         video_end_token_id=vend,
     )
-    # The published image arithmetic (patch 14, merge 2, 2 temporal frames), tiny pixel bounds.
+    # The published image arithmetic (patch 14, merge 2, 2 temporal frames), tiny pixel bounds (wide
+    # enough that test_hf_vlm's two crops, resized by the SDK's smart_resize first, differ in tokens).
     images = transformers.Glm46VImageProcessorPil(
-        size={"shortest_edge": 2 * 28 * 28 * 4, "longest_edge": 2 * 28 * 28 * 64},
+        size={"shortest_edge": 2 * 28 * 28 * 4, "longest_edge": 2 * 28 * 28 * 128},
         patch_size=14,
         temporal_patch_size=2,
         merge_size=2,
@@ -367,6 +368,10 @@ def build_glm_ocr(path: Path) -> Path:
     transformers.GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(
         path
     )
+    # The SDK's layout stage, PP-DocLayoutV3, in the checkpoint's layout/ folder (tests/tiny_layout.py).
+    from tiny_layout import build_pp_doclayout_v3
+
+    build_pp_doclayout_v3(path / "layout")
     return path
 
 

@@ -44,6 +44,8 @@ class HFVLMEngine(Engine):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "spec"):
+            return  # a base for engines of one kind (pp_doclayout.LayoutStageEngine): its subclasses set it
         spec = cls.spec
         cls.name = spec.name
         cls.description = spec.description

@@ -17,9 +17,10 @@ What polyocr's tasks get:
 - layout_only: the layout stage alone (no VLM call).
 - region: "OCR:" on the region's crop (the pipeline without layout detection, prompt_label "ocr").
 
-The layout model's weights: a `layout/` (or `PP-DocLayoutV2/`) folder inside the VLM checkpoint
-directory holding a transformers checkpoint of it, else PaddlePaddle/PP-DocLayoutV2_safetensors in the
-local Hugging Face cache (`polyocr fetch paddleocr-vl` fetches both repositories). The PP-DocLayoutV2/
+The layout stage and the engine's tasks are pp_doclayout.LayoutStageEngine's (shared with GLM-OCR). The
+layout model's weights: a `layout/` (or `PP-DocLayoutV2/`) folder inside the VLM checkpoint directory
+holding a transformers checkpoint of it, else PaddlePaddle/PP-DocLayoutV2_safetensors in the local
+Hugging Face cache (`polyocr fetch paddleocr-vl` fetches both repositories). The PP-DocLayoutV2/
 folder of the PaddlePaddle/PaddleOCR-VL repository itself is Paddle's format, which transformers
 cannot load; it is not used.
 """
@@ -28,28 +29,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from polyocr.engines import vlm
-from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.otsl import otsl_to_html
-from polyocr.engines.hf.pp_doclayout import PP_DOCLAYOUT_V2, DetectorSpec, LayoutDetector, is_detector_dir
+from polyocr.engines.hf.pp_doclayout import PP_DOCLAYOUT_V2, DetectorSpec, LayoutStageEngine
 from polyocr.engines.hf.spec import ALL_ATTENTION, VLMSpec
-from polyocr.engines.hf.twostage import Region, layout_only, read_regions
-from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.engines.hf.twostage import Region, read_regions
 from polyocr.results import TextFormat
 from polyocr.scripts import ARABIC, CYRILLIC, GREEK, HAN, HANGUL, KANA, LATIN
-from polyocr.types import Availability, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from polyocr.documents import Page
     from polyocr.results import PageResult
-    from polyocr.runtime.probe import Profile
+    from polyocr.types import Task
 
 # The element prompts (PaddleX paddleocr_vl/pipeline.py; the model card's PROMPTS dict).
 ELEMENT_PROMPTS = {
@@ -161,86 +157,12 @@ PADDLEOCR_VL = VLMSpec(
 )
 
 
-class PaddleOCRVLEngine(HFVLMEngine):
+class PaddleOCRVLEngine(LayoutStageEngine):
     """PaddleOCR-VL with its layout stage; PaddleOCR-VL-1.5 subclasses it with PP-DocLayoutV3."""
 
     spec = PADDLEOCR_VL
     detector: ClassVar[DetectorSpec] = PP_DOCLAYOUT_V2
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.tasks = frozenset(TaskKind)
-        cls.companion_repos = (cls.detector.repo_id,)
-
-    def __init__(self, model_path: str | None = None) -> None:
-        super().__init__(model_path)
-        self._layout: LayoutDetector | None = None
-
-    def layout_weights(self, model_path: str | None) -> Path | None:
-        """The layout model's checkpoint: a folder inside the VLM's directory, else the local cache."""
-        weights = self._weights(model_path)
-        if weights is not None:
-            for name in ("layout", self.detector.name):
-                if is_detector_dir(weights / name, self.detector):
-                    return weights / name
-        return vlm.cached_snapshot(self.detector.repo_id)
-
-    def _no_layout(self, model_path: str | None) -> tuple[str, str]:
-        where = f"{model_path}/layout, " if model_path else ""
-        return (
-            f"no {self.detector.name} weights ({self.detector.repo_id}) in {where}the local Hugging Face cache",
-            f"polyocr fetch {self.name} (or hf download {self.detector.repo_id})",
-        )
-
-    def available(self, profile: Profile) -> Availability:
-        verdict = super().available(profile)
-        if not verdict.ok:
-            return verdict
-        layout = self.layout_weights(self.model_path)
-        if layout is None:
-            return Availability.no(*self._no_layout(self.model_path))
-        return Availability.yes(f"{verdict.reason}; layout model at {layout}")
-
-    def load(self, plan: EnginePlan) -> None:
-        import torch
-
-        model_path = plan.model_path or self.model_path
-        layout = self.layout_weights(model_path)
-        if layout is None:
-            raise EngineUnavailable(self.name, *self._no_layout(model_path))
-        super().load(plan)
-        # The detector runs in float32 whatever the VLM's dtype: ~200 MB, and PaddleX runs it in fp32.
-        self._layout = LayoutDetector(self.detector, layout)
-        self._layout.load(plan.device, torch.float32)
-
-    def close(self) -> None:
-        super().close()
-        if self._layout is not None:
-            self._layout.close()
-        self._layout = None
-
-    def detect(self, pages: Sequence[Page]) -> list[list[Region]]:
-        """The layout stage for some pages (8 a batch, the pipeline's LayoutDetection batch_size)."""
-        if self._layout is None:
-            raise EngineError(self.name, "recognize() called before load()")
-        regions: list[list[Region]] = []
-        for start in range(0, len(pages), 8):
-            regions.extend(self._layout.detect([page.image for page in pages[start : start + 8]]))
-        return regions
-
-    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
-        if task.kind == TaskKind.REGION:
-            return super().recognize(pages, task)
-        if self._model is None:
-            raise EngineError(self.name, "recognize() called before load()")
-        regions = self.detect(pages)
-        if task.kind == TaskKind.LAYOUT_ONLY:
-            return [
-                layout_only(page, page_regions, self.name) for page, page_regions in zip(pages, regions, strict=True)
-            ]
+    def read_elements(self, pages: Sequence[Page], regions: list[list[Region]], task: Task) -> list[PageResult]:
         # PaddleX keeps every layout block, read as empty or not (pipeline.py parsing_res_list)
         return read_regions(self, pages, regions, task, prepare=prepare_element, finish=finish_element, keep_empty=True)
-
-
-PaddleOCRVLEngine.tasks = frozenset(TaskKind)
-PaddleOCRVLEngine.companion_repos = (PaddleOCRVLEngine.detector.repo_id,)

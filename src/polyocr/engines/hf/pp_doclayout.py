@@ -1,4 +1,5 @@
-"""PP-DocLayoutV2 / PP-DocLayoutV3: layout detection with reading order, the first stage of PaddleOCR-VL.
+"""PP-DocLayoutV2 / PP-DocLayoutV3: layout detection with reading order, the first stage of PaddleOCR-VL
+(and -1.5) and of GLM-OCR; `LayoutStageEngine` is the engine base they share.
 
 transformers ships the models (`PPDocLayoutV2ForObjectDetection`, `PPDocLayoutV3ForObjectDetection`,
 checkpoints PaddlePaddle/PP-DocLayoutV2_safetensors and PaddlePaddle/PP-DocLayoutV3_safetensors), but
@@ -14,7 +15,9 @@ PaddleOCR-VL pipeline configures it (paddlex/inference/models/layout_analysis/pr
 LayoutAnalysisProcess.apply; paddlex/configs/pipelines/PaddleOCR-VL.yaml and PaddleOCR-VL-1.5.yaml;
 paddlex/inference/pipelines/paddleocr_vl/uilts.py filter_overlap_boxes): per-class score thresholds,
 layout NMS (IoU 0.6 within a class, 0.98 across), the page-sized-image filter, the per-class
-"large" merge mode, clamping to the page, then the pipeline's overlap filter.
+"large" merge mode, clamping to the page, then the pipeline's overlap filter. Those choices are a
+`LayoutRules` (PADDLEX_RULES by default); another pipeline over the same detector sets its own in
+`DetectorSpec.rules` (the GLM-OCR SDK's: glm_ocr.GLM_RULES).
 
 Not done (and said in docs/engines.md): PP-DocLayoutV3's polygon masks (boxes are used, PaddleX's
 `layout_shape_mode="rect"`), and the pipeline's `merge_layout_blocks` (which pastes vertically
@@ -24,18 +27,25 @@ adjacent text crops into one image for one VLM call); every region is read alone
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from polyocr.engines.hf.twostage import Region
-from polyocr.errors import EngineError
+from polyocr.engines import vlm
+from polyocr.engines.hf.engine import HFVLMEngine
+from polyocr.engines.hf.twostage import Region, layout_only
+from polyocr.errors import EngineError, EngineUnavailable
+from polyocr.types import Availability, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from polyocr.documents import Page
+    from polyocr.results import PageResult
+    from polyocr.runtime.probe import Profile
 
 # The published label list, in class-id order (PaddlePaddle/PaddleOCR-VL PP-DocLayoutV2/config.json
 # label_list; PaddleOCR-VL-1.5.yaml comments the same 25 ids for PP-DocLayoutV3).
@@ -132,6 +142,33 @@ NMS_IOU_SAME, NMS_IOU_DIFF = 0.6, 0.98  # LayoutAnalysisProcess.apply: nms(iou_s
 
 
 @dataclass(frozen=True)
+class LayoutRules:
+    """How a pipeline turns the detector's raw detections into regions: where pipelines that run the
+    same PP-DocLayout model differ (PaddleX's PaddleOCR-VL pipelines; the GLM-OCR SDK, glm_ocr.py)."""
+
+    # PaddleX rounds the boxes before anything else and keeps scores above the threshold (">");
+    # transformers' post_process_object_detection (the GLM-OCR SDK) keeps scores >= it, boxes unrounded.
+    round_boxes: bool = True
+    strict_threshold: bool = True
+    # layout_merge_bboxes_mode per class id ("large": a box this much inside a box of that class is
+    # dropped; "small": a box holding one of that class that much inside it is dropped)
+    merge: Mapping[int, str] = field(default_factory=lambda: dict.fromkeys(LARGE_MERGE_IDS, "large"))
+    containment: float = 0.9  # PaddleX is_contained(): 90% of the inner box's area
+    preserve: frozenset[str] = frozenset()  # labels never dropped as contained
+    # restructured_boxes (PaddleX): integer boxes, then the empty ones dropped; the SDK drops the
+    # empty ones on the clamped floats first (apply_layout_postprocess), then truncates
+    check_before_int: bool = False
+    overlap_filter: bool = True  # the PaddleOCR-VL pipeline's filter_overlap_boxes
+    # a label's element prompt (None: kept, not read); labels in `abandon` are no regions at all
+    mode: Callable[[str], str | None] = element_mode
+    abandon: frozenset[str] = frozenset()
+    categories: Mapping[str, str] = field(default_factory=dict)  # polyocr categories over CATEGORY
+
+
+PADDLEX_RULES = LayoutRules()
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     """What differs between PP-DocLayoutV2 and V3 for polyocr."""
 
@@ -140,6 +177,7 @@ class DetectorSpec:
     model_class: str  # attribute of transformers
     model_type: str  # config.json model_type
     thresholds: float | tuple[float, ...]
+    rules: LayoutRules = PADDLEX_RULES
     # The published preprocessor (used when a checkpoint has no preprocessor_config.json).
     preprocessor: Mapping[str, Any] = field(
         default_factory=lambda: {
@@ -273,14 +311,6 @@ def layout_nms(rows: np.ndarray, iou_same: float = NMS_IOU_SAME, iou_diff: float
     return kept
 
 
-def _contained(inner: np.ndarray, outer: np.ndarray) -> bool:
-    """PaddleX is_contained(): at least 90% of the inner box's area inside the outer box."""
-    area = (inner[4] - inner[2]) * (inner[5] - inner[3])
-    iw = max(0.0, min(inner[4], outer[4]) - max(inner[2], outer[2]))
-    ih = max(0.0, min(inner[5], outer[5]) - max(inner[3], outer[3]))
-    return bool(area > 0 and iw * ih / area >= 0.9)
-
-
 def _overlap_small(a: Sequence[float], b: Sequence[float]) -> float:
     """PaddleX calculate_overlap_ratio(mode="small"): intersection over the smaller box's area."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -289,21 +319,56 @@ def _overlap_small(a: Sequence[float], b: Sequence[float]) -> float:
     return float(iw * ih / small) if small > 0 else 0.0
 
 
+def merge_keep(rows: np.ndarray, labels: Sequence[str], rules: LayoutRules) -> np.ndarray:
+    """The layout_merge_bboxes_mode filter per class (PaddleX LayoutAnalysisProcess.apply; GLM-OCR
+    glmocr/utils/layout_postprocess_utils.py check_containment): which rows stay."""
+    n = len(rows)
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return keep
+    # inside[i, j]: box i at least `containment` of its area inside box j (is_contained, every pair)
+    x1, y1, x2, y2 = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
+    iw = np.clip(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0, None)
+    ih = np.clip(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0, None)
+    area = ((x2 - x1) * (y2 - y1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = (area > 0) & (iw * ih / np.where(area > 0, area, 1) >= rules.containment)
+    np.fill_diagonal(inside, False)
+    preserved = np.isin(rows[:, 0], [labels.index(label) for label in rules.preserve if label in labels])
+    inside &= ~preserved[:, None]  # a preserved box is never the one contained
+    classes = rows[:, 0]
+    for category, merge in rules.merge.items():
+        if merge == "large":  # a box inside a box of the class goes
+            keep &= ~inside[:, classes == category].any(axis=1)
+        elif merge == "small":  # a box holding one of the class goes, unless it is of the class inside another
+            pairs = inside & (classes == category)[:, None]
+            keep &= ~pairs.any(axis=0) | pairs.any(axis=1)
+        # "union": keep all
+    return keep
+
+
 def postprocess(
-    rows: np.ndarray, size: tuple[int, int], labels: Sequence[str], thresholds: float | Sequence[float]
+    rows: np.ndarray,
+    size: tuple[int, int],
+    labels: Sequence[str],
+    thresholds: float | Sequence[float],
+    rules: LayoutRules = PADDLEX_RULES,
 ) -> list[Region]:
-    """PaddleX's layout post-processing on one page's raw detections (reading order kept), as Regions."""
+    """A pipeline's layout post-processing (PaddleX's by default) on one page's raw detections
+    (reading order kept), as Regions."""
     width, height = size
     if len(rows) == 0:
         return []
     rows = rows.copy()
-    rows[:, 2:6] = np.round(rows[:, 2:6])
+    if rules.round_boxes:
+        rows[:, 2:6] = np.round(rows[:, 2:6])
     limit = (
         np.full(len(rows), float(thresholds))
         if isinstance(thresholds, float)
         else np.array([thresholds[int(c)] if int(c) < len(thresholds) else 0.5 for c in rows[:, 0]])
     )
-    rows = rows[rows[:, 1] > limit]  # PaddleX compares with ">" (transformers with ">=")
+    # PaddleX compares with ">", transformers' post_process_object_detection with ">="
+    rows = rows[rows[:, 1] > limit] if rules.strict_threshold else rows[rows[:, 1] >= limit]
     if len(rows) == 0:
         return []
     rows = rows[sorted(layout_nms(rows))]  # keep reading order
@@ -319,30 +384,30 @@ def postprocess(
         keep = ~((rows[:, 0] == image_id) & (area > share * width * height))
         if keep.any():
             rows = rows[keep]
-    # "large" merge mode per class: drop any box 90% inside a box of that class (formula boxes are
-    # exempt only against a label named "formula", which these label lists do not have).
-    keep = np.ones(len(rows), dtype=bool)
-    for category in LARGE_MERGE_IDS:
-        for i in range(len(rows)):
-            if any(j != i and rows[j, 0] == category and _contained(rows[i], rows[j]) for j in range(len(rows))):
-                keep[i] = False
-    rows = rows[keep]
-    # restructured_boxes: integer boxes clamped to the page, empty ones dropped.
+    # PaddleX: "large" for some classes (formula boxes are exempt only against a label named
+    # "formula", which these label lists do not have); the GLM-OCR SDK: its own per-class modes.
+    rows = rows[merge_keep(rows, labels, rules)]
+    # Boxes clamped to the page, the empty ones dropped, coordinates truncated to integers.
     boxes = []
     for row in rows:
-        x1, y1 = int(max(0, row[2])), int(max(0, row[3]))
-        x2, y2 = int(min(width, row[4])), int(min(height, row[5]))
-        if x2 > x1 and y2 > y1:
+        fx1, fy1 = max(0.0, min(float(row[2]), width)), max(0.0, min(float(row[3]), height))
+        fx2, fy2 = max(0.0, min(float(row[4]), width)), max(0.0, min(float(row[5]), height))
+        if rules.check_before_int and (fx1 >= fx2 or fy1 >= fy2):
+            continue
+        x1, y1, x2, y2 = int(fx1), int(fy1), int(fx2), int(fy2)
+        if rules.check_before_int or (x2 > x1 and y2 > y1):
             label = labels[int(row[0])] if int(row[0]) < len(labels) else "text"
             boxes.append((label, float(row[1]), (x1, y1, x2, y2)))
-    boxes = _filter_overlap(boxes)
+    if rules.overlap_filter:
+        boxes = _filter_overlap(boxes)
+    boxes = [b for b in boxes if b[0] not in rules.abandon]
     return [
         Region(
             bbox=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-            category=CATEGORY.get(label, "Text"),
+            category=rules.categories.get(label) or CATEGORY.get(label, "Text"),
             label=label,
             order=order,
-            mode=element_mode(label),
+            mode=rules.mode(label),
             score=round(score, 4),
         )
         for order, (label, score, b) in enumerate(boxes)
@@ -418,7 +483,102 @@ class LayoutDetector:
         sizes = [im.size for im in images]
         raw = raw_detections(outputs.logits, outputs.pred_boxes, outputs.order_logits, sizes)
         thresholds = self.thresholds()
-        return [postprocess(rows, size, self.labels, thresholds) for rows, size in zip(raw, sizes, strict=True)]
+        return [
+            postprocess(rows, size, self.labels, thresholds, self.spec.rules)
+            for rows, size in zip(raw, sizes, strict=True)
+        ]
 
     def close(self) -> None:
         self._model = None
+
+
+# ---------------------------------------------------------------------------- the two-stage engine
+
+
+class LayoutStageEngine(HFVLMEngine):
+    """A VLM run as its authors run it behind a PP-DocLayout stage (PaddleOCR-VL, PaddleOCR-VL-1.5,
+    GLM-OCR): layout and text run both stages (`read_elements`, the engine's element stage through
+    twostage.read_regions), layout_only the detector alone, region the VLM's text prompt on the crop.
+
+    The layout model's weights: a `layout/` (or `<detector name>/`) folder inside the VLM checkpoint
+    directory holding a transformers checkpoint of it, else the detector's repository in the local
+    Hugging Face cache (`polyocr fetch <engine>` fetches both: `companion_repos`)."""
+
+    detector: ClassVar[DetectorSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tasks = frozenset(TaskKind)
+        cls.companion_repos = (cls.detector.repo_id,)
+
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__(model_path)
+        self._layout: LayoutDetector | None = None
+
+    def layout_weights(self, model_path: str | None) -> Path | None:
+        """The layout model's checkpoint: a folder inside the VLM's directory, else the local cache."""
+        weights = self._weights(model_path)
+        if weights is not None:
+            for name in ("layout", self.detector.name):
+                if is_detector_dir(weights / name, self.detector):
+                    return weights / name
+        return vlm.cached_snapshot(self.detector.repo_id)
+
+    def _no_layout(self, model_path: str | None) -> tuple[str, str]:
+        where = f"{model_path}/layout, " if model_path else ""
+        return (
+            f"no {self.detector.name} weights ({self.detector.repo_id}) in {where}the local Hugging Face cache",
+            f"polyocr fetch {self.name} (or hf download {self.detector.repo_id})",
+        )
+
+    def available(self, profile: Profile) -> Availability:
+        verdict = super().available(profile)
+        if not verdict.ok:
+            return verdict
+        layout = self.layout_weights(self.model_path)
+        if layout is None:
+            return Availability.no(*self._no_layout(self.model_path))
+        return Availability.yes(f"{verdict.reason}; layout model at {layout}")
+
+    def load(self, plan: EnginePlan) -> None:
+        import torch
+
+        model_path = plan.model_path or self.model_path
+        layout = self.layout_weights(model_path)
+        if layout is None:
+            raise EngineUnavailable(self.name, *self._no_layout(model_path))
+        super().load(plan)
+        # The detector runs in float32 whatever the VLM's dtype: ~200 MB, and PaddleX runs it in fp32.
+        self._layout = LayoutDetector(self.detector, layout)
+        self._layout.load(plan.device, torch.float32)
+
+    def close(self) -> None:
+        super().close()
+        if self._layout is not None:
+            self._layout.close()
+        self._layout = None
+
+    def detect(self, pages: Sequence[Page]) -> list[list[Region]]:
+        """The layout stage for some pages (8 a batch, the PaddleX pipeline's LayoutDetection batch_size)."""
+        if self._layout is None:
+            raise EngineError(self.name, "recognize() called before load()")
+        regions: list[list[Region]] = []
+        for start in range(0, len(pages), 8):
+            regions.extend(self._layout.detect([page.image for page in pages[start : start + 8]]))
+        return regions
+
+    def read_elements(self, pages: Sequence[Page], regions: list[list[Region]], task: Task) -> list[PageResult]:
+        """The element stage (twostage.read_regions with the engine's own prepare/finish)."""
+        raise NotImplementedError
+
+    def recognize(self, pages: Sequence[Page], task: Task) -> list[PageResult]:
+        if task.kind == TaskKind.REGION:
+            return super().recognize(pages, task)
+        if self._model is None:
+            raise EngineError(self.name, "recognize() called before load()")
+        regions = self.detect(pages)
+        if task.kind == TaskKind.LAYOUT_ONLY:
+            return [
+                layout_only(page, page_regions, self.name) for page, page_regions in zip(pages, regions, strict=True)
+            ]
+        return self.read_elements(pages, regions, task)

@@ -1,6 +1,6 @@
 """Two-stage page parsing: a layout stage finds the page's regions in reading order, then the VLM reads
-each region with the element prompt its authors trained (PaddleOCR-VL with PP-DocLayoutV2/V3; MinerU2.5,
-whose layout stage is the VLM itself on a downscaled page).
+each region with the element prompt its authors trained (PaddleOCR-VL with PP-DocLayoutV2/V3, GLM-OCR
+with PP-DocLayoutV3; MinerU2.5, whose layout stage is the VLM itself on a downscaled page).
 
 The interface, for an engine that runs this way:
 
@@ -8,17 +8,20 @@ The interface, for an engine that runs this way:
   the model's own label, the reading-order position, the detector's score, and `mode`: the key of
   the element prompt in the engine's `VLMSpec.prompts` that reads it ("text", "table", "formula",
   ...), or None for a region that is kept without recognition (a picture, a seal).
-- `read_regions(engine, pages, regions, task, prepare=..., finish=...)` is the element stage: it crops
-  every region that has a mode (`crop()`: the box rounded as the authors crop, plus an optional
-  padding, clamped to the page), optionally passes each crop through `prepare` (PaddleOCR-VL trims a
-  formula's white margin), groups the crops of all pages by mode, runs each group through
-  `HFVLMEngine._generate` in batches of `plan.batch_size` (one prompt per batch, as the authors batch
-  by prompt), turns each answer into text and a TextFormat with `finish(region, text)` (OTSL -> HTML
-  for tables, LaTeX for formulas), and returns one `PageResult` per page whose blocks are the regions
-  in reading order with the layout's categories (a region read as empty is dropped unless
-  `keep_empty`: the PaddleX pipeline keeps them all). The page's `Generation` sums the elements' tokens
-  and seconds; its stop reason is the worst of theirs (error > timeout > loop > max_tokens > eos),
-  so the router's checks (token limit, loop ladder) see a page with one runaway element.
+- `read_regions(engine, pages, regions, task, prepare=..., finish=..., assemble=...)` is the element
+  stage: it crops every region that has a mode (`crop()`: the box, or `crop_bbox` where the authors
+  crop another, rounded as the authors crop, plus an optional padding, clamped to the page),
+  optionally passes each crop through `prepare` (PaddleOCR-VL trims a formula's white margin), groups
+  the crops of all pages by mode, runs each group through `HFVLMEngine._generate` in batches of
+  `plan.batch_size` (one prompt per batch, as the authors batch by prompt), turns each answer into
+  text and a TextFormat with `finish(region, text)` (OTSL -> HTML for tables, LaTeX for formulas),
+  and returns one `PageResult` per page whose blocks are the regions in reading order with the
+  layout's categories (a region read as empty is dropped unless `keep_empty`: the PaddleX pipeline
+  keeps them all), passed with their regions through `assemble` where the authors assemble a page
+  further (GLM-OCR: formula numbers into formulas, hyphenated paragraphs, list items). The page's
+  `Generation` sums the elements' tokens and seconds; its stop reason is the worst of theirs (error >
+  timeout > loop > max_tokens > eos), so the router's checks (token limit, loop ladder) see a page
+  with one runaway element.
 - `layout_only(page, regions, engine)` is the result of the layout stage alone (no VLM call).
 
 The task's time limit is the page's: each batch gets what is left of it. Nothing here imports torch.
@@ -55,12 +58,17 @@ class Region:
     order: int  # reading-order position on the page, 0 first
     mode: str | None  # the element prompt's key in VLMSpec.prompts; None: kept, not read
     score: float | None = None
+    # the box the authors crop where it is not `bbox` (the GLM-OCR SDK crops through 0-1000 coordinates)
+    crop_bbox: Box | None = None
 
 
 # (region, its crop) -> the image the VLM reads (e.g. margins trimmed); the crop by default.
 Prepare = Callable[[Region, "Image.Image"], "Image.Image"]
 # (region, the VLM's decoded answer) -> (block text, its format).
 Finish = Callable[[Region, str], tuple[str, TextFormat]]
+# (a page's (region, block) pairs in reading order, its size) -> its blocks (the authors' page-level
+# assembly: GLM-OCR merges formula numbers into formulas, hyphenated paragraphs, list items).
+Assemble = Callable[[list[tuple[Region, Block]], tuple[int, int]], list[Block]]
 
 # Worst first: a page reports the worst stop reason among its elements.
 _STOP_RANK = ("error", "timeout", "loop", "max_tokens", "stop_string", "eos")
@@ -95,6 +103,7 @@ def read_regions(
     finish: Finish | None = None,
     pad: int = 0,
     keep_empty: bool = False,
+    assemble: Assemble | None = None,
 ) -> list[PageResult]:
     """The element stage for a batch of pages: every region with a mode read by the engine's VLM with
     that mode's prompt, batched by mode across pages; one PageResult per page, blocks in reading order."""
@@ -107,7 +116,7 @@ def read_regions(
         for r, region in enumerate(page_regions):
             if region.mode is None or rgb is None:
                 continue
-            image = crop(rgb, region.bbox, pad)
+            image = crop(rgb, region.crop_bbox or region.bbox, pad)
             if prepare is not None:
                 image = prepare(region, image)
             jobs.setdefault(region.mode, []).append((p, r, image))
@@ -130,7 +139,7 @@ def read_regions(
 
     results = []
     for p, (page, page_regions) in enumerate(zip(pages, ordered, strict=True)):
-        blocks: list[Block] = []
+        pairs: list[tuple[Region, Block]] = []
         generations: list[Generation] = []
         batches: set[int] = set()
         for r, region in enumerate(page_regions):
@@ -143,9 +152,9 @@ def read_regions(
                 text, fmt = finish(region, answer) if finish is not None else (answer.strip(), TextFormat.PLAIN)
             if region.mode is not None and not text and not keep_empty:
                 continue  # a region the VLM read as nothing adds nothing (unless the authors keep it)
-            blocks.append(
-                Block(bbox=region.bbox, category=region.category, text=text, confidence=region.score, format=fmt)
-            )
+            block = Block(bbox=region.bbox, category=region.category, text=text, confidence=region.score, format=fmt)
+            pairs.append((region, block))
+        blocks = assemble(pairs, page.image.size) if assemble is not None else [block for _, block in pairs]
         seconds = sum(batch_seconds[i] for i in batches)
         results.append(_page_result(page, engine.name, blocks, generations, seconds))
     return results
