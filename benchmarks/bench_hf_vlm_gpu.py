@@ -222,148 +222,163 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "tie_word_embeddings": True,
         },
     ),
-    # zai-org/GLM-OCR config.json (the MTP layer, num_nextn_predict_layers 1, is not loaded by transformers)
-    "glm-ocr": (
-        "zai-org/GLM-OCR",
-        "GlmOcr",
-        {
-            "text_config": {
-                "vocab_size": 59392,
-                "hidden_size": 1536,
-                "intermediate_size": 4608,
-                "num_hidden_layers": 16,
-                "num_attention_heads": 16,
-                "num_key_value_heads": 8,
-                "head_dim": 128,
-                "max_position_embeddings": 131072,
-                "rope_parameters": {
-                    "rope_type": "default",
-                    "rope_theta": 10000,
-                    "mrope_section": [16, 24, 24],
-                    "partial_rotary_factor": 1.0,
-                },
-            },
-            "vision_config": {
-                "depth": 24,
-                "hidden_size": 1024,
-                "num_heads": 16,
-                "intermediate_size": 4096,
-                "out_hidden_size": 1536,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "image_size": 336,
-            },
-            "image_token_id": 59280,
-            "video_token_id": 59281,
-            "image_start_token_id": 59256,
-            "image_end_token_id": 59257,
-        },
-    ),
-    # lightonai/LightOnOCR-2-1B config.json (model_type mistral3 there; LightOnOcrConfig reads it)
-    "lighton-ocr": (
-        "lightonai/LightOnOCR-2-1B",
-        "LightOnOcr",
-        {
-            "text_config": {
-                "model_type": "qwen3",
-                "vocab_size": 151936,
-                "hidden_size": 1024,
-                "intermediate_size": 3072,
-                "num_hidden_layers": 28,
-                "num_attention_heads": 16,
-                "num_key_value_heads": 8,
-                "head_dim": 128,
-                "max_position_embeddings": 16384,
-                "tie_word_embeddings": True,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000},
-            },
-            "vision_config": {
-                "model_type": "pixtral",
-                "hidden_size": 1024,
-                "intermediate_size": 4096,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 16,
-                "head_dim": 64,
-                "image_size": 1540,
-                "patch_size": 14,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 10000},
-            },
-            "spatial_merge_size": 2,
-            "image_token_id": 151655,
-            "tie_word_embeddings": True,
-        },
-    ),
-    # olmOCR-2-7B-1025 is a fine-tune of Qwen2.5-VL-7B-Instruct: that checkpoint's config.json dims.
-    "olmocr": (
-        "allenai/olmOCR-2-7B-1025",
-        "Qwen2_5_VL",
-        {
-            "text_config": {
-                "vocab_size": 152064,
-                "hidden_size": 3584,
-                "intermediate_size": 18944,
-                "num_hidden_layers": 28,
-                "num_attention_heads": 28,
-                "num_key_value_heads": 4,
-                "max_position_embeddings": 128000,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-            },
-            "vision_config": {
-                "depth": 32,
-                "hidden_size": 1280,
-                "intermediate_size": 3420,
-                "num_heads": 16,
-                "out_hidden_size": 3584,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "window_size": 112,
-                "fullatt_block_indexes": [7, 15, 23, 31],
-            },
-            "image_token_id": 151655,
-            "video_token_id": 151656,
-            "vision_start_token_id": 151652,
-            "vision_end_token_id": 151653,
-        },
-    ),
-    # MinerU2.5-2509-1.2B: its config.json was not found in a public copy; the dims are the report's
-    # (arXiv 2509.22186: Qwen2-VL's 675M NaViT encoder, a Qwen2-Instruct 0.5B decoder) with those
-    # models' published sizes (Qwen2-0.5B-Instruct, Qwen2-VL-2B-Instruct's vision config).
-    "mineru": (
-        "opendatalab/MinerU2.5-2509-1.2B",
-        "Qwen2VL",
-        {
-            "text_config": {
-                "vocab_size": 151936,
-                "hidden_size": 896,
-                "intermediate_size": 4864,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 14,
-                "num_key_value_heads": 2,
-                "max_position_embeddings": 32768,
-                "tie_word_embeddings": True,
-                # head_dim 64: Qwen2-VL's [16, 24, 24] halved, since the sections must sum to head_dim / 2
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
-            },
-            "vision_config": {
-                "depth": 32,
-                "embed_dim": 1280,
-                "hidden_size": 896,
-                "num_heads": 16,
-                "mlp_ratio": 4,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-            },
-            "image_token_id": 151655,
-            "video_token_id": 151656,
-            "vision_start_token_id": 151652,
-            "vision_end_token_id": 151653,
-            "tie_word_embeddings": True,
-        },
-    ),
 }
+
+
+# GLM-OCR config.json: huggingface.co/zai-org/GLM-OCR/resolve/main/config.json as printed in a public
+# session log (find_string id 53934462539, transformers_version 5.0.1dev0); the same values in the
+# MLX ports' tests (ids 54557644260, 25404424513) and an FP8 re-upload's config (id 56610622797).
+GLM_OCR = {
+    "text_config": {
+        "vocab_size": 59392,
+        "hidden_size": 1536,
+        "intermediate_size": 4608,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "attention_bias": False,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "pad_token_id": 59246,
+        "eos_token_id": [59246, 59253],
+        "tie_word_embeddings": False,
+        "rope_parameters": {
+            "rope_type": "default",
+            "mrope_section": [16, 24, 24],
+            "partial_rotary_factor": 1.0,
+            "rope_theta": 10000,
+        },
+    },
+    "vision_config": {
+        "hidden_size": 1024,
+        "depth": 24,
+        "num_heads": 16,
+        "attention_bias": True,
+        "intermediate_size": 4096,
+        "image_size": 336,
+        "patch_size": 14,
+        "out_hidden_size": 1536,
+        "rms_norm_eps": 1e-5,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    },
+    "image_start_token_id": 59256,
+    "image_end_token_id": 59257,
+    "video_start_token_id": 59258,
+    "video_end_token_id": 59259,
+    "image_token_id": 59280,
+    "video_token_id": 59281,
+}
+
+# LightOnOCR-2-1B: the hub card tags it mistral3 (LightOnOCRForConditionalGeneration) like
+# LightOnOCR-1B-1025, whose config.json is copied in nikolay-grudanov/Team_5_AI_Tutor@ab9ec7b:
+# models/LightOnOCR-1B-1025/config.json (Pixtral 24 x 1024, Qwen3 28 x 1024, GQA 16/8, head_dim 128,
+# vocab 151936, tied embeddings); the LightOnOCR-2-1B GGUF card (huggingface.co/cstr/lightonocr-GGUF)
+# gives the same sizes, 1006 M parameters. Its 2-1B config.json itself was not found.
+LIGHTON_OCR = {
+    "text_config": {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000},
+        "tie_word_embeddings": True,
+    },
+    "vision_config": {
+        "model_type": "pixtral",
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "head_dim": 64,
+        "image_size": 1540,
+        "patch_size": 14,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000},
+    },
+    "spatial_merge_size": 2,
+    "image_token_id": 151655,
+    "tie_word_embeddings": True,
+}
+
+# olmOCR-2-7B-1025: Qwen2.5-VL-7B; nikolay-grudanov/Team_5_AI_Tutor@ab9ec7b:
+# models/olmOCR-2-7B-1025-FP8/config.json (the FP8 release of the same weights; its quantization block
+# dropped here).
+OLMOCR = {
+    "text_config": {
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+    },
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "tie_word_embeddings": False,
+}
+
+# MinerU2.5-2509-1.2B: Qwen2VLForConditionalGeneration (its card's transformers example). Its
+# config.json was not found in any public copy; the paper (arXiv 2509.22186, section 2) gives the
+# parts: the NaViT vision encoder of Qwen2-VL (675 M: depth 32, width 1280, 16 heads, merged 2x2)
+# and a Qwen2-Instruct 0.5 B decoder (Qwen2-0.5B-Instruct's published sizes: 896 wide, 24 layers,
+# 14 heads, 2 KV heads, MLP 4864, vocab 151936, tied). Sum 1.17 B = the card's 1.2 B. A MinerU
+# adapter's test (vllm_musa, tests of vllm_musa/models/mineru_qwen2_vl.py; find_string id
+# 70628317581) gives the same: text 896 x 24 layers, 14 heads, 2 KV, head_dim 64, mrope_section
+# [8, 12, 12]; vision embed_dim 1280, depth 32, 16 heads.
+MINERU = {
+    "text_config": {
+        "vocab_size": 151936,
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+    },
+    "vision_config": {
+        **CONFIGS["qwen2vl"][2]["vision_config"],
+        "hidden_size": 896,  # the merger projects into the decoder's width
+    },
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "tie_word_embeddings": True,
+}
+
+
+CONFIGS["glm-ocr"] = ("zai-org/GLM-OCR", "GlmOcr", GLM_OCR)
+CONFIGS["lighton-ocr"] = ("lightonai/LightOnOCR-2-1B", "LightOnOcr", LIGHTON_OCR)
+CONFIGS["olmocr"] = ("allenai/olmOCR-2-7B-1025", "Qwen2_5_VL", OLMOCR)
+CONFIGS["mineru"] = ("opendatalab/MinerU2.5-2509-1.2B", "Qwen2VL", MINERU)
 # PaddleOCR-VL-1.5: the same architecture (model_type paddleocr_vl, the 1.5 model card); its config.json is
 # not among ../shared/models, so the dimensions are assumed equal to PaddleOCR-VL's.
 CONFIGS["paddleocr-vl-1.5"] = ("PaddlePaddle/PaddleOCR-VL-1.5", *CONFIGS["paddleocr-vl"][1:])

@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from polyocr.engines import vlm
 from polyocr.engines.base import Engine
-from polyocr.engines.hf.spec import VLMSpec, image_only_processor, paragraphs
+from polyocr.engines.hf.spec import VLMSpec, image_only_processor, page_result, paragraphs
 from polyocr.errors import EngineError, EngineUnavailable
-from polyocr.formats.markdown import blocks_to_markdown
-from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+from polyocr.results import Block, Generation, PageResult, TextFormat
 from polyocr.types import Availability, EngineKind, EnginePlan, Task, TaskKind
 
 if TYPE_CHECKING:
@@ -291,19 +289,7 @@ class HFVLMEngine(Engine):
         else:
             fmt = spec.markdown_format if mode == "markdown" else TextFormat.PLAIN
             blocks = spec.parse_answer(output, page.image.size, fmt) if spec.parse_answer else paragraphs(output, fmt)
-        status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
-        return PageResult(
-            page=page.number,
-            source=page.source,
-            width=page.image.width,
-            height=page.image.height,
-            status=status,
-            engine=self.name,
-            blocks=blocks,
-            text=blocks_to_text(blocks),
-            markdown=blocks_to_markdown(blocks),
-            generation=generation,
-        )
+        return page_result(self.name, page, blocks, generation, generation.stop_reason)
 
 
 def _task_image(page: Page, task: Task) -> Image.Image:

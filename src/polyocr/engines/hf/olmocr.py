@@ -34,11 +34,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from polyocr.engines.hf.engine import HFVLMEngine, _task_image
-from polyocr.engines.hf.spec import QWEN_COMMON, VLMSpec, qwen_pixels
+from polyocr.engines.hf.spec import QWEN_COMMON, VLMSpec, page_result, qwen_pixels
 from polyocr.errors import EngineError
-from polyocr.formats.markdown import blocks_to_markdown
-from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+from polyocr.results import Block, Generation, PageResult, TextFormat
 from polyocr.types import Task, TaskKind
 
 if TYPE_CHECKING:
@@ -281,19 +279,13 @@ class OlmOCREngine(HFVLMEngine):
             blocks = [Block(bbox=task.region, text=text, format=TextFormat.MARKDOWN)] if text else []
         else:
             blocks = markdown_blocks(text)
-        status = PageStatus.OK if generation.stop_reason == "eos" else PageStatus.PARTIAL
-        return PageResult(
-            page=page.number,
-            source=page.source,
-            width=page.image.width,
-            height=page.image.height,
-            status=status,
-            engine=self.name,
+        return page_result(
+            self.name,
+            page,
+            blocks,
+            generation,
+            generation.stop_reason,
             language=answer.primary_language,
-            blocks=blocks,
-            text=blocks_to_text(blocks),
-            markdown=blocks_to_markdown(blocks),
-            generation=generation,
             errors=[f"{self.name}: {answer.problem}"] if answer.problem and text else [],
         )
 

@@ -15,11 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from polyocr.results import CATEGORIES, Block, TextFormat
+from polyocr.formats.markdown import blocks_to_markdown
+from polyocr.formats.text import blocks_to_text
+from polyocr.results import CATEGORIES, Block, Generation, PageResult, PageStatus, TextFormat
 from polyocr.scripts import ARABIC, CYRILLIC, GREEK, HAN, HANGUL, KANA, LATIN
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from polyocr.documents import Page
 
 Size = tuple[int, int]
 Parser = Callable[[str, Size], list[Block]]
@@ -156,6 +160,26 @@ def scale_box(box: Sequence[float], size: Size, norm: float) -> tuple[float, flo
     xs = sorted((min(max(x1, 0.0), norm) / norm * width, min(max(x2, 0.0), norm) / norm * width))
     ys = sorted((min(max(y1, 0.0), norm) / norm * height, min(max(y2, 0.0), norm) / norm * height))
     return (round(xs[0], 1), round(ys[0], 1), round(xs[1], 1), round(ys[1], 1))
+
+
+def page_result(
+    engine: str, page: Page, blocks: list[Block], generation: Generation | None, reason: str | None, **fields: Any
+) -> PageResult:
+    """One page's result from an engine's blocks: the page's size and source, text and Markdown from
+    the blocks, OK only where generation ended at an end token (`reason` "eos")."""
+    return PageResult(
+        page=page.number,
+        source=page.source,
+        width=page.image.width,
+        height=page.image.height,
+        status=PageStatus.OK if reason == "eos" else PageStatus.PARTIAL,
+        engine=engine,
+        blocks=blocks,
+        text=blocks_to_text(blocks),
+        markdown=blocks_to_markdown(blocks),
+        generation=generation,
+        **fields,
+    )
 
 
 def paragraphs(text: str, fmt: TextFormat = TextFormat.PLAIN) -> list[Block]:

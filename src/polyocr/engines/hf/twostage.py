@@ -34,9 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from polyocr.formats.markdown import blocks_to_markdown
-from polyocr.formats.text import blocks_to_text
-from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
+from polyocr.engines.hf.spec import page_result
+from polyocr.results import Block, Generation, PageResult, TextFormat
 from polyocr.types import Task
 
 if TYPE_CHECKING:
@@ -183,15 +182,4 @@ def _page_result(
             nonfinite_logits=any(g.nonfinite_logits for g in generations),
         )
     )
-    return PageResult(
-        page=page.number,
-        source=page.source,
-        width=page.image.width,
-        height=page.image.height,
-        status=PageStatus.OK if reason == "eos" else PageStatus.PARTIAL,
-        engine=engine_name,
-        blocks=blocks,
-        text=blocks_to_text(blocks),
-        markdown=blocks_to_markdown(blocks),
-        generation=generation,
-    )
+    return page_result(engine_name, page, blocks, generation, reason)
