@@ -205,21 +205,13 @@ class TesseractEngine(Engine):
         names the main script whatever it is (it knows Han, Kannada, Arabic... without their
         traineddata); on a Latin or Cyrillic page the sampled first pass adds the minority script.
         Empty when neither can tell (no osd.traineddata and no language to add)."""
-        from tesserocr import PSM, PyTessBaseAPI
-
         if self._tessdata is None:
             self.load(EnginePlan())
         assert self._tessdata is not None
         with self._lock:
             main: tuple[str, ...] = ()
             if (self._tessdata / "osd.traineddata").is_file():
-                if self._osd is None:
-                    self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
-                self._osd.SetImage(image)
-                try:
-                    found = self._osd.DetectOrientationScript()
-                finally:
-                    self._osd.Clear()
+                found = self._detect_orientation_script(image)
                 main = OSD_SCRIPTS.get((found or {}).get("script_name", ""), ())
             if main and main[0] not in (LATIN, CYRILLIC):
                 return main
@@ -229,26 +221,32 @@ class TesseractEngine(Engine):
                 return main
             return detected[0]
 
+    def _detect_orientation_script(self, image: Any) -> dict[str, Any] | None:
+        """Tesseract OSD on a page (orientation and script), through one lazily made OSD instance; the
+        caller holds self._lock and has checked that osd.traineddata is installed."""
+        from tesserocr import PSM, PyTessBaseAPI
+
+        if self._osd is None:
+            self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
+        self._osd.SetImage(image)
+        try:
+            found: dict[str, Any] | None = self._osd.DetectOrientationScript()
+        finally:
+            self._osd.Clear()
+        return found
+
     def orientation(self, image: Any) -> tuple[int, float] | None:
         """Tesseract OSD's orientation of a page: (the clockwise angle the page's text is turned by,
         0/90/180/270, as `tesseract --psm 0` prints "Orientation in degrees"; OSD's confidence in it,
         on Tesseract's scale, where OCRmyPDF rotates at 14 or more). None without osd.traineddata;
         (0, 0.0) when OSD cannot tell (too few characters)."""
-        from tesserocr import PSM, PyTessBaseAPI
-
         if self._tessdata is None:
             self.load(EnginePlan())
         assert self._tessdata is not None
         if not (self._tessdata / "osd.traineddata").is_file():
             return None
         with self._lock:
-            if self._osd is None:
-                self._osd = PyTessBaseAPI(path=f"{self._tessdata}/", lang="osd", psm=PSM.OSD_ONLY)
-            self._osd.SetImage(image)
-            try:
-                found = self._osd.DetectOrientationScript()
-            finally:
-                self._osd.Clear()
+            found = self._detect_orientation_script(image)
         if not found:
             return 0, 0.0
         return int(found.get("orient_deg", 0)) % 360, float(found.get("orient_conf", 0.0))
