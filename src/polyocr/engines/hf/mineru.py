@@ -39,8 +39,6 @@ from polyocr.engines.hf.engine import HFVLMEngine
 from polyocr.engines.hf.otsl import otsl_to_html, pad_to_longest
 from polyocr.engines.hf.spec import QWEN_COMMON, Size, VLMSpec, qwen_pixels
 from polyocr.errors import EngineError
-from polyocr.formats.markdown import blocks_to_markdown
-from polyocr.formats.text import blocks_to_text
 from polyocr.results import Block, Generation, PageResult, PageStatus, TextFormat
 from polyocr.scripts import HAN, LATIN
 from polyocr.types import Task, TaskKind
@@ -373,27 +371,16 @@ class MinerUEngine(HFVLMEngine):
         angles = {id(r): line.angle for page_regions, page_lines in zip(found, lines, strict=True)
                   for r, line in zip(page_regions, page_lines, strict=True)}  # fmt: skip
         read = twostage.read_regions(
-            self, pages, found, task, prepare=lambda r, piece: element_image(piece, angles[id(r)]), finish=finish
+            self,
+            pages,
+            found,
+            task,
+            prepare=lambda r, piece: element_image(piece, angles[id(r)]),
+            finish=finish,
+            # each block with the MinerU type of its region, for the equation-block merge
+            assemble=lambda pairs, size: combine_equation_blocks([(region.label, block) for region, block in pairs]),
         )
-        out = []
-        for result, page_regions, (_, generation) in zip(read, found, layout, strict=True):
-            blocks = combine_equation_blocks(_labelled(page_regions, result.blocks))
-            result = result.model_copy(
-                update={"blocks": blocks, "text": blocks_to_text(blocks), "markdown": blocks_to_markdown(blocks)}
-            )
-            out.append(_with_layout(result, generation))
-        return out
-
-
-def _labelled(page_regions: Sequence[twostage.Region], blocks: Sequence[Block]) -> list[tuple[str, Block]]:
-    """Each block with the MinerU type of its region (read_regions keeps the regions' order, dropping
-    the read ones that came back empty)."""
-    out = []
-    remaining = list(blocks)
-    for region in sorted(page_regions, key=lambda r: r.order):
-        if remaining and remaining[0].bbox == region.bbox and remaining[0].category == region.category:
-            out.append((region.label, remaining.pop(0)))
-    return out + [("text", block) for block in remaining]
+        return [_with_layout(result, generation) for result, (_, generation) in zip(read, layout, strict=True)]
 
 
 def _with_layout(result: PageResult, layout: Generation) -> PageResult:
