@@ -511,14 +511,12 @@ def page_result(
     else:
         bbox = task.region if mode == PromptMode.GROUNDING_OCR else None
         result.blocks = [Block(bbox=bbox, text=output.strip(), format=TextFormat.MARKDOWN)]
-    if svg:
-        pass
-    elif unparsed:
+    if unparsed:
         # No elements, but the words may still be right: keep them as the page's text, with no blocks,
         # so the router sees a layout answer that did not parse and can still fall back on the text.
         loose = Block(text=output.strip(), format=TextFormat.MARKDOWN)
         result.markdown, result.text = loose.text, page_text([loose])
-    else:
+    elif not svg:  # the SVG branch above set the page's Markdown and text itself
         result.markdown = blocks_to_markdown(result.blocks)
         result.text = page_text(result.blocks)
     if problems:
