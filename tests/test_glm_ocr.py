@@ -390,16 +390,3 @@ def test_cli_ocr_runs_both_stages(engine, checkpoint: Path, page: Page, tmp_path
     assert {tuple(b["bbox"]) for b in out["blocks"]} <= {r.bbox for r in regions}
     assert {b["category"] for b in out["blocks"]} <= {r.category for r in regions}
     assert out["generation"]["prompt_tokens"] > 0
-
-
-def test_fetch_downloads_the_layout_model_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from polyocr.cli import app
-    from polyocr.engines import vlm
-
-    fetched: list[str] = []
-    monkeypatch.setattr(vlm, "fetch_weights", lambda engine, repo: fetched.append(repo) or tmp_path)
-    result = CliRunner().invoke(app, ["fetch", "glm-ocr"])
-    assert result.exit_code == 0, result.output
-    assert fetched == ["zai-org/GLM-OCR", "PaddlePaddle/PP-DocLayoutV3_safetensors"]

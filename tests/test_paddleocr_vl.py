@@ -371,17 +371,33 @@ def test_layout_weights_missing_or_in_paddle_format(
     assert engine_class("paddleocr-vl")(model_path=str(checkpoint)).available(None).ok
 
 
-def test_fetch_downloads_the_layout_model_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "repos"),
+    [
+        ("paddleocr-vl", ["PaddlePaddle/PaddleOCR-VL", "PaddlePaddle/PP-DocLayoutV2_safetensors"]),
+        ("glm-ocr", ["zai-org/GLM-OCR", "PaddlePaddle/PP-DocLayoutV3_safetensors"]),
+    ],
+)
+def test_fetch_downloads_the_layout_model_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, repos: list[str]
+) -> None:
+    """`polyocr fetch` of a two-stage engine downloads its layout model's repository too (the hub
+    itself, outside polyocr, is the test double)."""
+    import huggingface_hub
     from typer.testing import CliRunner
 
     from polyocr.cli import app
-    from polyocr.engines import vlm
 
     fetched: list[str] = []
-    monkeypatch.setattr(vlm, "fetch_weights", lambda engine, repo: fetched.append(repo) or tmp_path)
-    result = CliRunner().invoke(app, ["fetch", "paddleocr-vl"])
+
+    def snapshot_download(repo_id: str, **kwargs: object) -> str:
+        fetched.append(repo_id)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    result = CliRunner().invoke(app, ["fetch", name])
     assert result.exit_code == 0, result.output
-    assert fetched == ["PaddlePaddle/PaddleOCR-VL", "PaddlePaddle/PP-DocLayoutV2_safetensors"]
+    assert fetched == repos
 
 
 def test_cli_ocr_runs_both_stages(engine, checkpoint: Path, page: Page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
