@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from polyocr.engines.base import EngineEntry, register
 from polyocr.engines.tesseract import TesseractEngine
@@ -52,3 +53,12 @@ def calls(path: Path) -> list[tuple[str, int]]:
     if not path.exists():
         return []
     return [(name, int(n)) for name, n in (line.split("\t") for line in path.read_text().splitlines())]
+
+
+def without_seconds(value: Any) -> Any:
+    """A decoded JSON value with every "seconds" key left out (timings differ between runs)."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value

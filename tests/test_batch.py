@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import polyocr
-from batch_engines import NAME, calls, register_counting
+from batch_engines import NAME, calls, register_counting, without_seconds
 from conftest import REPO, SAMPLE_PDF
 from polyocr.batch import BatchOptions, outputs, plan_workers, run_batch
 from polyocr.batch.worklist import WorkList
@@ -60,15 +60,8 @@ def counting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return calls_file
 
 
-def without_seconds(text: str) -> dict:
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(json.loads(text))
+def json_without_seconds(text: str) -> dict:
+    return without_seconds(json.loads(text))
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -124,7 +117,7 @@ def test_batch_cli_writes_what_ocr_writes_and_a_rerun_does_nothing(tmp_path: Pat
         doc = polyocr.ocr(item, "tesseract")
         for fmt in ("txt", "md"):
             assert (out / f"{item.stem}.{fmt}").read_text(encoding="utf-8") == render(doc, fmt)
-        assert without_seconds((out / f"{item.stem}.json").read_text()) == without_seconds(doc.to_json())
+        assert json_without_seconds((out / f"{item.stem}.json").read_text()) == json_without_seconds(doc.to_json())
     again = subprocess.run([*command, "--json-report"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 1
     report = json.loads(again.stderr[again.stderr.index("{") :])
@@ -163,7 +156,7 @@ def test_kill_9_mid_run_then_rerun_redoes_no_finished_page(
     assert sum(counts.values()) <= 10 + 2  # at most the two pages in the workers' hands at the kill, twice
     reference = polyocr.ocr(pdf, NAME, languages=["eng"], dpi=100)
     assert (out / "scan.txt").read_text(encoding="utf-8") == render(reference, "txt")
-    assert without_seconds((out / "scan.json").read_text()) == without_seconds(reference.to_json())
+    assert json_without_seconds((out / "scan.json").read_text()) == json_without_seconds(reference.to_json())
 
 
 def test_a_killed_worker_loses_only_its_page_retried_once_then_failed_and_retry_failed(
@@ -265,7 +258,7 @@ def test_the_split_chain_of_the_gpu_pipeline_joins_into_what_one_router_gives() 
     with Router(["openai"], task) as head, Router(["tesseract"], task) as rest:
         joined = merge_fallback(head.recognize_page(page, task), rest.recognize_page(page, task))
     assert [a.outcome for a in whole.attempts] == [Outcome.UNAVAILABLE, Outcome.OK]
-    assert without_seconds(joined.model_dump_json()) == without_seconds(whole.model_dump_json())
+    assert json_without_seconds(joined.model_dump_json()) == json_without_seconds(whole.model_dump_json())
 
 
 def test_a_worker_over_its_memory_bound_is_replaced(tmp_path: Path) -> None:

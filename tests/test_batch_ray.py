@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_engines import NAME, calls, register_counting
+from batch_engines import NAME, calls, register_counting, without_seconds
 from conftest import REPO, SAMPLE_PDF
 from polyocr.batch import BatchOptions, BatchProgress, run_batch
 
@@ -32,19 +32,12 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
 def outputs_of(out: Path) -> dict[str, object]:
     """Every output and page file of a batch folder, timings aside."""
 
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
     found: dict[str, object] = {}
     for path in sorted(out.rglob("*")):
         if path.suffix in (".txt", ".md"):
             found[str(path.relative_to(out))] = path.read_text(encoding="utf-8")
         elif path.suffix == ".json":
-            found[str(path.relative_to(out))] = strip(json.loads(path.read_text(encoding="utf-8")))
+            found[str(path.relative_to(out))] = without_seconds(json.loads(path.read_text(encoding="utf-8")))
     return found
 
 
